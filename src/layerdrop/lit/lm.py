@@ -1,0 +1,93 @@
+"""Lightning module for language modelling: loss, perplexity, optimisation, LayerDrop draws."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torchmetrics import MeanMetric
+
+from layerdrop.models.layerdrop import LayerDropList
+from layerdrop.models.lm import LMConfig, TransformerLM
+from layerdrop.optim import build_optimizer
+
+
+class LMLitModule(pl.LightningModule):
+    """Args are plain dicts (so checkpoints load with ``weights_only=True``):
+    model: ``LMConfig`` fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``;
+    seed: base seed of the synchronised LayerDrop draws."""
+
+    def __init__(self, model: dict, optim: dict | None = None, seed: int = 0, arch: str = "lm"):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model = TransformerLM(LMConfig(**model))
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        self.metrics = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_tokens = 0  # tokens scored by the latest validation/test epoch
+
+    @classmethod
+    def wrap(cls, model: TransformerLM) -> LMLitModule:
+        """Evaluate an existing (e.g. pruned) model."""
+        from dataclasses import asdict
+
+        lit = cls(model=asdict(model.config))
+        lit.model = model
+        return lit
+
+    # -- LayerDrop: one draw index per micro-batch, the same on every rank and after resume
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        accum = self.trainer.accumulate_grad_batches
+        draw = self.global_step * accum + batch_idx % accum
+        for m in self.model.modules():
+            if isinstance(m, LayerDropList):
+                m.set_draw(draw, seed=self.hparams.seed)
+
+    def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model(batch["input"])  # (B,T,C)
+        nll = self.model.nll(hidden, batch["target"])  # (B,T)
+        n = (batch["target"] != -100).sum()
+        return nll.sum() / n.clamp(min=1), n
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, n = self._nll(batch)
+        self.tokens_seen += n * self.trainer.world_size
+        kept = sum(sum(m.last_keep) for m in self.model.modules() if isinstance(m, LayerDropList))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/kept_layers", float(kept))
+        self.log("train/tokens_seen", self.tokens_seen.float())
+        return loss
+
+    def _eval_step(self, split: str, batch: dict) -> None:
+        loss, n = self._nll(batch)
+        self.metrics[split].update(loss, weight=n)
+        self.eval_tokens += int(n)
+
+    def _eval_end(self, split: str) -> None:
+        loss = self.metrics[split].compute()
+        self.log(f"{split}/loss", loss, sync_dist=False)
+        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
+        self.metrics[split].reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_tokens = 0
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_tokens = 0
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+

@@ -1,0 +1,84 @@
+"""Adaptive input embeddings and a tied adaptive softmax (Baevski & Auli, arXiv:1809.10853).
+
+The vocabulary is cut into frequency bands [0, c1), [c1, c2), ...; band i embeds in C / factor**i
+dimensions and projects to C. The softmax reuses both: its head scores band 0 plus one logit per
+tail band ("cluster"), and tail band i scores h @ P_i then against E_i, where P_i and E_i are the input
+band's projection and embedding (fairseq's ``tie_adaptive_weights`` and ``tie_adaptive_proj``).
+The only weights of its own are the cluster logits, (n_bands - 1) x C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def band_edges(vocab_size: int, cutoffs: Sequence[int]) -> list[int]:
+    edges = [0, *cutoffs, vocab_size]
+    if any(a >= b for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"adaptive cutoffs {list(cutoffs)} must increase strictly and stay below vocab_size={vocab_size}")
+    return edges
+
+
+class AdaptiveInput(nn.Module):
+    def __init__(self, vocab_size: int, d_model: int, cutoffs: Sequence[int], factor: float = 4.0):
+        super().__init__()
+        self.edges = band_edges(vocab_size, cutoffs)
+        self.d_model = d_model
+        dims = [int(d_model // factor**i) for i in range(len(self.edges) - 1)]
+        self.embeddings = nn.ModuleList(nn.Embedding(b - a, d) for a, b, d in zip(self.edges, self.edges[1:], dims))
+        self.projections = nn.ModuleList(nn.Linear(d, d_model, bias=False) for d in dims)
+        for emb, d in zip(self.embeddings, dims):
+            nn.init.normal_(emb.weight, std=d**-0.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B,T) -> (B,T,C)
+        out = tokens.new_zeros(*tokens.shape, self.d_model, dtype=self.projections[0].weight.dtype)
+        for (a, b), emb, proj in zip(zip(self.edges, self.edges[1:]), self.embeddings, self.projections):
+            in_band = (tokens >= a) & (tokens < b)
+            if in_band.any():
+                out[in_band] = proj(emb(tokens[in_band] - a)).to(out.dtype)
+        return out
+
+
+class TiedAdaptiveSoftmax(nn.Module):
+    def __init__(self, adaptive_input: AdaptiveInput, dropout: float = 0.0):
+        super().__init__()
+        self.inp = [adaptive_input]  # a list, so the tied module is not registered (or counted) twice
+        n_tails = len(adaptive_input.edges) - 2
+        self.cluster = nn.Linear(adaptive_input.d_model, n_tails, bias=False)
+        self.dropout = dropout
+
+    def _head_logp(self, h: torch.Tensor) -> torch.Tensor:  # (N,C) -> (N, c1 + n_tails)
+        E0 = self.inp[0].embeddings[0].weight
+        return torch.cat([h @ E0.t(), self.cluster(h)], dim=-1).float().log_softmax(-1)
+
+    def _tail_logp(self, h: torch.Tensor, i: int) -> torch.Tensor:  # (N,C) -> (N, band size)
+        P, E = self.inp[0].projections[i].weight, self.inp[0].embeddings[i].weight  # (C,d_i), (V_i,d_i)
+        z = F.dropout(h @ P, self.dropout, self.training)
+        return (z @ E.t()).float().log_softmax(-1)
+
+    def nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N,C), (N,) -> (N,) negative log-likelihood; only the tails that occur are computed."""
+        edges = self.inp[0].edges
+        head = self._head_logp(h)
+        c1 = edges[1]
+        head_idx = torch.where(target < c1, target, c1 + torch.bucketize(target, torch.tensor(edges[1:-1]), right=True) - 1)
+        out = -head.gather(1, head_idx[:, None]).squeeze(1)
+        for i in range(1, len(edges) - 1):
+            rows = ((target >= edges[i]) & (target < edges[i + 1])).nonzero().squeeze(1)
+            if rows.numel():
+                tail = self._tail_logp(h[rows], i)
+                out[rows] = out[rows] - tail.gather(1, (target[rows] - edges[i])[:, None]).squeeze(1)
+        return out
+
+    def log_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """(N,C) -> (N,V) full log-distribution (for tests and generation; costs every tail)."""
+        edges = self.inp[0].edges
+        head = self._head_logp(h)
+        parts = [head[:, : edges[1]]]
+        for i in range(1, len(edges) - 1):
+            parts.append(head[:, edges[1] + i - 1 : edges[1] + i] + self._tail_logp(h, i))
+        return torch.cat(parts, dim=-1)

@@ -1,0 +1,65 @@
+"""Model files: config + weights, loaded with ``weights_only=True`` (no code runs from a file).
+
+A saved model carries its own (possibly pruned) config, so a pruned model reloads like any other:
+nothing about the pruning has to be remembered (fairseq#1403). Lightning ``.ckpt`` files written by
+this project load too (their ``model.`` weights and ``hyper_parameters["model"]`` config).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from layerdrop.models.lm import LMConfig, TransformerLM
+
+FORMAT = "layerdrop-model/1"
+ARCHS: dict[str, tuple[type[nn.Module], type]] = {"lm": (TransformerLM, LMConfig)}
+
+
+def arch_of(model: nn.Module) -> str:
+    for name, (cls, _) in ARCHS.items():
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"no saved-model format for {type(model).__name__}; known: {', '.join(ARCHS)}")
+
+
+def build_model(arch: str, config: dict) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    cls, cfg_cls = ARCHS[arch]
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"{arch} config has unknown keys {sorted(unknown)}")
+    return cls(cfg_cls(**config))
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict | None = None) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "arch": arch_of(model), "config": asdict(model.config),
+               "state_dict": model.state_dict(), "meta": meta or {}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """(model, meta) from a layerdrop model file or a Lightning checkpoint of this project."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "hyper_parameters" in ckpt:  # Lightning checkpoint of an LMLitModule
+        hp = ckpt["hyper_parameters"]
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        arch, config, meta = hp.get("arch", "lm"), hp["model"], {"lightning_step": ckpt.get("global_step")}
+    elif ckpt.get("format") == FORMAT:
+        arch, config, state, meta = ckpt["arch"], ckpt["config"], ckpt["state_dict"], ckpt["meta"]
+    else:
+        raise ValueError(f"{path} is neither a {FORMAT} file nor a layerdrop Lightning checkpoint")
+    model = build_model(arch, config)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta

@@ -1,0 +1,33 @@
+"""Regenerate a paper artefact from the run records.
+
+    python -m layerdrop.report table2 [--scale cpu] [--runs-dir runs] [--out results/table2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from layerdrop.report import table2
+from layerdrop.report.collect import load_records
+
+ARTEFACTS = {"table2": ("lm", table2.build)}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m layerdrop.report", description=__doc__.splitlines()[0])
+    parser.add_argument("artefact", choices=sorted(ARTEFACTS))
+    parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=None, help="default: results/<artefact> (paper scale: results/<artefact>_paper)")
+    args = parser.parse_args(argv)
+    task, build = ARTEFACTS[args.artefact]
+    out = args.out or Path("results") / (args.artefact if args.scale == "cpu" else f"{args.artefact}_paper")
+    records = load_records(args.runs_dir, task, args.artefact, args.scale)
+    build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
+    print(f"wrote {out}/ from {len(records)} runs")
+
+
+if __name__ == "__main__":
+    main()

