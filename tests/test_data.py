@@ -13,13 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from layerdrop.data.corpus import (
-    CorpusCacheError,
-    build_corpus,
-    ensure_corpus,
-    load_corpus,
-    train_tokenizer,
-)
+from layerdrop.data.cache import CorpusCacheError
+from layerdrop.data.corpus import build_corpus, ensure_corpus, load_corpus, train_tokenizer
 from layerdrop.data.lm import IGNORE_INDEX, LMDataModule, main
 from layerdrop.data.sources import (
     NEWS_SOURCE,

@@ -2,17 +2,12 @@
 
 A corpus directory holds `{split}.npy` (flat int32 token ids, `<eos>` after every document),
 `tokenizer.json` and `manifest.json`. It is built in a temporary directory beside its final place
-and renamed into place, so a reader never sees a half-written corpus.
+and renamed into place, so a reader never sees a half-written corpus (see cache.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,20 +16,26 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from layerdrop.data.cache import (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    CorpusCacheError,
+    atomic_dir,
+    cached_corpus,
+    read_manifest,
+    sha256_files,
+    verify_files,
+    write_manifest,
+)
+
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 SPECIAL_TOKENS = [PAD, EOS, UNK]
-TOKENIZER_FILE = "tokenizer.json"
-MANIFEST_FILE = "manifest.json"
 REBUILD_HINT = "it will be rebuilt by the next `make data-lm` (or any run that prepares the data)"
 _ENCODE_CHUNK = 1024  # documents per encode_batch call: bounds memory on Wikitext-103-sized splits
 
 TokenizerKind = Literal["bpe", "word"]
-
-
-class CorpusCacheError(Exception):
-    """A cached corpus directory is missing, damaged or from another format version."""
 
 
 @dataclass
@@ -45,14 +46,6 @@ class Corpus:
     vocab_size: int
     eos_id: int
     pad_id: int
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_settings(tokenizer: str, vocab_size: int | None) -> None:
@@ -94,24 +87,17 @@ def train_tokenizer(train_docs: list[str], kind: TokenizerKind, vocab_size: int 
     return tok
 
 
+def encoded_ids(tok: Tokenizer, texts: list[str], chunk: int = _ENCODE_CHUNK) -> Iterator[list[int]]:
+    """The token ids of every text (no special tokens), encoded `chunk` texts at a time."""
+    for start in range(0, len(texts), chunk):
+        for enc in tok.encode_batch(texts[start : start + chunk], add_special_tokens=False):
+            yield enc.ids
+
+
 def encode_stream(tok: Tokenizer, docs: list[str], eos_id: int) -> np.ndarray:
     """One flat int32 stream of token ids with eos_id after every document."""
-    pieces = []
-    for start in range(0, len(docs), _ENCODE_CHUNK):
-        for enc in tok.encode_batch(docs[start : start + _ENCODE_CHUNK], add_special_tokens=False):
-            pieces.append(np.asarray(enc.ids + [eos_id], dtype=np.int32))
+    pieces = [np.asarray(ids + [eos_id], dtype=np.int32) for ids in encoded_ids(tok, docs)]
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-
-
-def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move a finished tmp_dir to out_dir; an older out_dir is moved aside first, then deleted."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def build_corpus(
@@ -132,10 +118,7 @@ def build_corpus(
         raise ValueError(f"splits must be exactly {list(SPLITS)}, got {sorted(splits)}")
     _check_settings(tokenizer, vocab_size)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the corpus is meant to be shared
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
         tok = train_tokenizer(splits["train"], tokenizer, vocab_size)
         special_ids = {token: tok.token_to_id(token) for token in SPECIAL_TOKENS}
         split_stats = {}
@@ -161,13 +144,9 @@ def build_corpus(
             },
             "vocab_size": tok.get_vocab_size(),
             "splits": split_stats,
-            "sha256": {name: _sha256_file(tmp_dir / name) for name in files},
+            "sha256": sha256_files(tmp_dir, files),
         }
-        (tmp_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        _replace_dir(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+        write_manifest(tmp_dir, manifest)
     return out_dir
 
 
@@ -175,36 +154,17 @@ def _cache_error(out_dir: Path, problem: str) -> CorpusCacheError:
     return CorpusCacheError(f"corpus cache at {out_dir} is unusable: {problem}; {REBUILD_HINT}")
 
 
-def _read_manifest(out_dir: Path) -> dict:
-    path = out_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise _cache_error(out_dir, f"missing manifest {MANIFEST_FILE}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _cache_error(out_dir, f"damaged manifest {MANIFEST_FILE} ({err})") from err
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
-        raise _cache_error(out_dir, f"manifest format version {version!r}, this code reads {FORMAT_VERSION}")
-    return manifest
-
-
 def load_corpus(out_dir: Path) -> Corpus:
     """Load a cached corpus after checking its manifest and every file's sha256."""
     out_dir = Path(out_dir)
-    manifest = _read_manifest(out_dir)
+    manifest = read_manifest(out_dir, FORMAT_VERSION, _cache_error)
     try:
         checksums = manifest["sha256"]
         special = manifest["tokenizer"]["special_tokens"]
         split_stats = manifest["splits"]
     except (KeyError, TypeError) as err:
         raise _cache_error(out_dir, f"damaged manifest {MANIFEST_FILE} (no {err})") from err
-    for name, expected in checksums.items():
-        path = out_dir / name
-        if not path.is_file():
-            raise _cache_error(out_dir, f"missing file {name}")
-        if _sha256_file(path) != expected:
-            raise _cache_error(out_dir, f"damaged file {name} (sha256 mismatch)")
+    verify_files(out_dir, checksums, _cache_error)
     tokens = {}
     for split, stats in split_stats.items():
         array = np.load(out_dir / stats["file"], allow_pickle=False)
@@ -222,31 +182,6 @@ def load_corpus(out_dir: Path) -> Corpus:
         eos_id=special[EOS],
         pad_id=special[PAD],
     )
-
-
-def _settings_mismatch(manifest: dict, wanted: dict) -> str | None:
-    cached = {
-        "tokenizer": manifest.get("tokenizer", {}).get("kind"),
-        "vocab_size": manifest.get("tokenizer", {}).get("vocab_size_requested"),
-        "seed": manifest.get("seed"),
-        "source": manifest.get("provenance", {}).get("source"),
-    }
-    diffs = [
-        f"{key} {cached[key]!r} != wanted {value!r}" for key, value in wanted.items() if cached[key] != value
-    ]
-    return "cached settings differ: " + ", ".join(diffs) if diffs else None
-
-
-def _cached_corpus(out_dir: Path, wanted: dict) -> tuple[Corpus | None, str]:
-    """The reusable corpus at out_dir, or None and the reason it cannot be reused."""
-    if not out_dir.exists():
-        return None, "no cached corpus yet"
-    try:
-        corpus = load_corpus(out_dir)
-    except CorpusCacheError as err:
-        return None, str(err)
-    reason = _settings_mismatch(corpus.manifest, wanted)
-    return (None, reason) if reason else (corpus, "")
 
 
 def ensure_corpus(
@@ -268,7 +203,7 @@ def ensure_corpus(
     wanted = {"tokenizer": tokenizer, "vocab_size": vocab_size, "seed": seed}
     if source is not None:
         wanted["source"] = source
-    corpus, reason = _cached_corpus(out_dir, wanted)
+    corpus, reason = cached_corpus(out_dir, load_corpus, wanted)
     if corpus is not None:
         log(f"reusing cached corpus at {out_dir}")
         return corpus

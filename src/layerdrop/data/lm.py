@@ -6,16 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from layerdrop.data.cache import hub_corpus_name, plain_data_files
 from layerdrop.data.corpus import ensure_corpus, load_corpus
 from layerdrop.data.sources import (
     NEWS_SOURCE,
@@ -76,17 +73,6 @@ class EvalBlocks(Dataset):
         }
 
 
-def _sanitise(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", part).strip("-")
-
-
-def _plain_data_files(data_files: Mapping | None) -> dict | None:
-    """Plain dict of str or list[str] (Hydra hands over DictConfig/ListConfig)."""
-    if not data_files:
-        return None
-    return {str(k): v if isinstance(v, str) else [str(x) for x in v] for k, v in dict(data_files).items()}
-
-
 class LMDataModule(pl.LightningDataModule):
     """Token blocks from the offline news corpus (`source="news"`) or a `datasets` source (`"hub"`).
 
@@ -134,7 +120,7 @@ class LMDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.hub_path = hub_path
         self.hub_name = hub_name
-        self.hub_data_files = _plain_data_files(hub_data_files)
+        self.hub_data_files = plain_data_files(hub_data_files)
         self.max_train_tokens = max_train_tokens
         # Set by setup():
         self.vocab_size: int | None = None
@@ -149,11 +135,7 @@ class LMDataModule(pl.LightningDataModule):
         tok = f"bpe{self.requested_vocab_size}" if self.tokenizer_kind == "bpe" else "word"
         if self.source == "news":
             return f"news_{tok}_s{self.split_seed}"
-        name = f"hub_{_sanitise(self.hub_path)}_{_sanitise(self.hub_name or 'default')}_{tok}"
-        if self.hub_data_files:
-            files_id = json.dumps(self.hub_data_files, sort_keys=True).encode()
-            name += "_" + hashlib.sha256(files_id).hexdigest()[:8]
-        return name
+        return hub_corpus_name(self.hub_path, self.hub_name, self.hub_data_files, tok)
 
     @property
     def corpus_dir(self) -> Path:

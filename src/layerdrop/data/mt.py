@@ -1,0 +1,400 @@
+"""Machine-translation data (English-German): token-budget batches over cached corpora.
+
+The corpora (one per source, serving both directions) are built and cached by mt_corpus.py;
+`MTDataModule` turns one into batches of padded (source, target) pairs for a direction.
+
+`python -m layerdrop.data.mt --data-dir data` builds the Debian corpus (what `make data-mt` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from layerdrop.data.cache import hub_corpus_name, plain_data_files
+from layerdrop.data.debian_sources import DEBIAN_SOURCE
+from layerdrop.data.lm import IGNORE_INDEX
+from layerdrop.data.mt_corpus import (
+    DIRECTIONS,
+    MTCorpus,
+    Ragged,
+    debian_splits,
+    ensure_mt_corpus,
+    hub_splits,
+    load_mt_corpus,
+)
+from layerdrop.data.sources import hub_source
+
+SOURCES = ("debian", "hub")
+BUCKET_PAIRS = 4096  # pairs sorted together by length: small padding, yet a shuffled epoch
+
+
+# ---------------------------------------------------------------------------------------------------
+# Datasets, token-budget batches and the DataModule
+
+
+class PairDataset(Dataset):
+    """Pairs `ids` of one split as token tensors, cut to at most max_src/max_tgt tokens.
+
+    The lengths the batches are planned with include the `<eos>` (source) or `<bos>`/`<eos>` (target)
+    that `collate` adds.
+    """
+
+    def __init__(self, src: Ragged, tgt: Ragged, ids: np.ndarray, max_src: int, max_tgt: int) -> None:
+        self.src, self.tgt, self.ids = src, tgt, ids
+        self.max_src, self.max_tgt = max_src, max_tgt
+        self.src_lens = np.minimum(src.lengths[ids], max_src) + 1
+        self.tgt_lens = np.minimum(tgt.lengths[ids], max_tgt) + 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> dict:
+        i = int(self.ids[k])
+        return {
+            "id": i,
+            "src": torch.from_numpy(self.src[i][: self.max_src].astype(np.int64)),
+            "tgt": torch.from_numpy(self.tgt[i][: self.max_tgt].astype(np.int64)),
+        }
+
+
+def collate(items: list[dict], pad_id: int, bos_id: int, eos_id: int) -> dict[str, torch.Tensor]:
+    """src = tokens + <eos> (pad_id), tgt_in = <bos> + target (pad_id), tgt_out = target + <eos> (-100)."""
+    batch = len(items)
+    src_len = max(len(item["src"]) for item in items) + 1
+    tgt_len = max(len(item["tgt"]) for item in items) + 1
+    src = torch.full((batch, src_len), pad_id, dtype=torch.long)
+    tgt_in = torch.full((batch, tgt_len), pad_id, dtype=torch.long)
+    tgt_out = torch.full((batch, tgt_len), IGNORE_INDEX, dtype=torch.long)
+    for row, item in enumerate(items):
+        n, m = len(item["src"]), len(item["tgt"])
+        src[row, :n], src[row, n] = item["src"], eos_id
+        tgt_in[row, 0], tgt_in[row, 1 : m + 1] = bos_id, item["tgt"]
+        tgt_out[row, :m], tgt_out[row, m] = item["tgt"], eos_id
+    ids = torch.tensor([item["id"] for item in items], dtype=torch.long)
+    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out, "ids": ids}
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of dataset positions whose padded size B * (max src len + max tgt len) <= max_tokens.
+
+    Training (shuffle=True): each epoch shuffles the pairs with a generator seeded by seed + epoch,
+    sorts buckets of `bucket_pairs` pairs by length, packs them greedily and shuffles the batches.
+    Evaluation: the whole split sorted by length, the same every time. Every pair is in exactly one
+    batch. Not sharded across processes: under DDP, Lightning cannot inject its DistributedSampler
+    into a batch sampler of this kind, so multi-GPU runs need their own sharding.
+    """
+
+    def __init__(
+        self,
+        src_lens: np.ndarray,
+        tgt_lens: np.ndarray,
+        max_tokens: int,
+        shuffle: bool,
+        seed: int = 0,
+        bucket_pairs: int = BUCKET_PAIRS,
+    ) -> None:
+        self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+        longest = int((self.src_lens + self.tgt_lens).max(initial=0))
+        if longest > max_tokens:
+            raise ValueError(f"a pair needs {longest} tokens, more than max_tokens={max_tokens}")
+        self.max_tokens, self.shuffle, self.seed, self.bucket_pairs = max_tokens, shuffle, seed, bucket_pairs
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of each epoch, so each epoch has its own order."""
+        self.epoch = epoch
+
+    def _pack(self, positions: np.ndarray) -> Iterator[list[int]]:
+        """Greedy batches over `positions` sorted by (source, target) length."""
+        positions = positions[np.lexsort((self.tgt_lens[positions], self.src_lens[positions]))]
+        batch: list[int] = []
+        max_src = max_tgt = 0
+        lengths = zip(self.src_lens[positions].tolist(), self.tgt_lens[positions].tolist())
+        for k, (k_src, k_tgt) in zip(positions.tolist(), lengths):
+            src, tgt = max(max_src, k_src), max(max_tgt, k_tgt)
+            if batch and (len(batch) + 1) * (src + tgt) > self.max_tokens:
+                yield batch
+                batch, src, tgt = [], k_src, k_tgt
+            batch.append(k)
+            max_src, max_tgt = src, tgt
+        if batch:
+            yield batch
+
+    def batches(self) -> list[list[int]]:
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
+        positions = np.arange(len(self.src_lens))
+        if self.shuffle:
+            rng = np.random.default_rng(self.seed + self.epoch)
+            positions = rng.permutation(positions)
+            buckets = (
+                positions[i : i + self.bucket_pairs] for i in range(0, len(positions), self.bucket_pairs)
+            )
+            batches = [batch for bucket in buckets for batch in self._pack(bucket)]
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        else:
+            batches = list(self._pack(positions))
+        self._cached = (self.epoch, batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class MTDataModule(pl.LightningDataModule):
+    """English-German pairs from Debian packages (`source="debian"`) or a `datasets` set (`"hub"`).
+
+    The corpus is cached under `{data_dir}/mt/{corpus_name}` and serves both directions. Batches hold
+    up to `max_tokens` padded source + target tokens. Train pairs whose source (target) needs more
+    than max_source_len (max_target_len) positions are skipped; valid/test pairs are cut to fit, so
+    every reference is scored; both are counted in `self.stats`. `max_train_pairs` takes a seeded
+    random subset of the usable train pairs. After `setup`, `vocab_size` is the tokenizer's size.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        data_dir: str = "data",
+        vocab_size: int = 8000,
+        max_tokens: int = 4096,
+        max_source_len: int = 256,
+        max_target_len: int = 256,
+        split_seed: int = 1234,
+        hub_path: str = "wmt16",
+        hub_name: str | None = "de-en",
+        hub_data_files: dict | None = None,
+        direction: str = "en-de",
+        max_train_pairs: int | None = None,
+        num_workers: int = 0,
+        raw_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if source == "hub" and not hub_path:
+            raise ValueError("source 'hub' needs hub_path (e.g. 'wmt16', 'wmt/wmt14', 'json' or 'parquet')")
+        if max_source_len < 2 or max_target_len < 2:
+            raise ValueError(
+                f"max_source_len and max_target_len must be at least 2 (a token and <eos>), "
+                f"got {max_source_len} and {max_target_len}"
+            )
+        if max_tokens < max_source_len + max_target_len:
+            raise ValueError(
+                f"max_tokens={max_tokens} must be at least max_source_len + max_target_len = "
+                f"{max_source_len + max_target_len}, so that the longest pair fits in a batch"
+            )
+        if max_train_pairs is not None and max_train_pairs < 1:
+            raise ValueError(f"max_train_pairs must be positive or None, got {max_train_pairs}")
+        self.save_hyperparameters()
+        self.source = source
+        self.data_dir = Path(data_dir)
+        self.raw_dir = Path(raw_dir) if raw_dir else self.data_dir / "raw"
+        self.requested_vocab_size = vocab_size
+        self.max_tokens = max_tokens
+        self.max_source_len, self.max_target_len = max_source_len, max_target_len
+        self.split_seed = split_seed
+        self.hub_path, self.hub_name = hub_path, hub_name
+        self.hub_data_files = plain_data_files(hub_data_files)
+        self.src_lang, self.tgt_lang = direction.split("-")
+        self.max_train_pairs = max_train_pairs
+        self.num_workers = num_workers
+        # Set by setup():
+        self.vocab_size: int | None = None
+        self.pad_id = self.eos_id = self.bos_id = None
+        self.tokenizer: Tokenizer | None = None
+        self.corpus_manifest: dict | None = None
+        self.stats: dict = {}
+        self.datasets: dict[str, PairDataset] = {}
+        self.texts: dict[str, dict[str, list[str]]] = {}
+
+    @property
+    def corpus_name(self) -> str:
+        tag = f"bpe{self.requested_vocab_size}"
+        if self.source == "debian":
+            return f"debian_{tag}_s{self.split_seed}"
+        return hub_corpus_name(self.hub_path, self.hub_name, self.hub_data_files, tag)
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.data_dir / "mt" / self.corpus_name
+
+    def prepare_data(self) -> None:
+        if self.source == "debian":
+            ensure_mt_corpus(
+                self.corpus_dir,
+                lambda: debian_splits(self.raw_dir, self.split_seed),
+                vocab_size=self.requested_vocab_size,
+                seed=self.split_seed,
+                source=DEBIAN_SOURCE,
+            )
+        else:
+            # The hub data set brings its own splits, so no seed goes into the corpus.
+            ensure_mt_corpus(
+                self.corpus_dir,
+                lambda: hub_splits(self.hub_path, self.hub_name, self.hub_data_files),
+                vocab_size=self.requested_vocab_size,
+                seed=None,
+                source=hub_source(self.hub_path, self.hub_name, self.hub_data_files),
+            )
+
+    def _train_ids(self, corpus: MTCorpus) -> tuple[np.ndarray, dict[str, int]]:
+        src_lens = corpus.ids["train"][self.src_lang].lengths + 1
+        tgt_lens = corpus.ids["train"][self.tgt_lang].lengths + 1
+        long_src = src_lens > self.max_source_len
+        long_tgt = ~long_src & (tgt_lens > self.max_target_len)
+        ids = np.flatnonzero(~long_src & ~long_tgt)
+        stats = {
+            "pairs": len(src_lens),
+            "skipped_source_too_long": int(long_src.sum()),
+            "skipped_target_too_long": int(long_tgt.sum()),
+        }
+        if self.max_train_pairs is not None and self.max_train_pairs < len(ids):
+            chosen = random.Random(self.split_seed).sample(range(len(ids)), self.max_train_pairs)
+            ids = ids[np.sort(chosen)]
+        stats["used"] = len(ids)
+        return ids, stats
+
+    def _eval_stats(self, corpus: MTCorpus, split: str) -> dict[str, int]:
+        return {
+            "pairs": len(corpus.ids[split][self.src_lang]),
+            "truncated_source": int(
+                (corpus.ids[split][self.src_lang].lengths + 1 > self.max_source_len).sum()
+            ),
+            "truncated_target": int(
+                (corpus.ids[split][self.tgt_lang].lengths + 1 > self.max_target_len).sum()
+            ),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.corpus_manifest is not None:
+            return  # Lightning calls setup once per stage; the corpus is loaded once.
+        corpus = load_mt_corpus(self.corpus_dir)
+        self.tokenizer, self.corpus_manifest = corpus.tokenizer, corpus.manifest
+        self.vocab_size, self.pad_id = corpus.vocab_size, corpus.pad_id
+        self.eos_id, self.bos_id = corpus.eos_id, corpus.bos_id
+        self.texts = corpus.text
+        train_ids, train_stats = self._train_ids(corpus)
+        self.stats = {"dropped_while_building": corpus.manifest["provenance"].get("cleaning", {})}
+        self.stats["train"] = train_stats
+        split_ids = {"train": train_ids}
+        for split in ("valid", "test"):
+            self.stats[split] = self._eval_stats(corpus, split)
+            split_ids[split] = np.arange(self.stats[split]["pairs"])
+        # Room for the <eos> of the source and the <bos>/<eos> of the target.
+        self.datasets = {
+            split: PairDataset(
+                corpus.ids[split][self.src_lang],
+                corpus.ids[split][self.tgt_lang],
+                ids,
+                self.max_source_len - 1,
+                self.max_target_len - 1,
+            )
+            for split, ids in split_ids.items()
+        }
+        rank_zero_info(
+            f"MT data {self.corpus_name} ({self.src_lang}->{self.tgt_lang}): {json.dumps(self.stats)}"
+        )
+
+    def references(self, split: str) -> list[str]:
+        """Target sentences of a split, indexed by the batch `ids` (the BLEU references)."""
+        return self.texts[split][self.tgt_lang]
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Detokenized text of a hypothesis, special tokens left out."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = TokenBatchSampler(
+            dataset.src_lens, dataset.tgt_lens, self.max_tokens, shuffle=shuffle, seed=self.split_seed
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=partial(collate, pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def format_mt_manifest(corpus_dir: Path, manifest: dict) -> str:
+    prov, tok = manifest["provenance"], manifest["tokenizer"]
+    lines = [
+        f"corpus     {corpus_dir}",
+        f"source     {prov['source']}",
+        f"tokenizer  joint byte-level BPE (requested {tok['vocab_size_requested']}, "
+        f"actual {manifest['vocab_size']}), specials {tok['special_tokens']}",
+    ]
+    for name, info in prov.get("sources", {}).items():
+        versions = ", ".join(f"{pkg}={p['version']}" for pkg, p in info.get("packages", {}).items())
+        if not versions:
+            versions = f"{info.get('suite')} {info.get('release_version')} ({info.get('release_date')})"
+        lines.append(f"  {name:<12} {versions}; license {info['license']}")
+        lines.append(f"  {'':<12} extracted {info['extracted']}")
+    for name, counts in prov.get("cleaning", {}).items():
+        lines.append(f"  {name:<12} cleaning {counts}")
+    lines.append(
+        f"{'split':<6} {'pairs':>9} {'en words':>10} {'de words':>10} {'en tokens':>10} {'de tokens':>10}"
+    )
+    for split, s in manifest["splits"].items():
+        lines.append(
+            f"{split:<6} {s['pairs']:>9,} {s['en_words']:>10,} {s['de_words']:>10,} "
+            f"{s['en_tokens']:>10,} {s['de_tokens']:>10,}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build (or verify) the cached Debian en-de MT corpus.")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--raw-dir", default=None, help="where the downloaded packages live (default DATA_DIR/raw)"
+    )
+    args = parser.parse_args(argv)
+    dm = MTDataModule(
+        "debian",
+        data_dir=args.data_dir,
+        vocab_size=args.vocab_size,
+        split_seed=args.seed,
+        raw_dir=args.raw_dir,
+    )
+    dm.prepare_data()
+    dm.setup()
+    print(format_mt_manifest(dm.corpus_dir, dm.corpus_manifest))
+
+
+if __name__ == "__main__":
+    main()
