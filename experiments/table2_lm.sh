@@ -3,13 +3,8 @@
 # Runs already in the run cache (runs/) are skipped, so an interrupted reproduction resumes.
 #   SCALE=cpu|paper bash experiments/table2_lm.sh [extra Hydra overrides]
 set -euo pipefail
-SCALE=${SCALE:-cpu}
-case "$SCALE" in
-  cpu)   SCRATCH=2,3,4 ;;     # from-scratch depths for Figure 2 (the cpu model has 6 layers)
-  paper) SCRATCH=4,8,12 ;;    # (the paper model has 16)
-  *) echo "SCALE must be cpu or paper, got '$SCALE'" >&2; exit 2 ;;
-esac
-train() { python -m layerdrop.train -m scale="$SCALE" "$@"; }
+source "$(dirname "$0")/common.sh"
+SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3,4)   # from-scratch depths for Figure 2
 
 # rows 1-2: baseline and LayerDrop at the base depth; both pruned every-other at every depth (Fig. 2 a, c)
 train experiment=table2_lm layerdrop.p=0,0.2 "${@}"

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from layerdrop.evaluate import evaluate_grid
+from layerdrop.evaluate import done_keys, evaluate_grid
 from layerdrop.models.checkpoint import load_model, save_model
 from layerdrop.models.layerdrop import check_rates
 from layerdrop.models.pruning import count_parameters
@@ -28,23 +28,62 @@ from layerdrop.utils.loggers import build_logger, log_prune_curve
 log = logging.getLogger("layerdrop")
 
 
+#: drop targets of Figure 4 -> which model rates the budget p goes to (combinations split it evenly)
+DROP_TARGETS = {
+    "layers": {"layerdrop": 1.0},
+    "sublayers": {"sublayer_drop": 1.0},
+    "heads": {"head_drop": 1.0},
+    "heads+layers": {"head_drop": 0.5, "layerdrop": 0.5},
+    "heads+sublayers": {"head_drop": 0.5, "sublayer_drop": 0.5},
+}
+
+
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra's structure checks cannot see."""
     n = cfg.model.n_layers
     check_rates(cfg.layerdrop.rates if cfg.layerdrop.rates is not None else cfg.layerdrop.p, n)
+    if cfg.layerdrop.target not in DROP_TARGETS:
+        raise ValueError(f"layerdrop.target {cfg.layerdrop.target!r} is not one of {', '.join(DROP_TARGETS)}")
+    if cfg.layerdrop.learned and (cfg.layerdrop.target != "layers" or cfg.layerdrop.rates is not None):
+        raise ValueError("layerdrop.learned needs layerdrop.target=layers and one mean rate p (no rates list)")
     if cfg.scale.name not in ("cpu", "paper"):
         raise ValueError(f"scale must be cpu or paper, got {cfg.scale.name!r}")
 
 
 def model_config(cfg: DictConfig) -> dict:
+    """The model's constructor arguments: its shape config plus the structured-dropout rates."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    model["layerdrop"] = list(cfg.layerdrop.rates) if cfg.layerdrop.rates is not None else float(cfg.layerdrop.p)
+    ld = cfg.layerdrop
+    if ld.rates is not None:
+        model["layerdrop"] = [float(r) for r in ld.rates]
+    else:
+        for field, share in DROP_TARGETS[ld.target].items():
+            model[field] = float(ld.p) * share
+    model["layerdrop_learned"] = bool(ld.learned)
     model["layerdrop_seed"] = int(cfg.seed)
     return model
 
 
 def run_name(cfg: DictConfig) -> str:
     return f"{cfg.task.name}-{cfg.scale.name}-L{cfg.model.n_layers}-ld{cfg.layerdrop.p}-{runs.run_key(cfg)}"
+
+
+class TrainThroughput(pl.Callback):
+    """Training tokens/s over the training batches alone (forward, backward, optimizer step)."""
+
+    def __init__(self):
+        self.seconds, self.tokens, self._start = 0.0, 0, 0.0
+
+    def on_train_batch_start(self, trainer, lit, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, lit, outputs, batch, batch_idx):
+        self.seconds += time.perf_counter() - self._start
+        self.tokens += int((batch["target"] != -100).sum()) * trainer.world_size
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
 
 
 def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
@@ -58,8 +97,9 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
     last = ckpt_dir / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every)
+    throughput = TrainThroughput()
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=[checkpoint], default_root_dir=str(run_dir), enable_model_summary=False)
+                         callbacks=[checkpoint, throughput], default_root_dir=str(run_dir), enable_model_summary=False)
     resumed = last.exists()
     if resumed:
         log.info("resuming %s from %s", run_dir.name, last)
@@ -68,6 +108,7 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
     summary = {
         "steps": trainer.global_step, "tokens_seen": int(lit.tokens_seen), "wall_s": round(time.time() - start, 1),
         "resumed": resumed, "n_params": count_parameters(lit.model),
+        "train_tokens_per_s": round(throughput.tokens_per_s, 1),  # this session's steps only
         "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     if rank_zero_only.rank == 0:
@@ -100,8 +141,7 @@ def train(cfg: DictConfig) -> dict:
                           data=getattr(datamodule, "corpus_manifest", None))
         if cfg.artefact and cfg.artefact not in record["artefacts"]:
             record["artefacts"].append(cfg.artefact)
-        done = {(e["strategy"], tuple(e["layers"])) for e in record["eval"]}
-        new = evaluate_grid(model, datamodule, cfg, skip=done)
+        new = evaluate_grid(model, datamodule, cfg, skip=done_keys(record["eval"]))
         record["eval"] = sorted(record["eval"] + new, key=lambda e: (e["strategy"], e["depth"]))
         runs.write_json(run_dir / "metrics.json", record)
         log_prune_curve(logger, record["eval"])

@@ -38,8 +38,8 @@ class LMLitModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         accum = self.trainer.accumulate_grad_batches
         draw = self.global_step * accum + batch_idx % accum
-        for m in self.model.modules():
-            if isinstance(m, LayerDropList):
+        for m in self.model.modules():  # layer stacks, and layers for sub-layer / head drops
+            if hasattr(m, "set_draw"):
                 m.set_draw(draw, seed=self.hparams.seed)
 
     def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,17 +13,24 @@ Without a draw index (plain use outside the training loop) torch's global RNG is
     layers = LayerDropList([Block() for _ in range(12)], p=0.2)
     for layer in layers:          # yields only the kept layers when training
         x = layer(x)
+
+With ``learned=True`` the per-layer rates are learned (the paper's data-driven pruning, section
+3.2.2; its code was never released, fairseq#1808). Our formulation: rates = N p softmax(scores),
+so they average to p; each layer's keep mask is a Bernoulli draw used as a straight-through
+estimate (forward: 0 or 1; backward: d mask / d keep-probability = 1), so the loss moves each
+layer's score by how much that layer's output helps. Getting that gradient needs the output of
+dropped layers too, so a learned stack computes every layer while training (and only then).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads nearby (seed, draw) pairs apart
 _MASK63 = (1 << 63) - 1
+MAX_LEARNED_RATE = 0.95  # a learned rate is capped so no layer is (almost) never trained
 
 
 def check_rates(p: float | Sequence[float], n: int) -> list[float]:
@@ -39,8 +46,28 @@ def check_rates(p: float | Sequence[float], n: int) -> list[float]:
 
 def draw_seed(seed: int, draw: int, salt: int) -> int:
     """A 63-bit generator seed that differs for every (seed, draw, salt)."""
-    h = (seed * _MIX) ^ (draw * 0xBF58476D1CE4E5B9) ^ (salt * 0x94D049BB133111EB)
+    h = (seed * 0x9E3779B97F4A7C15) ^ (draw * 0xBF58476D1CE4E5B9) ^ (salt * 0x94D049BB133111EB)
     return (h ^ (h >> 31)) & _MASK63
+
+
+class SyncedDraws:
+    """Uniform draws that are a function of (seed, draw, salt) once ``set_draw`` has been called."""
+
+    def __init__(self, seed: int = 0, salt: int = 0):
+        self.seed, self.salt = seed, salt
+        self.draw: int | None = None
+        self._gen = torch.Generator()
+
+    def set_draw(self, draw: int | None, seed: int | None = None) -> None:
+        self.draw = draw
+        if seed is not None:
+            self.seed = seed
+
+    def uniform(self, n: int) -> torch.Tensor:
+        if self.draw is None:
+            return torch.rand(n)
+        self._gen.manual_seed(draw_seed(self.seed, self.draw, self.salt))
+        return torch.rand(n, generator=self._gen)
 
 
 class LayerDropList(nn.ModuleList):
@@ -51,36 +78,47 @@ class LayerDropList(nn.ModuleList):
         p: one drop rate for all layers, or one per layer, each in [0, 1).
         seed: base seed for synchronised draws (see module docstring).
         salt: distinguishes several stacks in one model (encoder vs decoder).
+        learned: learn the per-layer rates (mean p) instead of fixing them.
     """
 
-    def __init__(self, layers: Iterable[nn.Module], p: float | Sequence[float] = 0.0, seed: int = 0, salt: int = 0):
+    def __init__(
+        self, layers: Iterable[nn.Module], p: float | Sequence[float] = 0.0, seed: int = 0, salt: int = 0,
+        learned: bool = False,
+    ):
         super().__init__(layers)
         self.rates = check_rates(p, len(self))
-        self.seed, self.salt = seed, salt
-        self.draw: int | None = None
+        self.draws = SyncedDraws(seed, salt)
         self.last_keep: list[bool] = [True] * len(self)  # the mask used by the latest forward
-        self._gen = torch.Generator()
+        self.learned = learned
+        if learned:
+            if isinstance(p, Sequence):
+                raise ValueError("learned layerdrop takes one mean rate p, not a list of rates")
+            self.scores = nn.Parameter(torch.zeros(len(self)))
 
     def set_draw(self, draw: int | None, seed: int | None = None) -> None:
         """Fix the next masks to a function of (seed, draw): same on every rank, same after resume."""
-        self.draw = draw
-        if seed is not None:
-            self.seed = seed
+        self.draws.set_draw(draw, seed)
+
+    def drop_rates(self) -> torch.Tensor:
+        """(N,) the current drop rates (learned ones average to p before capping)."""
+        if not self.learned:
+            return torch.tensor(self.rates)
+        p = self.rates[0]
+        return (len(self) * p * self.scores.softmax(0)).clamp(max=MAX_LEARNED_RATE)
 
     def sample_keep(self) -> list[bool]:
         """Which layers run in this forward."""
         if not self.training or not any(self.rates):
             return [True] * len(self)
-        if self.draw is None:
-            u = torch.rand(len(self))
-        else:
-            self._gen.manual_seed(draw_seed(self.seed, self.draw, self.salt))
-            u = torch.rand(len(self), generator=self._gen)
-        return (u >= torch.tensor(self.rates)).tolist()
+        return (self.draws.uniform(len(self)) >= self.drop_rates().detach()).tolist()
 
-    def __iter__(self) -> Iterator[nn.Module]:
+    def __iter__(self) -> Iterator[nn.Module | Callable]:
         self.last_keep = self.sample_keep()
         layers = list(super().__iter__())
+        if self.learned and self.training and any(self.rates):
+            keep_prob = 1 - self.drop_rates()
+            masks = torch.tensor(self.last_keep, dtype=keep_prob.dtype) + keep_prob - keep_prob.detach()
+            return iter([_Gated(layer, m) for layer, m in zip(layers, masks)])
         return iter([layer for layer, keep in zip(layers, self.last_keep) if keep])
 
     def __repr__(self) -> str:  # ModuleList's repr iterates, which would draw a mask
@@ -88,4 +126,14 @@ class LayerDropList(nn.ModuleList):
 
     def extra_repr(self) -> str:
         rates = self.rates[0] if len(set(self.rates)) == 1 else self.rates
-        return f"p={rates}"
+        return f"p={rates}" + (", learned" if self.learned else "")
+
+
+class _Gated:
+    """x -> x + m (layer(x) - x): a residual layer whose update is scaled by a 0/1 straight-through mask."""
+
+    def __init__(self, layer: nn.Module, mask: torch.Tensor):
+        self.layer, self.mask = layer, mask
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return x + self.mask.to(x.dtype) * (self.layer(x, *args, **kwargs) - x)

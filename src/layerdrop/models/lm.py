@@ -32,6 +32,9 @@ class LMConfig:
     adaptive_dropout: float = 0.2
     layerdrop: float | list[float] = 0.0
     layerdrop_seed: int = 0
+    layerdrop_learned: bool = False  # learn per-layer rates (data-driven pruning)
+    sublayer_drop: float = 0.0  # finer structured dropout (Figure 4): attention / FFN blocks
+    head_drop: float = 0.0  # ... and attention heads
 
 
 class TransformerLM(nn.Module):
@@ -52,9 +55,9 @@ class TransformerLM(nn.Module):
             nn.init.normal_(self.embed.weight, std=C**-0.5)
         self.register_buffer("positions", sinusoidal_positions(cfg.max_len, C), persistent=False)
         self.layers = make_stack(
-            cfg.n_layers, cfg.layerdrop, seed=cfg.layerdrop_seed, d_model=C, n_heads=cfg.n_heads, d_ff=cfg.d_ff,
+            cfg.n_layers, cfg.layerdrop, seed=cfg.layerdrop_seed, learned=cfg.layerdrop_learned, d_model=C, n_heads=cfg.n_heads, d_ff=cfg.d_ff,
             dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, act_dropout=cfg.act_dropout,
-            pre_norm=cfg.pre_norm, causal=True,
+            pre_norm=cfg.pre_norm, causal=True, sublayer_drop=cfg.sublayer_drop, head_drop=cfg.head_drop,
         )
         self.norm = nn.LayerNorm(C) if cfg.final_norm else nn.Identity()
 

@@ -9,15 +9,20 @@ it needs no memory of the pruning (fairseq#1403).
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import torch
 from torch import nn
 
-STRATEGIES = ("every_other", "first", "last", "explicit")
+#: strategies that are a function of (N, r) alone, plus "explicit" (a list) and "data_driven" (learned rates)
+STRATEGIES = ("every_other", "first", "last", "explicit", "data_driven")
+#: strategies that need evaluations to choose (see ``search_layers`` and ``random_subsets``)
+SEARCHED = ("search_on_valid", "random")
 
 
 def target_rate(n_layers: int, depth: int) -> float:
@@ -54,9 +59,11 @@ def every_other(n_layers: int, depth: int) -> list[int]:
 
 
 def layers_to_keep(
-    strategy: str, n_layers: int, depth: int | None = None, layers: Sequence[int] | None = None
+    strategy: str, n_layers: int, depth: int | None = None, layers: Sequence[int] | None = None,
+    rates: Sequence[float] | None = None,
 ) -> list[int]:
-    """Sorted indices of the layers to keep (0-indexed)."""
+    """Sorted indices of the layers to keep (0-indexed). ``data_driven`` keeps the ``depth`` layers
+    with the lowest learned drop ``rates`` (the paper's fixed top-k at inference)."""
     if strategy == "explicit":
         if not layers:
             raise ValueError("prune strategy 'explicit' needs a non-empty list of layers to keep")
@@ -73,17 +80,67 @@ def layers_to_keep(
         return list(range(depth))
     if strategy == "last":
         return list(range(n_layers - depth, n_layers))
-    raise ValueError(f"unknown prune strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if strategy == "data_driven":
+        if rates is None or len(rates) != n_layers:
+            raise ValueError("prune strategy 'data_driven' needs one learned rate per layer "
+                             "(train with layerdrop.learned=true)")
+        return sorted(sorted(range(n_layers), key=lambda i: (rates[i], i))[:depth])
+    raise ValueError(f"unknown prune strategy {strategy!r}; allowed: {', '.join(STRATEGIES + SEARCHED)}")
+
+
+def random_subsets(n_layers: int, depth: int, count: int, seed: int) -> list[list[int]]:
+    """``count`` distinct random r-of-N subsets (all of them if there are fewer), seeded."""
+    _check_depth(n_layers, depth)
+    total = math.comb(n_layers, depth)
+    if total <= count:
+        return [list(c) for c in itertools.combinations(range(n_layers), depth)]
+    rng, seen = random.Random(seed), set()
+    while len(seen) < count:
+        seen.add(tuple(sorted(rng.sample(range(n_layers), depth))))
+    return [list(c) for c in sorted(seen)]
+
+
+def search_layers(
+    score: Callable[[list[int]], float], n_layers: int, depth: int, max_exhaustive: int = 100, beam: int = 4
+) -> tuple[list[int], int]:
+    """The r-of-N subset with the lowest ``score`` (e.g. valid perplexity), and how many were scored.
+
+    Exhaustive when C(N, r) <= ``max_exhaustive``; otherwise a beam search that removes one layer at a
+    time from the full stack, keeping the ``beam`` best subsets at each depth
+    (about beam x N x (N - r) scores)."""
+    _check_depth(n_layers, depth)
+    cache: dict[tuple[int, ...], float] = {}
+
+    def cached(subset: tuple[int, ...]) -> float:
+        if subset not in cache:
+            cache[subset] = score(list(subset))
+        return cache[subset]
+
+    if math.comb(n_layers, depth) <= max_exhaustive:
+        best = min(itertools.combinations(range(n_layers), depth), key=cached)
+        return list(best), len(cache)
+    frontier = [tuple(range(n_layers))]
+    for _ in range(n_layers - depth):
+        children = {tuple(i for i in s if i != drop) for s in frontier for drop in s}
+        frontier = sorted(children, key=cached)[:beam]
+    return list(frontier[0]), len(cache)
+
+
+#: per-layer vectors stored on a stack itself (learned LayerDrop scores): pruned by indexing
+PER_LAYER_VECTORS = ("scores",)
 
 
 def remap_state_dict(state: Mapping[str, torch.Tensor], keep: Sequence[int], prefix: str) -> dict[str, torch.Tensor]:
     """Drop the layers under ``prefix`` that are not kept and renumber the rest 0..len(keep)-1."""
     new_index = {old: new for new, old in enumerate(sorted(keep))}
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.(.*)$")
+    vectors = {prefix + name for name in PER_LAYER_VECTORS}
     out = {}
     for key, value in state.items():
         m = pattern.match(key)
-        if m is None:
+        if key in vectors:
+            out[key] = value[sorted(keep)]
+        elif m is None:
             out[key] = value
         elif int(m.group(1)) in new_index:
             out[f"{prefix}{new_index[int(m.group(1))]}.{m.group(2)}"] = value

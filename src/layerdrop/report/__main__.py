@@ -8,10 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from layerdrop.report import table2
+from layerdrop.report import figures, table2
 from layerdrop.report.collect import load_records
 
-ARTEFACTS = {"table2": ("lm", table2.build)}
+ARTEFACTS = {
+    "table2": ("lm", table2.build),
+    "figure4": ("lm", figures.figure4),
+    "figure5": ("lm", figures.figure5),
+    "figure6": ("lm", figures.figure6),
+    "figure7": ("lm", figures.figure7),
+}
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -25,7 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     task, build = ARTEFACTS[args.artefact]
     out = args.out or Path("results") / (args.artefact if args.scale == "cpu" else f"{args.artefact}_paper")
     records = load_records(args.runs_dir, task, args.artefact, args.scale)
-    build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
+    if not records:
+        raise ValueError(f"no finished {args.scale}-scale runs tagged {args.artefact} in {args.runs_dir}: "
+                         f"run `make reproduce-{args.artefact}` first")
+    if args.artefact == "table2":
+        build(records, out, REPO / "experiments" / "paper_numbers" / "table2.csv", args.scale)
+    else:
+        build(records, out, args.scale)
     print(f"wrote {out}/ from {len(records)} runs")
 
 

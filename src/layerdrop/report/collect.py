@@ -8,8 +8,9 @@ import json
 import os
 from pathlib import Path
 
-COLUMNS = ["run_key", "scale", "n_layers", "layerdrop_p", "strategy", "kept_layers", "layers", "n_params",
-           "valid_ppl", "test_ppl", "valid_tokens", "test_tokens", "steps", "tokens_seen", "train_wall_s", "git_sha"]
+COLUMNS = ["run_key", "scale", "n_layers", "layerdrop_p", "target", "learned", "strategy", "kept_layers", "layers",
+           "n_params", "valid_ppl", "test_ppl", "valid_tokens", "test_tokens", "search_evaluations", "steps",
+           "tokens_seen", "train_wall_s", "train_tokens_per_s", "git_sha"]
 
 
 def load_records(runs_dir: Path, task: str, artefact: str, scale: str) -> list[dict]:
@@ -28,14 +29,18 @@ def tidy_rows(records: list[dict]) -> list[dict]:
         for e in r["eval"]:
             rows.append({
                 "run_key": r["run_key"], "scale": r["scale"], "n_layers": cfg["model"]["n_layers"],
-                "layerdrop_p": cfg["layerdrop"]["p"], "strategy": e["strategy"], "kept_layers": e["depth"],
+                "layerdrop_p": cfg["layerdrop"]["p"], "target": cfg["layerdrop"].get("target", "layers"),
+                "learned": cfg["layerdrop"].get("learned", False), "strategy": e["strategy"], "kept_layers": e["depth"],
                 "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
                 "valid_ppl": e.get("valid_ppl"), "test_ppl": e.get("test_ppl"),
                 "valid_tokens": e.get("valid_tokens"), "test_tokens": e.get("test_tokens"),
+                "search_evaluations": e.get("search_evaluations"),
                 "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
+                "train_tokens_per_s": train.get("train_tokens_per_s"),
                 "git_sha": r.get("git_sha"),
             })
-    return sorted(rows, key=lambda x: (x["n_layers"], x["layerdrop_p"], x["strategy"], x["kept_layers"]))
+    return sorted(rows, key=lambda x: (x["n_layers"], x["layerdrop_p"], x["target"], x["learned"], x["strategy"],
+                                       x["kept_layers"], x["layers"]))
 
 
 def write_text(path: Path, text: str) -> None:

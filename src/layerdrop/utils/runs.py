@@ -28,13 +28,18 @@ COSMETIC = {
                 "limit_val_batches", "num_sanity_val_steps"},
 }
 
+#: settings added after runs existed: at these values they leave a run's key (and cache) unchanged
+LATER_DEFAULTS = {"layerdrop": {"target": "layers", "learned": False}}
+
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:
     out = {}
     for section in TRAIN_SECTIONS:
         value = OmegaConf.to_container(cfg[section], resolve=True) if isinstance(cfg[section], DictConfig) else cfg[section]
         if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in COSMETIC.get(section, ())}
+            later = LATER_DEFAULTS.get(section, {})
+            value = {k: v for k, v in value.items()
+                     if k not in COSMETIC.get(section, ()) and not (k in later and later[k] == v)}
         out[section] = value
     return out
 

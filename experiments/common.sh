@@ -1,0 +1,8 @@
+# Shared by the experiment scripts: the scale, depths that depend on it, and the sweep command.
+SCALE=${SCALE:-cpu}
+case "$SCALE" in
+  cpu)   HALF=3 ;;    # the cpu LM has 6 layers
+  paper) HALF=8 ;;    # the paper LM has 16
+  *) echo "SCALE must be cpu or paper, got '$SCALE'" >&2; exit 2 ;;
+esac
+train() { python -m layerdrop.train -m scale="$SCALE" "$@"; }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Figure 5 (LM): which layers matter. Random half-depth sub-networks of the LayerDrop model (reused from
+# Table 2), scored on valid; the figure averages over the sub-networks that lack each layer.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+train experiment=figure5_lm "prune.strategies=[random]" "prune.depths=[$HALF]" prune.samples=20 \
+  "prune.splits=[valid]" "$@"
+python -m layerdrop.report figure5 --scale "$SCALE"
