@@ -4,7 +4,7 @@
 #   SCALE=cpu|paper bash experiments/table2_lm.sh [extra Hydra overrides]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3,4)   # from-scratch depths for Figure 2
+SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3)   # from-scratch depths for Figure 2
 
 # rows 1-2: baseline and LayerDrop at the base depth; both pruned every-other at every depth (Fig. 2 a, c)
 train experiment=table2_lm layerdrop.p=0,0.2 "${@}"

@@ -40,7 +40,7 @@ from layerdrop.data.cache import (
 from layerdrop.data.corpus import EOS, PAD, UNK, encoded_ids, train_tokenizer
 from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import Pair, clean_pairs, normalise, split_pairs
-from layerdrop.data.sources import HUB_SPLITS, hub_provenance
+from layerdrop.data.sources import HUB_SPLITS, hub_provenance, load_hub
 
 MT_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -303,14 +303,7 @@ def hub_pairs(path: str, name: str | None, data_files: dict | None) -> dict[str,
 
     doc_id is `{split}:{row}`; the hub's own splits are kept, so documents play no part.
     """
-    import datasets  # heavy import, only needed on this path
-
-    loaded = datasets.load_dataset(path, name, data_files=data_files)
-    missing = [split for split in HUB_SPLITS if split not in loaded]
-    if missing:
-        raise ValueError(
-            f"{path} ({name}) lacks splits {missing}; it has {sorted(loaded)} and needs {sorted(HUB_SPLITS)}"
-        )
+    loaded = load_hub(path, name, data_files)
     splits = {}
     for hub_split, split in HUB_SPLITS.items():
         if "translation" not in loaded[hub_split].column_names:

@@ -167,6 +167,19 @@ def _wikitext_documents(lines: list[str]) -> list[str]:
     return docs
 
 
+def load_hub(path: str, name: str | None, data_files: dict | None, cache_dir: str | None = None):
+    """A `datasets.DatasetDict` with train/validation/test, or a clear error naming what is missing."""
+    import datasets  # heavy import, only needed on this path
+
+    loaded = datasets.load_dataset(path, name, data_files=data_files, cache_dir=cache_dir)
+    missing = [split for split in HUB_SPLITS if split not in loaded]
+    if missing:
+        raise ValueError(
+            f"{path} ({name}) lacks splits {missing}; it has {sorted(loaded)} and needs {sorted(HUB_SPLITS)}"
+        )
+    return loaded
+
+
 def hub_documents(
     path: str,
     name: str | None,
@@ -182,14 +195,7 @@ def hub_documents(
     """
     if doc_boundary not in ("line", "wikitext"):
         raise ValueError(f"doc_boundary must be 'line' or 'wikitext', got {doc_boundary!r}")
-    import datasets  # heavy import, only needed on this path
-
-    loaded = datasets.load_dataset(path, name, data_files=data_files, cache_dir=cache_dir)
-    missing = [split for split in HUB_SPLITS if split not in loaded]
-    if missing:
-        raise ValueError(
-            f"{path} ({name}) lacks splits {missing}; it has {sorted(loaded)} and needs {sorted(HUB_SPLITS)}"
-        )
+    loaded = load_hub(path, name, data_files, cache_dir)
     splits = {}
     for hub_split, split in HUB_SPLITS.items():
         lines = loaded[hub_split][text_field]

@@ -29,7 +29,7 @@ COSMETIC = {
 }
 
 #: settings added after runs existed: at these values they leave a run's key (and cache) unchanged
-LATER_DEFAULTS = {"layerdrop": {"target": "layers", "learned": False}}
+LATER_DEFAULTS = {"layerdrop": {"target": "layers", "learned": False}, "data": {"max_train_tokens": None}}
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:
