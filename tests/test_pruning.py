@@ -111,3 +111,19 @@ def test_prune_unknown_stack_and_strict_load(tmp_path):
     torch.save(payload, tmp_path / "broken.pt")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_model(tmp_path / "broken.pt")
+
+
+def test_prune_command_on_a_saved_model(tmp_path, caplog):
+    from layerdrop.prune import main as prune_main
+
+    model = tiny_lm()
+    save_model(tmp_path / "model.pt", model)
+    with caplog.at_level("INFO", logger="layerdrop"):
+        prune_main([str(tmp_path / "model.pt"), "--depth", "3", "--out", str(tmp_path / "small.pt")])
+    assert "layers [0, 2, 4] of 6 kept" in caplog.text
+    small, meta = load_model(tmp_path / "small.pt")
+    assert meta["kept_layers"] == [0, 2, 4] and meta["n_params"] == count_parameters(small) < meta["n_params_before"]
+    x = torch.randint(0, 64, (2, 10))
+    assert torch.allclose(small.log_probs(small(x)), full_model_on_kept_layers(model, [0, 2, 4], x), atol=1e-6)
+    with pytest.raises(ValueError, match="depth 9 is not in"):
+        prune_main([str(tmp_path / "model.pt"), "--depth", "9", "--out", str(tmp_path / "x.pt")])
