@@ -9,7 +9,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params smoke clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
 
 install: ## install the package with its test tools (CPU torch)
 	$(PYTHON) -m pip install torch==2.13.0
@@ -36,7 +36,7 @@ format: ## ruff fix + format
 reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=cpu|paper)
 	SCALE=$(SCALE) bash experiments/table2_lm.sh
 
-reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
+reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7: reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
 	SCALE=$(SCALE) bash experiments/figure$*_lm.sh
 
 reproduce-all: reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
