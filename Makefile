@@ -5,8 +5,8 @@ SCALE ?= cpu
 export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-lm data-mt test test-full lint format reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params smoke clean
+.PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params smoke smoke-mt clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,26 +33,33 @@ lint: ## ruff checks (read-only)
 format: ## ruff fix + format
 	ruff check --fix src tests && ruff format src tests
 
+reproduce-table1: data-mt ## Table 1 + Figure 2 (MT) -> results/table1/ (SCALE=cpu|paper)
+	SCALE=$(SCALE) bash experiments/table1_mt.sh
+
 reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=cpu|paper)
 	SCALE=$(SCALE) bash experiments/table2_lm.sh
 
 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7: reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
 	SCALE=$(SCALE) bash experiments/figure$*_lm.sh
 
-reproduce-all: reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
 
 report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
 	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)
 
-bench: ## training and evaluation speed of the default cpu LM (tokens/s, share of matmul peak)
+bench: data-lm data-mt ## speed of the cpu LM and translation model (training tokens/s, pruned eval/beam search)
 	$(PYTHON) -m layerdrop.bench
+	$(PYTHON) -m layerdrop.bench_mt
 
 params: ## parameter counts of every experiment at both scales (meta device, no memory)
-	@for e in table2_lm table2_lm_deep; do for s in cpu paper; do \
+	@for e in table2_lm table2_lm_deep table1_mt table1_mt_deep; do for s in cpu paper; do \
 	  $(PYTHON) -m layerdrop.params experiment=$$e scale=$$s; done; done
 
-smoke: ## a few training steps of a tiny model on the real offline data
+smoke: ## a few training steps of a tiny LM on the real offline data
 	$(PYTHON) -m layerdrop.train debug=smoke
+
+smoke-mt: ## a few training steps of a tiny translation model on the real offline data
+	$(PYTHON) -m layerdrop.train experiment=table1_mt debug=smoke_mt generate.max_len_a=0 generate.max_len_b=8
 
 clean: ## remove caches and logs (keeps data/, runs/ and results/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

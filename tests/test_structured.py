@@ -77,7 +77,7 @@ def test_structured_draws_repeat_with_the_seed_and_are_off_at_eval():
     assert masks(1) == masks(1) and masks(1) != masks(2)
     blk = layer(sublayer_drop=0.5, head_drop=0.5).eval()
     blk(torch.randn(1, 3, 16))
-    assert blk.last_keep == {"attn": True, "ffn": True, "heads": 4}
+    assert blk.last_keep == {"attn": True, "ffn": True, "cross": False, "heads": 4}  # no cross-attention: an LM layer
 
 
 @pytest.mark.parametrize("target", sorted(DROP_TARGETS))

@@ -6,6 +6,11 @@ data_driven (the model's learned rates), random (``prune.samples`` seeded subset
 Figure 5) and search_on_valid (the subset with the best valid perplexity: exhaustive up to
 ``prune.max_exhaustive`` candidates, else a beam search; the search only ever sees the valid split,
 so its honest number is the test one).
+
+``prune.stack`` names the stack the depths apply to (the LM has one, ``decoder``; the translation
+model prunes its ``decoder`` by default, as in the paper, or its ``encoder``); the other stack keeps
+every layer. Translation sub-networks are scored by beam search + BLEU (``generate.*`` settings),
+each row recording the settings it was made with, so changing them re-evaluates.
 """
 
 from __future__ import annotations
@@ -34,18 +39,29 @@ log = logging.getLogger("layerdrop")
 SPLITS = {"valid": "val_dataloader", "test": "test_dataloader"}
 
 
-def learned_rates(model: nn.Module) -> list[float] | None:
-    stack = next((m for m in model.modules() if isinstance(m, LayerDropList)), None)
+def learned_rates(model: nn.Module, stack_name: str = "decoder") -> list[float] | None:
+    """The learned drop rates of one stack (None if that stack's rates are fixed)."""
+    prefix = getattr(model, "stacks", {}).get(stack_name, ("",))[0].rstrip(".")
+    stack = getattr(model, prefix, None) if prefix else None
+    if not isinstance(stack, LayerDropList):
+        stack = next((m for m in model.modules() if isinstance(m, LayerDropList)), None)
     if stack is None or not stack.learned:
         return None
     with torch.no_grad():
         return stack.drop_rates().tolist()
 
 
+def stack_size(model: nn.Module, stack: str) -> int:
+    if stack not in model.stacks:
+        raise ValueError(f"prune.stack {stack!r} is not a stack of {type(model).__name__}; "
+                         f"allowed: {', '.join(model.stacks)}")
+    return getattr(model.config, model.stacks[stack][1])
+
+
 def prune_grid(cfg: DictConfig, model: nn.Module) -> list[tuple[str, list[int] | int]]:
     """(strategy, kept layers) for the full model (strategy "none") and every strategy x depth below
     full, without repeats; search_on_valid appears as (strategy, depth): its layers come from the search."""
-    n_layers = model.config.n_layers
+    n_layers = stack_size(model, cfg.prune.get("stack", "decoder"))
     grid, seen = [("none", list(range(n_layers)))], {tuple(range(n_layers))}
     depths = [int(d) for d in (cfg.prune.depths or range(1, n_layers))]
     for strategy in cfg.prune.strategies:
@@ -59,7 +75,7 @@ def prune_grid(cfg: DictConfig, model: nn.Module) -> list[tuple[str, list[int] |
         elif strategy == "random":
             options = [s for d in depths for s in random_subsets(n_layers, d, cfg.prune.samples, cfg.prune.seed)]
         else:
-            rates = learned_rates(model) if strategy == "data_driven" else None
+            rates = learned_rates(model, cfg.prune.get("stack", "decoder")) if strategy == "data_driven" else None
             options = [layers_to_keep(strategy, n_layers, d, rates=rates) for d in depths]
         for keep in options:
             if (strategy, tuple(keep)) not in seen:  # a subset is evaluated once per strategy
@@ -68,40 +84,71 @@ def prune_grid(cfg: DictConfig, model: nn.Module) -> list[tuple[str, list[int] |
     return grid
 
 
+def eval_settings(cfg: DictConfig, lit_cls) -> dict:
+    """Settings an evaluation row depends on beyond the kept layers: generation, for translation."""
+    if "bleu" not in lit_cls.eval_metrics:
+        return {}
+    settings = {k: cfg.generate[k] for k in ("beam", "lenpen", "max_len_a", "max_len_b")}
+    if cfg.generate.get("max_sentences") is not None:  # absent from rows made before the setting existed
+        settings.update(max_sentences=int(cfg.generate.max_sentences), seed=int(cfg.generate.seed))
+    return settings
+
+
 class SubnetEvaluator:
-    """Perplexity of pruned copies of one model on the data module's splits, through Lightning."""
+    """Scores of pruned copies of one model on the data module's splits, through Lightning:
+    perplexity for the LM; perplexity, beam search and BLEU for translation."""
 
     def __init__(self, model: nn.Module, datamodule, cfg: DictConfig):
         self.model, self.datamodule = model, datamodule
         self.lit_cls = get_class(cfg.task.lit_module)
+        self.stack = cfg.prune.get("stack", "decoder")
+        self.settings = eval_settings(cfg, self.lit_cls)
         self.trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.prune.precision,
                                   logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                                   enable_model_summary=False, enable_checkpointing=False)
 
     def subnet(self, keep: list[int]) -> nn.Module:
-        n = self.model.config.n_layers
-        return self.model if len(keep) == n else prune_model(self.model, {"decoder": keep})
+        n = stack_size(self.model, self.stack)
+        return self.model if len(keep) == n else prune_model(self.model, {self.stack: keep})
 
     def evaluate(self, keep: list[int], splits) -> dict:
         pruned = self.subnet(keep)
         lit = self.lit_cls.wrap(pruned)
         row = {"depth": len(keep), "layers": list(keep), "n_params": count_parameters(pruned)}
+        if self.settings:
+            row.update(stack=self.stack, generate=self.settings)
         for split in splits:
+            if self.settings:
+                dm = self.datamodule
+                lit.set_generation(references=dm.references(split), decode=dm.decode, bos=dm.bos_id,
+                                   eos=dm.eos_id, **self.settings)
             start = time.time()
             result = self.trainer.test(lit, dataloaders=getattr(self.datamodule, SPLITS[split])(), verbose=False)[0]
             seconds = time.time() - start
-            row[f"{split}_ppl"], row[f"{split}_loss"] = result["test/ppl"], result["test/loss"]
+            for metric in self.lit_cls.eval_metrics:
+                row[f"{split}_{metric}"] = result[f"test/{metric}"]
             row[f"{split}_tokens"] = int(lit.eval_tokens)
             row[f"{split}_tokens_per_s"] = round(lit.eval_tokens / seconds, 1)
+            if self.settings:
+                row[f"{split}_sentences"] = len(lit.hypotheses)
+                row[f"{split}_generate_s"] = round(lit.generate_seconds, 2)
+                row[f"{split}_sentences_per_s"] = round(len(lit.hypotheses) / max(lit.generate_seconds, 1e-9), 2)
         return row
 
+    def search_score(self, keep: list[int]) -> float:
+        """What the layer search minimises: the valid metric, negated when higher is better."""
+        value = self.evaluate(keep, ["valid"])[f"valid_{self.lit_cls.search_metric}"]
+        return -value if self.lit_cls.search_higher_is_better else value
 
-def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set = frozenset()) -> list[dict]:
+
+def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set | None = None) -> list[dict]:
     """New rows for every grid entry not in ``skip`` ((strategy, layers) or (strategy, depth) pairs)."""
     bad = set(cfg.prune.splits) - set(SPLITS)
     if bad:
         raise ValueError(f"prune.splits {sorted(bad)} not allowed; choose from {', '.join(SPLITS)}")
     evaluator = SubnetEvaluator(model, datamodule, cfg)
+    skip = skip if skip is not None else set()
+    n_layers = stack_size(model, evaluator.stack)
     rows = []
     for strategy, target in prune_grid(cfg, model):
         key = (strategy, target if isinstance(target, int) else tuple(target))
@@ -110,21 +157,35 @@ def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set = fro
         extra = {}
         if strategy == "search_on_valid":
             start = time.time()
-            keep, n_scored = search_layers(lambda k: evaluator.evaluate(k, ["valid"])["valid_ppl"],
-                                           model.config.n_layers, target, cfg.prune.max_exhaustive, cfg.prune.beam)
+            keep, n_scored = search_layers(evaluator.search_score, n_layers, target, cfg.prune.max_exhaustive,
+                                           cfg.prune.beam)
             extra = {"search_evaluations": n_scored, "search_s": round(time.time() - start, 1), "search_split": "valid"}
         else:
             keep = target
         row = {"strategy": strategy, **evaluator.evaluate(keep, cfg.prune.splits), **extra}
         if strategy == "data_driven":
-            row["learned_rates"] = learned_rates(model)
-        log.info("%s %s: %d params, %s", strategy, keep, row["n_params"],
-                 ", ".join(f"{s} ppl {row[f'{s}_ppl']:.2f}" for s in cfg.prune.splits))
+            row["learned_rates"] = learned_rates(model, evaluator.stack)
+        metric = evaluator.lit_cls.eval_metrics[0]
+        log.info("%s %s %s: %d params, %s", evaluator.stack, strategy, keep, row["n_params"],
+                 ", ".join(f"{s} {metric} {row[f'{s}_{metric}']:.2f}" for s in cfg.prune.splits))
         rows.append(row)
     return rows
 
 
-def done_keys(rows: list[dict]) -> set:
-    """What ``evaluate_grid`` may skip: searches by depth, everything else by its layers."""
+def row_key(row: dict) -> tuple:
+    target = row["depth"] if row["strategy"] == "search_on_valid" else tuple(row["layers"])
+    return row.get("stack", "decoder"), row["strategy"], target
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Old rows that no new row replaces (same stack, strategy and layers), then the new ones."""
+    replaced = {row_key(r) for r in new}
+    return [r for r in old if row_key(r) not in replaced] + new
+
+
+def done_keys(rows: list[dict], stack: str = "decoder", settings: dict | None = None) -> set:
+    """What ``evaluate_grid`` may skip: rows of this stack made with these settings; searches by
+    depth, everything else by its layers."""
+    settings = settings or {}
     return {(r["strategy"], r["depth"]) if r["strategy"] == "search_on_valid" else (r["strategy"], tuple(r["layers"]))
-            for r in rows}
+            for r in rows if r.get("stack", "decoder") == stack and r.get("generate", {}) == settings}

@@ -1,6 +1,7 @@
 """Print an experiment's parameter count without allocating its weights (meta device).
 
     python -m layerdrop.params experiment=table2_lm scale=paper
+    python -m layerdrop.params experiment=table1_mt_deep scale=paper
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from hydra.utils import get_class
 
 from layerdrop.config import load_config
-from layerdrop.train import model_config
+from layerdrop.train import model_config, stack_depths
 
 
 def count_for(overrides: list[str]) -> int:
@@ -21,13 +22,21 @@ def count_for(overrides: list[str]) -> int:
     return sum(p.numel() for p in lit.model.parameters())
 
 
-def main(argv: list[str] | None = None) -> None:
-    overrides = sys.argv[1:] if argv is None else argv
+def describe(overrides: list[str]) -> str:
     cfg = load_config(overrides)
     n = count_for(overrides)
-    per_layer = n - count_for([*overrides, f"model.n_layers={cfg.model.n_layers - 1}"])
-    print(f"{cfg.experiment_name} [{cfg.scale.name}] {cfg.task.name}: {n:,} parameters "
-          f"({cfg.model.n_layers} layers of {per_layer:,}; d={cfg.model.d_model}, ffn={cfg.model.d_ff})")
+    field = {"encoder": "model.encoder_layers", "decoder": "model.decoder_layers"}
+    stacks = []
+    for stack, depth in stack_depths(cfg).items():
+        key = field[stack] if "encoder_layers" in cfg.model else "model.n_layers"
+        per_layer = n - count_for([*overrides, f"{key}={depth - 1}"])
+        stacks.append(f"{depth} {stack} layers of {per_layer:,}")
+    return (f"{cfg.experiment_name} [{cfg.scale.name}] {cfg.task.name}: {n:,} parameters "
+            f"({'; '.join(stacks)}; d={cfg.model.d_model}, ffn={cfg.model.d_ff}, vocab={cfg.model.vocab_size})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(describe(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from layerdrop.evaluate import done_keys, evaluate_grid
-from layerdrop.models.checkpoint import load_model, save_model
+from layerdrop.evaluate import done_keys, eval_settings, evaluate_grid, merge_rows
+from layerdrop.models.checkpoint import average_into, checkpoint_step, load_model, save_model
 from layerdrop.models.layerdrop import check_rates
 from layerdrop.models.pruning import count_parameters
 from layerdrop.utils import runs
@@ -38,10 +38,33 @@ DROP_TARGETS = {
 }
 
 
+def stack_depths(cfg: DictConfig) -> dict[str, int]:
+    """Layer stacks of the configured model and their depths: the LM has a decoder; the translation
+    model an encoder and a decoder."""
+    if "encoder_layers" in cfg.model:
+        return {"encoder": int(cfg.model.encoder_layers), "decoder": int(cfg.model.decoder_layers)}
+    return {"decoder": int(cfg.model.n_layers)}
+
+
+def side_rate(cfg: DictConfig, stack: str) -> float:
+    """The LayerDrop budget of one stack: ``layerdrop.<stack>_p`` if set, else ``layerdrop.p``."""
+    side = cfg.layerdrop.get(f"{stack}_p")
+    return float(cfg.layerdrop.p if side is None else side)
+
+
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra's structure checks cannot see."""
-    n = cfg.model.n_layers
-    check_rates(cfg.layerdrop.rates if cfg.layerdrop.rates is not None else cfg.layerdrop.p, n)
+    depths = stack_depths(cfg)
+    if cfg.layerdrop.rates is not None:
+        if len(depths) > 1:
+            raise ValueError("layerdrop.rates (one rate per layer) is for single-stack models; an encoder-decoder "
+                             "takes layerdrop.encoder_p and layerdrop.decoder_p")
+        check_rates(cfg.layerdrop.rates, depths["decoder"])
+    for stack, n in depths.items():
+        check_rates(side_rate(cfg, stack), n)
+    prune_stack = cfg.prune.get("stack", "decoder")
+    if prune_stack not in depths:
+        raise ValueError(f"prune.stack {prune_stack!r} is not a layer stack of this model; allowed: {', '.join(depths)}")
     if cfg.layerdrop.target not in DROP_TARGETS:
         raise ValueError(f"layerdrop.target {cfg.layerdrop.target!r} is not one of {', '.join(DROP_TARGETS)}")
     if cfg.layerdrop.learned and (cfg.layerdrop.target != "layers" or cfg.layerdrop.rates is not None):
@@ -54,18 +77,24 @@ def model_config(cfg: DictConfig) -> dict:
     """The model's constructor arguments: its shape config plus the structured-dropout rates."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     ld = cfg.layerdrop
+    depths = stack_depths(cfg)
     if ld.rates is not None:
         model["layerdrop"] = [float(r) for r in ld.rates]
     else:
         for field, share in DROP_TARGETS[ld.target].items():
-            model[field] = float(ld.p) * share
+            if field == "layerdrop" and len(depths) > 1:  # one rate per stack: encoder_layerdrop, ...
+                for stack in depths:
+                    model[f"{stack}_layerdrop"] = side_rate(cfg, stack) * share
+            else:
+                model[field] = float(ld.p) * share
     model["layerdrop_learned"] = bool(ld.learned)
     model["layerdrop_seed"] = int(cfg.seed)
     return model
 
 
 def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.task.name}-{cfg.scale.name}-L{cfg.model.n_layers}-ld{cfg.layerdrop.p}-{runs.run_key(cfg)}"
+    depth = "-".join(f"{s[0].upper()}{n}" for s, n in stack_depths(cfg).items())  # D6 (LM), E6-D6 (MT)
+    return f"{cfg.task.name}-{cfg.scale.name}-{depth}-ld{cfg.layerdrop.p}-{runs.run_key(cfg)}"
 
 
 class TrainThroughput(pl.Callback):
@@ -79,7 +108,8 @@ class TrainThroughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, lit, outputs, batch, batch_idx):
         self.seconds += time.perf_counter() - self._start
-        self.tokens += int((batch["target"] != -100).sum()) * trainer.world_size
+        target = batch["target"] if "target" in batch else batch["tgt_out"]
+        self.tokens += int((target != -100).sum()) * trainer.world_size
 
     @property
     def tokens_per_s(self) -> float:
@@ -89,17 +119,30 @@ class TrainThroughput(pl.Callback):
 def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
     """Train (resuming from the run's last checkpoint if there is one) and save the model."""
     lit_cls = get_class(cfg.task.lit_module)
-    lit = lit_cls(model=model_config(cfg), optim=OmegaConf.to_container(cfg.optim, resolve=True), seed=cfg.seed)
+    args = cfg.task.get("module_args")
+    module_args = OmegaConf.to_container(args, resolve=True) if args is not None else {}
+    lit = lit_cls(model=model_config(cfg), optim=OmegaConf.to_container(cfg.optim, resolve=True), seed=cfg.seed,
+                  **module_args)
     if lit.model.config.vocab_size < datamodule.vocab_size:
         raise ValueError(f"model.vocab_size={lit.model.config.vocab_size} is smaller than the tokenizer's "
                          f"{datamodule.vocab_size} tokens")
+    model_pad, data_pad = getattr(lit.model.config, "pad_id", None), getattr(datamodule, "pad_id", None)
+    if model_pad is not None and data_pad is not None and model_pad != data_pad:
+        raise ValueError(f"model.pad_id={model_pad} but the data's <pad> is token {data_pad}")
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every)
     throughput = TrainThroughput()
+    callbacks = [checkpoint, throughput]
+    average = cfg.optim.get("average") or {}
+    averaging = int(average.get("last", 1)) > 1
+    if averaging:  # keep the last k checkpoints, `every` steps apart, to average at the end
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "average", filename="{step}", monitor="step", mode="max",
+                                         save_top_k=int(average["last"]),
+                                         every_n_train_steps=int(average["every"])))
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=[checkpoint, throughput], default_root_dir=str(run_dir), enable_model_summary=False)
+                         callbacks=list(callbacks), default_root_dir=str(run_dir), enable_model_summary=False)
     resumed = last.exists()
     if resumed:
         log.info("resuming %s from %s", run_dir.name, last)
@@ -111,6 +154,10 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
         "train_tokens_per_s": round(throughput.tokens_per_s, 1),  # this session's steps only
         "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
+    if averaging:
+        paths = sorted((ckpt_dir / "average").glob("step=*.ckpt"), key=checkpoint_step)
+        average_into(lit.model, paths)
+        summary["averaged_checkpoints"] = [checkpoint_step(p) for p in paths]
     if rank_zero_only.rank == 0:
         save_model(run_dir / "model.pt", lit.model, meta=summary)
     return lit.model, summary
@@ -132,7 +179,10 @@ def train(cfg: DictConfig) -> dict:
     try:
         if (run_dir / "model.pt").exists():
             log.info("run %s already trained; reusing %s", run_dir.name, run_dir / "model.pt")
-            model, _ = load_model(run_dir / "model.pt")
+            model, meta = load_model(run_dir / "model.pt")
+            if "train" not in record:  # stopped after saving the model, before writing its record
+                record.update(train=meta, machine=runs.machine_info(), git_sha=runs.git_sha(),
+                              data=getattr(datamodule, "corpus_manifest", None))
         else:
             model, record["train"] = fit(cfg, datamodule, run_dir, logger)
             if rank_zero_only.rank != 0:  # under DDP, rank 0 alone evaluates and writes
@@ -141,8 +191,11 @@ def train(cfg: DictConfig) -> dict:
                           data=getattr(datamodule, "corpus_manifest", None))
         if cfg.artefact and cfg.artefact not in record["artefacts"]:
             record["artefacts"].append(cfg.artefact)
-        new = evaluate_grid(model, datamodule, cfg, skip=done_keys(record["eval"]))
-        record["eval"] = sorted(record["eval"] + new, key=lambda e: (e["strategy"], e["depth"]))
+        settings = eval_settings(cfg, get_class(cfg.task.lit_module))
+        skip = done_keys(record["eval"], cfg.prune.get("stack", "decoder"), settings)
+        new = evaluate_grid(model, datamodule, cfg, skip=skip)
+        record["eval"] = sorted(merge_rows(record["eval"], new),
+                                key=lambda e: (e.get("stack", "decoder"), e["strategy"], e["depth"]))
         runs.write_json(run_dir / "metrics.json", record)
         log_prune_curve(logger, record["eval"])
         log.info("wrote %s", run_dir / "metrics.json")
@@ -157,8 +210,9 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     record = train(cfg)
-    full = [e for e in record["eval"] if e["depth"] == cfg.model.n_layers]
-    return full[0]["valid_ppl"] if full else None
+    full = [e for e in record["eval"] if e["strategy"] == "none"]
+    metric = "valid_ppl" if cfg.task.name == "lm" else "valid_loss"
+    return full[0].get(metric) if full else None
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ class TokenBatchSampler(Sampler[list[int]]):
     Training (shuffle=True): each epoch shuffles the pairs with a generator seeded by seed + epoch,
     sorts buckets of `bucket_pairs` pairs by length, packs them greedily and shuffles the batches.
     Evaluation: the whole split sorted by length, the same every time. Every pair is in exactly one
-    batch. Not sharded across processes: under DDP, Lightning cannot inject its DistributedSampler
-    into a batch sampler of this kind, so multi-GPU runs need their own sharding.
+    batch. With ``shard=True`` (the train loader) under DDP each rank takes every world-th batch, so
+    the trainer runs with ``use_distributed_sampler: false`` (Lightning cannot shard a batch sampler);
+    evaluation loaders are not sharded (rank 0 alone evaluates).
     """
 
     def __init__(
@@ -104,12 +105,14 @@ class TokenBatchSampler(Sampler[list[int]]):
         shuffle: bool,
         seed: int = 0,
         bucket_pairs: int = BUCKET_PAIRS,
+        shard: bool = False,
     ) -> None:
         self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
         longest = int((self.src_lens + self.tgt_lens).max(initial=0))
         if longest > max_tokens:
             raise ValueError(f"a pair needs {longest} tokens, more than max_tokens={max_tokens}")
         self.max_tokens, self.shuffle, self.seed, self.bucket_pairs = max_tokens, shuffle, seed, bucket_pairs
+        self.shard = shard
         self.epoch = 0
         self._cached: tuple[int, list[list[int]]] | None = None
 
@@ -150,11 +153,27 @@ class TokenBatchSampler(Sampler[list[int]]):
         self._cached = (self.epoch, batches)
         return batches
 
+    def _shard(self) -> list[list[int]]:
+        """This process's batches: every world-th one from its rank, the same count on every rank
+        (a few batches at the end are left out so no rank waits for a step the others never take)."""
+        batches = self.batches()
+        rank, world = _rank_world()
+        if world == 1 or not self.shard:
+            return batches
+        per_rank = len(batches) // world
+        return batches[rank : per_rank * world : world]
+
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self._shard())
 
     def __len__(self) -> int:
-        return len(self.batches())
+        return len(self._shard())
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class MTDataModule(pl.LightningDataModule):
@@ -183,6 +202,7 @@ class MTDataModule(pl.LightningDataModule):
         max_train_pairs: int | None = None,
         num_workers: int = 0,
         raw_dir: str | None = None,
+        eval_max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -216,6 +236,10 @@ class MTDataModule(pl.LightningDataModule):
         self.src_lang, self.tgt_lang = direction.split("-")
         self.max_train_pairs = max_train_pairs
         self.num_workers = num_workers
+        self.eval_max_tokens = eval_max_tokens or max_tokens
+        if self.eval_max_tokens < max_source_len + max_target_len:
+            raise ValueError(f"eval_max_tokens={self.eval_max_tokens} must be at least max_source_len + "
+                             f"max_target_len = {max_source_len + max_target_len}")
         # Set by setup():
         self.vocab_size: int | None = None
         self.pad_id = self.eos_id = self.bos_id = None
@@ -324,7 +348,9 @@ class MTDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = TokenBatchSampler(
-            dataset.src_lens, dataset.tgt_lens, self.max_tokens, shuffle=shuffle, seed=self.split_seed
+            dataset.src_lens, dataset.tgt_lens, self.max_tokens if shuffle else self.eval_max_tokens,
+            shuffle=shuffle, seed=self.split_seed,
+            shard=shuffle,
         )
         return DataLoader(
             dataset,

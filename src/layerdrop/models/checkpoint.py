@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from layerdrop.models.lm import LMConfig, TransformerLM
+from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
 FORMAT = "layerdrop-model/1"
-ARCHS: dict[str, tuple[type[nn.Module], type]] = {"lm": (TransformerLM, LMConfig)}
+ARCHS: dict[str, tuple[type[nn.Module], type]] = {"lm": (TransformerLM, LMConfig), "mt": (TransformerSeq2Seq, Seq2SeqConfig)}
 
 
 def arch_of(model: nn.Module) -> str:
@@ -52,7 +53,7 @@ def save_model(path: str | Path, model: nn.Module, meta: dict | None = None) -> 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """(model, meta) from a layerdrop model file or a Lightning checkpoint of this project."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "hyper_parameters" in ckpt:  # Lightning checkpoint of an LMLitModule
+    if "hyper_parameters" in ckpt:  # Lightning checkpoint of an LMLitModule or MTLitModule
         hp = ckpt["hyper_parameters"]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         arch, config, meta = hp.get("arch", "lm"), hp["model"], {"lightning_step": ckpt.get("global_step")}
@@ -63,3 +64,30 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     model = build_model(arch, config)
     model.load_state_dict(state, strict=True)
     return model.eval(), meta
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of an averaging checkpoint named ``step=N.ckpt`` (Lightning's ``{step}`` filename)."""
+    stem = Path(path).stem
+    if not stem.startswith("step="):
+        raise ValueError(f"{path} is not named step=<N>.ckpt")
+    return int(stem.split("=", 1)[1].split("-")[0])
+
+
+def average_into(model: nn.Module, paths: list[Path]) -> None:
+    """Set ``model``'s weights to the mean of the given Lightning checkpoints' (fairseq's
+    ``average_checkpoints.py``). Floating-point tensors are averaged; others come from the last file."""
+    if not paths:
+        raise ValueError("checkpoint averaging needs at least one checkpoint")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        for key, value in state.items():
+            if key in total and value.is_floating_point():
+                total[key] += value.double()
+            else:
+                total[key] = value.double() if value.is_floating_point() else value.clone()
+    own = model.state_dict()
+    averaged = {k: (v / len(paths)).to(own[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
+    model.load_state_dict(averaged, strict=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from layerdrop.report import figures, table2
+from layerdrop.report import figures, table1, table2
 from layerdrop.report.collect import load_records
 
 ARTEFACTS = {
+    "table1": ("mt", table1.build),
     "table2": ("lm", table2.build),
     "figure4": ("lm", figures.figure4),
     "figure5": ("lm", figures.figure5),
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     if not records:
         raise ValueError(f"no finished {args.scale}-scale runs tagged {args.artefact} in {args.runs_dir}: "
                          f"run `make reproduce-{args.artefact}` first")
-    if args.artefact == "table2":
-        build(records, out, REPO / "experiments" / "paper_numbers" / "table2.csv", args.scale)
+    if args.artefact in ("table1", "table2"):
+        build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
     else:
         build(records, out, args.scale)
     print(f"wrote {out}/ from {len(records)} runs")

@@ -23,13 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 TRAIN_SECTIONS = ("scale", "task", "model", "data", "optim", "trainer", "layerdrop", "seed")
 #: keys that change how a run looks or where it lives, not what it learns
 COSMETIC = {
-    "data": {"data_dir", "num_workers", "eval_batch_size"},
+    "data": {"data_dir", "num_workers", "eval_batch_size", "eval_max_tokens"},
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary", "val_check_interval",
                 "limit_val_batches", "num_sanity_val_steps"},
 }
 
 #: settings added after runs existed: at these values they leave a run's key (and cache) unchanged
-LATER_DEFAULTS = {"layerdrop": {"target": "layers", "learned": False}, "data": {"max_train_tokens": None}}
+LATER_DEFAULTS = {
+    "layerdrop": {"target": "layers", "learned": False, "encoder_p": None, "decoder_p": None},
+    "data": {"max_train_tokens": None},
+}
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:

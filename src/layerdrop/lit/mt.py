@@ -1,0 +1,160 @@
+"""Lightning module for translation: label-smoothed cross-entropy with teacher forcing, perplexity
+on valid, and (at test time, when ``set_generation`` has been called) beam search + BLEU."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torchmetrics import MeanMetric
+
+from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
+from layerdrop.models.generate import beam_search, check_generation
+from layerdrop.models.layerdrop import LayerDropList
+from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
+from layerdrop.optim import build_optimizer
+
+IGNORE = -100
+
+
+def label_smoothed_nll(
+    logits: torch.Tensor, target: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N,V) logits, (N,) targets -> (summed smoothed loss, summed nll, tokens), fairseq's
+    ``label_smoothed_nll_loss``: the target gets 1 - eps, every other class eps / (V - 1)."""
+    keep = target != IGNORE
+    lprobs = logits.float().log_softmax(-1)
+    nll = -lprobs.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
+    eps_i = epsilon / (lprobs.size(-1) - 1)
+    smooth = -lprobs.sum(-1)
+    loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    return loss[keep].sum(), nll[keep].sum(), keep.sum()
+
+
+class MTLitModule(pl.LightningModule):
+    """Args are plain dicts (checkpoints load with ``weights_only=True``): model: ``Seq2SeqConfig``
+    fields; optim: ``{optimizer, scheduler}``; seed: base seed of the LayerDrop draws."""
+
+    #: what an evaluation of a sub-network reports, and the metric a layer search maximises
+    eval_metrics = ("bleu", "bleu_tok", "loss", "ppl")
+    search_metric, search_higher_is_better = "bleu", True
+
+    def __init__(self, model: dict, optim: dict | None = None, seed: int = 0, arch: str = "mt",
+                 label_smoothing: float = 0.1):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.save_hyperparameters(logger=False)
+        self.model = TransformerSeq2Seq(Seq2SeqConfig(**model))
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        self.metrics = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_tokens = 0
+        self.generation: dict | None = None  # set_generation(): beam search settings + references
+        self.hypotheses: dict[int, str] = {}
+        self.generate_seconds = 0.0
+
+    @classmethod
+    def wrap(cls, model: TransformerSeq2Seq) -> MTLitModule:
+        from dataclasses import asdict
+
+        lit = cls(model=asdict(model.config))
+        lit.model = model
+        return lit
+
+    def set_generation(self, *, references: list[str], decode, bos: int, eos: int, beam: int, lenpen: float,
+                       max_len_a: float, max_len_b: int, max_sentences: int | None = None, seed: int = 0) -> None:
+        """Make test epochs translate with beam search and score BLEU against ``references``
+        (indexed by the batches' ``ids``); ``decode`` maps token ids to detokenized text.
+        ``max_sentences`` translates only a seeded random subset of that many sentences (the same
+        subset for every model given the same seed); perplexity still covers every sentence."""
+        check_generation(beam, lenpen, max_len_a, max_len_b)
+        subset = None
+        if max_sentences is not None:
+            if max_sentences < 1:
+                raise ValueError(f"generate.max_sentences must be positive or null, got {max_sentences}")
+            if max_sentences < len(references):
+                g = torch.Generator().manual_seed(seed)
+                subset = torch.randperm(len(references), generator=g)[:max_sentences]
+        self.generation = dict(references=references, decode=decode, bos=bos, eos=eos, beam=beam, lenpen=lenpen,
+                               max_len_a=max_len_a, max_len_b=max_len_b, subset=subset)
+
+    # -- LayerDrop: one draw index per micro-batch, the same on every rank and after resume
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        accum = self.trainer.accumulate_grad_batches
+        draw = self.global_step * accum + batch_idx % accum
+        for m in self.model.modules():
+            if hasattr(m, "set_draw"):
+                m.set_draw(draw, seed=self.hparams.seed)
+
+    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.model(batch["src"], batch["tgt_in"])
+        logits = self.model.logits(hidden)
+        return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), batch["tgt_out"].reshape(-1),
+                                  self.hparams.label_smoothing)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, nll, n = self._losses(batch)
+        n_f = n.clamp(min=1).float()
+        self.tokens_seen += n * self.trainer.world_size
+        stacks = [m for m in self.model.modules() if isinstance(m, LayerDropList)]
+        self.log("train/loss", loss / n_f, prog_bar=True)
+        self.log("train/nll", nll / n_f)
+        self.log("train/kept_encoder_layers", float(sum(stacks[0].last_keep)))
+        self.log("train/kept_decoder_layers", float(sum(stacks[1].last_keep)))
+        self.log("train/tokens_seen", self.tokens_seen.float())
+        return loss / n_f
+
+    def _eval_step(self, split: str, batch: dict) -> None:
+        _, nll, n = self._losses(batch)
+        self.metrics[split].update(nll / n.clamp(min=1), weight=n)
+        self.eval_tokens += int(n)
+        if split == "test" and self.generation is not None:
+            g = self.generation
+            ids, src = batch["ids"], batch["src"]
+            if g["subset"] is not None:
+                chosen = torch.isin(ids, g["subset"].to(ids.device))
+                ids, src = ids[chosen], src[chosen]
+            if len(ids):
+                start = time.perf_counter()
+                hyps = beam_search(self.model, src, bos=g["bos"], eos=g["eos"], beam=g["beam"], lenpen=g["lenpen"],
+                                   max_len_a=g["max_len_a"], max_len_b=g["max_len_b"])
+                self.generate_seconds += time.perf_counter() - start
+                for i, h in zip(ids.tolist(), hyps):
+                    self.hypotheses[i] = g["decode"](h[0].tokens)
+
+    def _eval_end(self, split: str) -> None:
+        loss = self.metrics[split].compute()
+        self.log(f"{split}/loss", loss)
+        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
+        self.metrics[split].reset()
+        if split == "test" and self.generation is not None and self.hypotheses:
+            ids = sorted(self.hypotheses)
+            hyps = [self.hypotheses[i] for i in ids]
+            refs = [self.generation["references"][i] for i in ids]
+            self.log("test/bleu", detok_bleu(hyps, refs))
+            self.log("test/bleu_tok", tokenized_bleu(hyps, refs))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_tokens = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_tokens, self.hypotheses, self.generate_seconds = 0, {}, 0.0
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,146 @@
+"""Encoder-decoder Transformer for translation (fairseq ``transformer``; Transformer Big at paper scale).
+
+The encoder and the decoder are two LayerDrop stacks of the same ``TransformerLayer`` the LM uses
+(decoder layers add encoder-decoder attention), each with its own rate and its own synchronised
+draws, and each prunable on its own: pruning the decoder leaves every encoder layer in place (the
+fairseq#1257 pitfall). Source, target and output embeddings are one matrix over a joint BPE
+vocabulary (fairseq ``--share-all-embeddings``).
+
+    model = TransformerSeq2Seq(Seq2SeqConfig(vocab_size=8000, encoder_layers=6, decoder_layers=6))
+    hidden = model(src, tgt_in)                   # teacher forcing: (B,T,C)
+    logits = model.logits(hidden)                 # (B,T,V)
+    memory, src_pad = model.encode(src)           # generation: encode once ...
+    state = {}                                    # ... then one position at a time, cached
+    lp = model.step_log_probs(tokens[:, -1:], memory, src_pad, state)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerdrop.models.transformer import make_stack, sinusoidal_positions
+
+
+@dataclass
+class Seq2SeqConfig:
+    vocab_size: int
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    d_model: int = 1024
+    n_heads: int = 16
+    d_ff: int = 4096
+    max_len: int = 1024  # positions, per side
+    dropout: float = 0.3
+    attn_dropout: float = 0.1
+    act_dropout: float = 0.0
+    pre_norm: bool = False  # Transformer Big (Vaswani et al.; Ott et al. 2018) is post-norm
+    pad_id: int = 0
+    encoder_layerdrop: float | list[float] = 0.0
+    decoder_layerdrop: float | list[float] = 0.0
+    layerdrop_seed: int = 0
+    layerdrop_learned: bool = False
+    sublayer_drop: float = 0.0
+    head_drop: float = 0.0
+
+
+ENCODER_SALT, DECODER_SALT = 1, 2  # separate draws for the two stacks
+
+
+class TransformerSeq2Seq(nn.Module):
+    """(src (B,S), tgt_in (B,T)) -> decoder hidden states (B,T,C)."""
+
+    #: the layer stacks pruning may shorten: name -> (state-dict prefix, depth field, LayerDrop field)
+    stacks = {
+        "encoder": ("encoder.", "encoder_layers", "encoder_layerdrop"),
+        "decoder": ("decoder.", "decoder_layers", "decoder_layerdrop"),
+    }
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.config = cfg
+        C = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
+        nn.init.normal_(self.embed.weight, std=C**-0.5)
+        with torch.no_grad():
+            self.embed.weight[cfg.pad_id].zero_()
+        self.register_buffer("positions", sinusoidal_positions(cfg.max_len, C), persistent=False)
+        layer = dict(d_model=C, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout,
+                     attn_dropout=cfg.attn_dropout, act_dropout=cfg.act_dropout, pre_norm=cfg.pre_norm,
+                     sublayer_drop=cfg.sublayer_drop, head_drop=cfg.head_drop)
+        self.encoder = make_stack(cfg.encoder_layers, cfg.encoder_layerdrop, seed=cfg.layerdrop_seed,
+                                  salt=ENCODER_SALT, learned=cfg.layerdrop_learned, causal=False, **layer)
+        self.decoder = make_stack(cfg.decoder_layers, cfg.decoder_layerdrop, seed=cfg.layerdrop_seed,
+                                  salt=DECODER_SALT, learned=cfg.layerdrop_learned, causal=True, cross=True, **layer)
+        # pre-norm stacks end in a norm (fairseq); post-norm layers already end in one
+        self.encoder_norm = nn.LayerNorm(C) if cfg.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(C) if cfg.pre_norm else nn.Identity()
+
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        T = tokens.size(1)
+        if offset + T > self.config.max_len:
+            raise ValueError(f"sequence length {offset + T} exceeds the model's max_len={self.config.max_len}")
+        x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[offset : offset + T]
+        return F.dropout(x, self.config.dropout, self.training)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,S) -> (memory (B,S,C), source padding mask (B,S), True at padding)."""
+        pad = src.eq(self.config.pad_id)
+        x = self._embed(src)
+        for layer in self.encoder:  # skipped layers are never called
+            x = layer(x, pad_mask=pad)
+        return self.encoder_norm(x), pad
+
+    def decode(
+        self, tgt_in: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: dict | None = None
+    ) -> torch.Tensor:
+        """(B,T) target prefix -> (B,T,C). With ``state`` (a dict, empty at the first call) the keys and
+        values of earlier positions are cached: call with the whole prefix once, then one token at a time."""
+        offset = 0 if state is None else state.get("length", 0)
+        x = self._embed(tgt_in, offset)
+        layers = self.decoder if state is None else enumerate(self.decoder)
+        if state is None:
+            for layer in layers:
+                x = layer(x, memory=memory, memory_pad_mask=src_pad)
+        else:  # generation runs in eval mode, where every layer of the (possibly pruned) stack runs
+            for i, layer in layers:
+                x = layer(x, memory=memory, memory_pad_mask=src_pad, state=state.setdefault(i, {}))
+            state["length"] = offset + tgt_in.size(1)
+        return self.decoder_norm(x)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, src_pad = self.encode(src)
+        return self.decode(tgt_in, memory, src_pad)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., V), through the shared embedding."""
+        return F.linear(hidden, self.embed.weight)
+
+    @torch.no_grad()
+    def step_log_probs(
+        self, tokens: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: dict
+    ) -> torch.Tensor:
+        """Next-token log-probabilities (B,V) in float32 after feeding ``tokens`` (B,T) incrementally."""
+        hidden = self.decode(tokens, memory, src_pad, state)[:, -1]
+        return self.logits(hidden).float().log_softmax(-1)
+
+
+def reorder_state(state: dict, rows: torch.Tensor, skip: str | None = None) -> dict:
+    """Select (and repeat) batch rows of a decoder state in place: beams follow their parents.
+    ``skip`` leaves sub-states of that name alone (e.g. "cross": the projected encoder output is the
+    same for every beam of a sentence, so it only changes when sentences leave the batch)."""
+    for key, value in state.items():
+        if isinstance(value, dict):
+            if key != skip:
+                reorder_state(value, rows, skip)
+        elif isinstance(value, torch.Tensor):
+            state[key] = value.index_select(0, rows)
+    return state
