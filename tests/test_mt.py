@@ -341,3 +341,9 @@ def test_prune_command_prunes_one_side_of_a_translation_model(tmp_path):
     torch.testing.assert_close(small.logits(small(src, tgt)), _run_on_layers(model, [1, 3], [0, 2], src, tgt))
     with pytest.raises(ValueError, match="prune.stack 'middle'"):
         prune_main([str(tmp_path / "mt.pt"), "--stack", "middle", "--depth", "2", "--out", str(tmp_path / "x.pt")])
+
+
+def test_min_len_makes_every_sentence_decode_the_same_number_of_steps():
+    model, src = tiny(), sources()
+    for hyps in beam_search(model, src, bos=BOS, eos=EOS, beam=3, max_len_a=0, max_len_b=7, min_len=7):
+        assert len(hyps[0].tokens) == 6  # 6 tokens, then the forced <eos>

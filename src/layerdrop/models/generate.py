@@ -38,12 +38,14 @@ def check_generation(beam: int, lenpen: float, max_len_a: float, max_len_b: int)
 @torch.no_grad()
 def beam_search(
     model: TransformerSeq2Seq, src: torch.Tensor, *, bos: int, eos: int, beam: int = 8, lenpen: float = 0.6,
-    max_len_a: float = 0.0, max_len_b: int = 200, n_best: int = 1,
+    max_len_a: float = 0.0, max_len_b: int = 200, n_best: int = 1, min_len: int = 1,
 ) -> list[list[Hypothesis]]:
     """src (B,S) padded with the model's pad id -> for each sentence its ``n_best`` hypotheses, best first.
 
     A sentence may generate at most ``max_len_a * source length + max_len_b`` tokens (<eos> included),
-    capped by the model's positions."""
+    capped by the model's positions, and at least ``min_len`` (fairseq ``--min-len``: <eos> is banned
+    before; setting it to the maximum makes every sentence decode the same number of steps, which is
+    how ``make bench`` compares decoder depths)."""
     check_generation(beam, lenpen, max_len_a, max_len_b)
     if not 1 <= n_best <= beam:
         raise ValueError(f"n_best must be in [1, beam={beam}], got {n_best}")
@@ -70,6 +72,8 @@ def beam_search(
         V = lp.size(-1)
         lp[:, pad] = float("-inf")
         lp[:, bos] = float("-inf")
+        if step + 1 < min_len:
+            lp[:, eos] = float("-inf")
         at_max = (step + 1 >= max_len).repeat_interleave(K)  # this token is the last allowed: <eos>
         if at_max.any():
             eos_lp = lp[at_max, eos].clone()
