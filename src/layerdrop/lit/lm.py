@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
+from layerdrop.lit.base import LayerDropModule
 from layerdrop.models.layerdrop import LayerDropList
 from layerdrop.models.lm import LMConfig, TransformerLM
-from layerdrop.optim import build_optimizer
 
 
-class LMLitModule(pl.LightningModule):
+class LMLitModule(LayerDropModule):
     """Args are plain dicts (so checkpoints load with ``weights_only=True``):
     model: ``LMConfig`` fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``;
     seed: base seed of the synchronised LayerDrop draws."""
@@ -37,14 +35,6 @@ class LMLitModule(pl.LightningModule):
         lit = cls(model=asdict(model.config))
         lit.model = model
         return lit
-
-    # -- LayerDrop: one draw index per micro-batch, the same on every rank and after resume
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        accum = self.trainer.accumulate_grad_batches
-        draw = self.global_step * accum + batch_idx % accum
-        for m in self.model.modules():  # layer stacks, and layers for sub-layer / head drops
-            if hasattr(m, "set_draw"):
-                m.set_draw(draw, seed=self.hparams.seed)
 
     def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.model(batch["input"])  # (B,T,C)
@@ -89,9 +79,3 @@ class LMLitModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
-
-    def configure_optimizers(self):
-        optim = self.hparams.optim
-        optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import time
 
-import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
+from layerdrop.lit.base import LayerDropModule
 from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
 from layerdrop.models.generate import beam_search, check_generation
 from layerdrop.models.layerdrop import LayerDropList
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
-from layerdrop.optim import build_optimizer
 
 IGNORE = -100
 
@@ -33,7 +31,7 @@ def label_smoothed_nll(
     return loss[keep].sum(), nll[keep].sum(), keep.sum()
 
 
-class MTLitModule(pl.LightningModule):
+class MTLitModule(LayerDropModule):
     """Args are plain dicts (checkpoints load with ``weights_only=True``): model: ``Seq2SeqConfig``
     fields; optim: ``{optimizer, scheduler}``; seed: base seed of the LayerDrop draws."""
 
@@ -79,14 +77,6 @@ class MTLitModule(pl.LightningModule):
                 subset = torch.randperm(len(references), generator=g)[:max_sentences]
         self.generation = dict(references=references, decode=decode, bos=bos, eos=eos, beam=beam, lenpen=lenpen,
                                max_len_a=max_len_a, max_len_b=max_len_b, subset=subset)
-
-    # -- LayerDrop: one draw index per micro-batch, the same on every rank and after resume
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        accum = self.trainer.accumulate_grad_batches
-        draw = self.global_step * accum + batch_idx % accum
-        for m in self.model.modules():
-            if hasattr(m, "set_draw"):
-                m.set_draw(draw, seed=self.hparams.seed)
 
     def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.model(batch["src"], batch["tgt_in"])
@@ -153,8 +143,3 @@ class MTLitModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
-
-    def configure_optimizers(self):
-        optim = self.hparams.optim
-        optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -61,3 +61,15 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> Non
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)

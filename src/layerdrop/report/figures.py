@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import save_figure, tidy_rows, write_csv, write_text  # noqa: E402
 
 TARGETS = ["layers", "sublayers", "heads", "heads+layers", "heads+sublayers"]
 
@@ -35,13 +35,7 @@ def verdict(held: bool) -> str:
     return "**held**" if held else "**did not hold**"
 
 
-def save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+save = save_figure
 
 
 def write(out: Path, name: str, rows: list[dict], title: str, how: str, claims: list[str], fig) -> None:

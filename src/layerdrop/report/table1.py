@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import read_csv, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import read_csv, save_figure, write_csv, write_text  # noqa: E402
 
 COLUMNS = ["run_key", "scale", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -208,12 +208,7 @@ def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
     ax.set_title(f"Figure 2, MT panel ({scale} scale)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str, p_ld: float = 0.2) -> None:

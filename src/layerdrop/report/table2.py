@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import read_csv, tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import read_csv, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
 
 
 def full_depth(rows: list[dict], n_layers: int, p: float) -> dict | None:
@@ -129,12 +129,7 @@ def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
     ax.set_title(f"Figure 2, LM panel ({scale} scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str, p_ld: float = 0.2) -> None:
