@@ -24,7 +24,6 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import nn
 
-from layerdrop.models.layerdrop import LayerDropList
 from layerdrop.models.pruning import (
     SEARCHED,
     STRATEGIES,
@@ -41,11 +40,8 @@ SPLITS = {"valid": "val_dataloader", "test": "test_dataloader"}
 
 def learned_rates(model: nn.Module, stack_name: str = "decoder") -> list[float] | None:
     """The learned drop rates of one stack (None if that stack's rates are fixed)."""
-    prefix = getattr(model, "stacks", {}).get(stack_name, ("",))[0].rstrip(".")
-    stack = getattr(model, prefix, None) if prefix else None
-    if not isinstance(stack, LayerDropList):
-        stack = next((m for m in model.modules() if isinstance(m, LayerDropList)), None)
-    if stack is None or not stack.learned:
+    stack = getattr(model, model.stacks[stack_name][0].rstrip("."))
+    if not stack.learned:
         return None
     with torch.no_grad():
         return stack.drop_rates().tolist()

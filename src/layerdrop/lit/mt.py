@@ -11,7 +11,6 @@ from torchmetrics import MeanMetric
 from layerdrop.lit.base import LayerDropModule
 from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
 from layerdrop.models.generate import beam_search, check_generation
-from layerdrop.models.layerdrop import LayerDropList
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
 IGNORE = -100
@@ -88,11 +87,10 @@ class MTLitModule(LayerDropModule):
         loss, nll, n = self._losses(batch)
         n_f = n.clamp(min=1).float()
         self.tokens_seen += n * self.trainer.world_size
-        stacks = [m for m in self.model.modules() if isinstance(m, LayerDropList)]
         self.log("train/loss", loss / n_f, prog_bar=True)
         self.log("train/nll", nll / n_f)
-        self.log("train/kept_encoder_layers", float(sum(stacks[0].last_keep)))
-        self.log("train/kept_decoder_layers", float(sum(stacks[1].last_keep)))
+        self.log("train/kept_encoder_layers", float(sum(self.model.encoder.last_keep)))
+        self.log("train/kept_decoder_layers", float(sum(self.model.decoder.last_keep)))
         self.log("train/tokens_seen", self.tokens_seen.float())
         return loss / n_f
 

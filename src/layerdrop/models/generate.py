@@ -54,7 +54,7 @@ def beam_search(
     B, K, pad = src.size(0), beam, model.config.pad_id
     device = src.device
     src_lens = src.ne(pad).sum(1)
-    max_len = (max_len_a * src_lens.float() + max_len_b).floor().long().clamp(max=model.max_len - 1).clamp(min=1)
+    max_len = (max_len_a * src_lens.float() + max_len_b).floor().long().clamp(max=model.config.max_len - 1).clamp(min=1)
 
     memory, src_pad = model.encode(src)
     rows = torch.arange(B, device=device).repeat_interleave(K)
@@ -118,7 +118,7 @@ def greedy_search(
 ) -> list[list[int]]:
     """The most likely next token at every step, until <eos> or the maximum length (for tests and quick checks)."""
     pad = model.config.pad_id
-    max_len = (max_len_a * src.ne(pad).sum(1).float() + max_len_b).floor().long().clamp(max=model.max_len - 1)
+    max_len = (max_len_a * src.ne(pad).sum(1).float() + max_len_b).floor().long().clamp(max=model.config.max_len - 1)
     memory, src_pad = model.encode(src)
     state: dict = {}
     tokens = torch.full((src.size(0), 1), bos, dtype=torch.long, device=src.device)

@@ -80,10 +80,6 @@ class TransformerSeq2Seq(nn.Module):
         self.encoder_norm = nn.LayerNorm(C) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(C) if cfg.pre_norm else nn.Identity()
 
-    @property
-    def max_len(self) -> int:
-        return self.config.max_len
-
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         T = tokens.size(1)
         if offset + T > self.config.max_len:
@@ -106,12 +102,11 @@ class TransformerSeq2Seq(nn.Module):
         values of earlier positions are cached: call with the whole prefix once, then one token at a time."""
         offset = 0 if state is None else state.get("length", 0)
         x = self._embed(tgt_in, offset)
-        layers = self.decoder if state is None else enumerate(self.decoder)
         if state is None:
-            for layer in layers:
+            for layer in self.decoder:
                 x = layer(x, memory=memory, memory_pad_mask=src_pad)
         else:  # generation runs in eval mode, where every layer of the (possibly pruned) stack runs
-            for i, layer in layers:
+            for i, layer in enumerate(self.decoder):
                 x = layer(x, memory=memory, memory_pad_mask=src_pad, state=state.setdefault(i, {}))
             state["length"] = offset + tgt_in.size(1)
         return self.decoder_norm(x)

@@ -73,3 +73,18 @@ def save_figure(fig, path: Path) -> None:
     fig.savefig(tmp, dpi=130)
     plt.close(fig)
     tmp.replace(path)
+
+
+def provenance(records: list[dict]) -> dict:
+    """What a caption says about how the runs were made: data, steps, tokens, machine, wall time."""
+    data = records[0].get("data") or {}
+    machine = records[0].get("machine", {})
+    return {
+        "data": data,
+        "source": (data.get("provenance") or {}).get("source", "?"),
+        "splits": data.get("splits") or {},
+        "steps": "/".join(map(str, sorted({r["train"]["steps"] for r in records}))),
+        "tokens": sum(r["train"]["tokens_seen"] for r in records),
+        "wall_min": sum(r["train"]["wall_s"] for r in records) / 60,
+        "machine": f"{machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, torch {machine.get('torch', '?')}",
+    }

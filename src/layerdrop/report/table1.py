@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import read_csv, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import provenance, read_csv, save_figure, write_csv, write_text  # noqa: E402
 
 COLUMNS = ["run_key", "scale", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -122,19 +122,13 @@ def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool, str]]:
 
 
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
-    tokens = sum(r["train"]["tokens_seen"] for r in records)
-    wall = sum(r["train"]["wall_s"] for r in records)
-    machine = records[0].get("machine", {})
-    data = records[0].get("data") or {}
-    source = (data.get("provenance") or {}).get("source", "?")
-    splits = data.get("splits") or {}
+    run = provenance(records)
+    splits = run["splits"]
     split_text = ", ".join(f"{k} {v.get('pairs', '?'):,} pairs" for k, v in splits.items() if isinstance(v, dict))
-    steps = sorted({r["train"]["steps"] for r in records})
     gen = next((r for r in rows if r["beam"] is not None), {})
-    return (f"Scale `{scale}`; data: {source} ({split_text}); joint BPE {data.get('vocab_size', '?')}; "
-            f"{len(records)} training runs of {'/'.join(map(str, steps))} steps, {tokens:,} target tokens in all; "
-            f"machine: {machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, torch "
-            f"{machine.get('torch', '?')}; training wall time {wall / 60:.1f} min (evaluation not included). "
+    return (f"Scale `{scale}`; data: {run['source']} ({split_text}); joint BPE {run['data'].get('vocab_size', '?')}; "
+            f"{len(records)} training runs of {run['steps']} steps, {run['tokens']:,} target tokens in all; "
+            f"machine: {run['machine']}; training wall time {run['wall_min']:.1f} min (evaluation not included). "
             f"Test BLEU by beam search (beam {gen.get('beam', '?')}, length penalty {gen.get('lenpen', '?')}) on "
             f"{gen.get('test_sentences', '?')} of the {(splits.get('test') or {}).get('pairs', '?')} test pairs "
             "(a fixed seeded subset when fewer; perplexity covers all), with averaged checkpoints; `BLEU` is sacrebleu on detokenized text, `tok. BLEU` the paper's "

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import read_csv, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import provenance, read_csv, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
 
 
 def full_depth(rows: list[dict], n_layers: int, p: float) -> dict | None:
@@ -71,20 +71,14 @@ def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool | None, str]]:
 
 
 def caption(records: list[dict], scale: str) -> str:
-    tokens = sum(r["train"]["tokens_seen"] for r in records)
-    wall = sum(r["train"]["wall_s"] for r in records)
-    machine = records[0].get("machine", {})
-    data = records[0].get("data") or {}
-    source = (data.get("provenance") or {}).get("source", "?")
-    splits = data.get("splits") or {}
-    split_text = ", ".join(f"{k} {v.get('tokens', '?'):,} tokens" for k, v in splits.items() if isinstance(v, dict))
-    steps = sorted({r["train"]["steps"] for r in records})
-    return (f"Scale `{scale}`; data: {source} ({split_text}); tokenizer "
-            f"{(data.get('tokenizer') or {}).get('kind', '?')} {data.get('vocab_size', '?')}; {len(records)} training runs of {'/'.join(map(str, steps))} steps, "
-            f"{tokens:,} training tokens in all; machine: {machine.get('cpus', '?')} CPUs, "
-            f"{machine.get('platform', '?')}, torch {machine.get('torch', '?')}; training wall time "
-            f"{wall / 60:.1f} min (evaluation not included). Perplexity on the test split, every token scored "
-            "once in non-overlapping blocks.")
+    run = provenance(records)
+    split_text = ", ".join(f"{k} {v.get('tokens', '?'):,} tokens" for k, v in run["splits"].items()
+                           if isinstance(v, dict))
+    return (f"Scale `{scale}`; data: {run['source']} ({split_text}); tokenizer "
+            f"{(run['data'].get('tokenizer') or {}).get('kind', '?')} {run['data'].get('vocab_size', '?')}; "
+            f"{len(records)} training runs of {run['steps']} steps, {run['tokens']:,} training tokens in all; "
+            f"machine: {run['machine']}; training wall time {run['wall_min']:.1f} min (evaluation not included). "
+            "Perplexity on the test split, every token scored once in non-overlapping blocks.")
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str, p_ld: float) -> str:
