@@ -138,7 +138,7 @@ def test_search_finds_the_known_best_subset():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["layerdrop.target=blocks"], "layerdrop.target 'blocks' is not one of"),
+        (["layerdrop.target=blocks"], "layerdrop.target='blocks': expected one of"),
         (["layerdrop.learned=true", "layerdrop.target=heads"], "layerdrop.learned needs"),
     ],
 )

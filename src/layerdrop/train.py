@@ -22,6 +22,7 @@ from layerdrop.evaluate import done_keys, eval_settings, evaluate_grid, merge_ro
 from layerdrop.models.checkpoint import average_into, checkpoint_step, load_model, save_model
 from layerdrop.models.layerdrop import check_rates
 from layerdrop.models.pruning import count_parameters
+from layerdrop.schema import check_config
 from layerdrop.utils import runs
 from layerdrop.utils.loggers import build_logger, log_prune_curve
 
@@ -54,6 +55,7 @@ def side_rate(cfg: DictConfig, stack: str) -> float:
 
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra's structure checks cannot see."""
+    check_config(cfg)  # types, bounds and choices of every key (layerdrop.schema)
     depths = stack_depths(cfg)
     if cfg.layerdrop.rates is not None:
         if len(depths) > 1:

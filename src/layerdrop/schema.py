@@ -1,0 +1,366 @@
+"""Typed schemas of the config groups users override, checked before any work.
+
+Hydra composes whatever YAML and overrides say: `data.vocab_size=abc` would reach the tokenizer as a
+string and `model.n_layers=0` would train a model with no layers. ``check_config`` reads the resolved
+values against the dataclasses below and raises one ``ValueError`` listing every problem, each naming
+the full key, the bad value and what is allowed:
+
+    data.vocab_size='abc': expected an int
+    model.n_layers=0: must be >= 1
+
+A field's annotation gives its type (an int is accepted for a float); ``rule`` gives its constraints
+(bounds and choices, applied to each element of a list). The dataclasses are schemas only, never
+instantiated; a section rejects keys it does not list unless it sets ``open_keys`` (the optimizer
+takes whatever its class takes; the root holds groups other code checks: trainer, logger, paths).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from layerdrop.data import lm as lm_data
+from layerdrop.data import mt as mt_data
+from layerdrop.data.mt_corpus import DIRECTIONS
+from layerdrop.evaluate import SPLITS
+from layerdrop.models.pruning import SEARCHED, STRATEGIES
+
+
+def rule(*, required: bool = False, ge: float | None = None, gt: float | None = None, le: float | None = None,
+         lt: float | None = None, choices: Sequence | Callable[[], Sequence] | None = None) -> Any:
+    """A schema field: ``required`` (absent is an error), bounds, ``choices`` (or a function giving them)."""
+    meta = {"required": required, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    return field(default=None, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def _drop_targets() -> tuple[str, ...]:
+    from layerdrop.train import DROP_TARGETS  # train imports this module: look the names up late
+
+    return tuple(DROP_TARGETS)
+
+
+RATE = {"ge": 0, "lt": 1}  # a drop probability
+
+
+# --- model: the shape keys of conf/model/*.yaml. The LayerDrop fields of LMConfig / Seq2SeqConfig
+# (layerdrop, head_drop, ...) are not here: train.model_config sets them from the layerdrop group.
+
+@dataclass
+class _Shape:
+    vocab_size: int = rule(required=True, ge=1)
+    d_model: int = rule(ge=1)
+    n_heads: int = rule(ge=1)
+    d_ff: int = rule(ge=1)
+    max_len: int = rule(ge=1)
+    dropout: float = rule(**RATE)
+    attn_dropout: float = rule(**RATE)
+    act_dropout: float = rule(**RATE)
+    pre_norm: bool = rule()
+
+
+@dataclass
+class LMModel(_Shape):
+    n_layers: int = rule(ge=1)
+    final_norm: bool = rule()
+    adaptive: bool = rule()
+    cutoffs: list[int] = rule(ge=1)
+    adaptive_factor: float = rule(ge=1)
+    adaptive_dropout: float = rule(**RATE)
+
+
+@dataclass
+class MTModel(_Shape):
+    encoder_layers: int = rule(ge=1)
+    decoder_layers: int = rule(ge=1)
+    pad_id: int = rule(ge=0)
+
+
+# --- data: the DataModule's constructor arguments (conf/data/*.yaml)
+
+@dataclass
+class LMData:
+    _target_: str = rule(required=True, choices=("layerdrop.data.lm.LMDataModule",))
+    source: str = rule(required=True, choices=lm_data.SOURCES)
+    data_dir: str = rule()
+    tokenizer: str = rule(choices=lm_data.TOKENIZERS)
+    vocab_size: int = rule(ge=1)
+    block_size: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+    eval_batch_size: int | None = rule(ge=1)
+    num_workers: int = rule(ge=0)
+    split_seed: int = rule()
+    hub_path: str | None = rule()
+    hub_name: str | None = rule()
+    hub_data_files: dict | None = rule()
+    max_train_tokens: int | None = rule(ge=1)
+    raw_dir: str | None = rule()
+
+
+@dataclass
+class MTData:
+    _target_: str = rule(required=True, choices=("layerdrop.data.mt.MTDataModule",))
+    source: str = rule(required=True, choices=mt_data.SOURCES)
+    data_dir: str = rule()
+    vocab_size: int = rule(ge=1)
+    max_tokens: int = rule(ge=1)
+    max_source_len: int = rule(ge=2)  # a token and <eos>
+    max_target_len: int = rule(ge=2)
+    split_seed: int = rule()
+    hub_path: str = rule()
+    hub_name: str | None = rule()
+    hub_data_files: dict | None = rule()
+    direction: str = rule(choices=DIRECTIONS)
+    max_train_pairs: int | None = rule(ge=1)
+    num_workers: int = rule(ge=0)
+    raw_dir: str | None = rule()
+    eval_max_tokens: int | None = rule(ge=1)
+
+
+# --- the groups both tasks share
+
+@dataclass
+class Optimizer:
+    open_keys: ClassVar[bool] = True  # betas, momentum, ...: whatever the optimizer class takes
+    lr: float = rule(required=True, gt=0)
+
+
+@dataclass
+class Scheduler:  # layerdrop.optim.build_optimizer's keyword arguments
+    warmup_steps: int = rule(required=True, ge=0)
+    total_steps: int = rule(required=True, ge=1)
+    min_lr_ratio: float = rule(ge=0, le=1)
+    warmup_init_ratio: float = rule(ge=0, le=1)
+
+
+@dataclass
+class Average:
+    last: int = rule(required=True, ge=1)  # checkpoints averaged into the final model
+    every: int = rule(required=True, ge=1)  # steps between them
+
+
+@dataclass
+class Optim:
+    optimizer: Optimizer = rule(required=True)
+    scheduler: Scheduler = rule(required=True)
+    average: Average | None = rule()
+
+
+@dataclass
+class LayerDrop:
+    p: float = rule(required=True, **RATE)
+    encoder_p: float | None = rule(**RATE)
+    decoder_p: float | None = rule(**RATE)
+    target: str = rule(required=True, choices=_drop_targets)
+    rates: list[float] | None = rule(**RATE)
+    learned: bool = rule()
+
+
+@dataclass
+class Prune:
+    stack: str = rule()  # one of the model's layer stacks: checked against the model below
+    strategies: list[str] = rule(required=True, choices=STRATEGIES + SEARCHED)
+    depths: list[int] | None = rule(ge=1)
+    layers: list[int] | None = rule(ge=0)
+    samples: int = rule(ge=1)
+    seed: int = rule()
+    max_exhaustive: int = rule(ge=1)
+    beam: int = rule(ge=1)
+    splits: list[str] = rule(required=True, choices=tuple(SPLITS))
+    precision: str | int = rule()  # Lightning's precision: "32-true", "bf16-mixed", 32, ...
+
+
+@dataclass
+class Generate:
+    beam: int = rule(required=True, ge=1)
+    lenpen: float = rule(required=True, ge=0)
+    max_len_a: float = rule(required=True, ge=0)
+    max_len_b: int = rule(required=True, ge=0)
+    max_sentences: int | None = rule(ge=1)
+    seed: int = rule()
+
+
+@dataclass
+class _Run:
+    open_keys: ClassVar[bool] = True  # trainer (Lightning checks it), logger, paths, tags, ...
+    optim: Optim = rule(required=True)
+    layerdrop: LayerDrop = rule(required=True)
+    prune: Prune = rule(required=True)
+    generate: Generate = rule(required=True)
+    seed: int = rule(required=True)
+    checkpoint_every: int = rule(required=True, ge=1)
+
+
+@dataclass
+class LMRun(_Run):
+    model: LMModel = rule(required=True)
+    data: LMData = rule(required=True)
+
+
+@dataclass
+class MTRun(_Run):
+    model: MTModel = rule(required=True)
+    data: MTData = rule(required=True)
+
+
+RUNS = {"lm": LMRun, "mt": MTRun}  # task.name -> schema
+
+
+# --- the checker
+
+_NAMES = {int: ("an int", "ints"), float: ("a float", "floats"), bool: ("a bool (true/false)", "bools"),
+          str: ("a string", "strings"), dict: ("a mapping", "mappings"), type(None): ("null", "nulls")}
+
+
+def _is_union(tp) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _matches(value, tp) -> bool:
+    origin, args = get_origin(tp), get_args(tp)
+    if _is_union(tp):
+        return any(_matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if tp is dict or origin is dict or is_dataclass(tp):
+        return isinstance(value, dict)
+    if tp in (int, float) and isinstance(value, bool):  # True is an int to Python, not to a config
+        return False
+    if tp is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
+def _describe(tp, plural: bool = False) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if _is_union(tp):
+        return " or ".join(_describe(a, plural) for a in args)
+    if origin is list:
+        return ("lists of " if plural else "a list of ") + _describe(args[0], plural=True)
+    if is_dataclass(tp):
+        return _NAMES[dict][plural]
+    return _NAMES[tp][plural]
+
+
+def _violation(value, meta: dict) -> str | None:
+    """What a scalar breaks of a field's bounds and choices, or None."""
+    choices = meta.get("choices")
+    if choices is not None:
+        allowed = tuple(choices() if callable(choices) else choices)
+        return None if value in allowed else f"expected one of {', '.join(map(str, allowed))}"
+    ge, gt, le, lt = (meta.get(k) for k in ("ge", "gt", "le", "lt"))
+    low_ok = (ge is None or value >= ge) and (gt is None or value > gt)
+    high_ok = (le is None or value <= le) and (lt is None or value < lt)
+    if low_ok and high_ok:
+        return None
+    low = f"[{ge}" if ge is not None else f"({gt}" if gt is not None else ""
+    high = f"{le}]" if le is not None else f"{lt})" if lt is not None else ""
+    if low and high:
+        return f"must be in {low}, {high}"
+    if low:
+        return f"must be {'>=' if ge is not None else '>'} {low[1:]}"
+    return f"must be {'<=' if le is not None else '<'} {high[:-1]}"
+
+
+def _section(tp) -> type | None:
+    """The schema dataclass a field holds (also inside ``X | None``), or None for a plain value."""
+    candidates = get_args(tp) if _is_union(tp) else (tp,)
+    return next((c for c in candidates if is_dataclass(c)), None)
+
+
+def check_section(values: dict, schema: type, prefix: str = "") -> list[str]:
+    """Errors of one section's resolved ``values`` against ``schema``; nested sections recurse."""
+    errors, hints = [], get_type_hints(schema)
+    allowed = [f.name for f in fields(schema)]
+    if not getattr(schema, "open_keys", False):
+        errors += [f"{prefix}{k}={v!r}: unknown key; allowed: {', '.join(allowed)}"
+                   for k, v in values.items() if k not in allowed]
+    for f in fields(schema):
+        key, tp = prefix + f.name, hints[f.name]
+        if f.name not in values:
+            if f.metadata.get("required"):
+                errors.append(f"{key}: missing; expected {_describe(tp)}")
+            continue
+        value = values[f.name]
+        if not _matches(value, tp):
+            errors.append(f"{key}={value!r}: expected {_describe(tp)}")
+        elif (section := _section(tp)) is not None and isinstance(value, dict):
+            errors += check_section(value, section, key + ".")
+        else:
+            items = enumerate(value) if isinstance(value, list) else [(None, value)]
+            for i, v in items:
+                problem = None if v is None else _violation(v, f.metadata)
+                if problem:
+                    errors.append(f"{key if i is None else f'{key}[{i}]'}={v!r}: {problem}")
+    return errors
+
+
+def _cross_checks(run: dict, task: str) -> list[str]:
+    """Constraints between keys (run only once every key has a valid type)."""
+    model, data, errors = run["model"], run["data"], []
+    if model.get("d_model", 0) % model.get("n_heads", 1):
+        errors.append(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")
+    if task == "lm":
+        depths = {"decoder": model.get("n_layers")}
+        if model.get("max_len") is not None and model["max_len"] < data.get("block_size", 0):
+            errors.append(f"model.max_len={model['max_len']}: must be >= "
+                          f"data.block_size={data['block_size']} (a position for every token of a block)")
+        cutoffs = model.get("cutoffs") or []
+        too_big = bool(cutoffs) and cutoffs[-1] >= model["vocab_size"]
+        if model.get("adaptive") and (cutoffs != sorted(set(cutoffs)) or too_big):
+            errors.append(f"model.cutoffs={cutoffs}: must increase and stay below "
+                          f"model.vocab_size={model['vocab_size']}")
+    else:
+        depths = {"encoder": model.get("encoder_layers"), "decoder": model.get("decoder_layers")}
+        longest = data.get("max_source_len", 0) + data.get("max_target_len", 0)
+        for name in ("max_tokens", "eval_max_tokens"):
+            if data.get(name) is not None and data[name] < longest:
+                errors.append(f"data.{name}={data[name]}: must be >= data.max_source_len + "
+                              f"data.max_target_len = {longest} (the longest pair must fit in a batch)")
+    sched = run["optim"]["scheduler"]
+    if sched["warmup_steps"] >= sched["total_steps"]:
+        errors.append(f"optim.scheduler.warmup_steps={sched['warmup_steps']}: must be < "
+                      f"optim.scheduler.total_steps={sched['total_steps']}")
+    prune = run["prune"]
+    stack = prune.get("stack") or "decoder"
+    if stack not in depths:
+        errors.append(f"prune.stack={stack!r}: expected one of {', '.join(depths)} "
+                      "(the model's layer stacks)")
+    elif depths[stack] is not None:
+        n = depths[stack]
+        errors += [f"prune.depths[{i}]={d}: must be <= {n} (the {stack}'s layers)"
+                   for i, d in enumerate(prune.get("depths") or []) if d > n]
+        errors += [f"prune.layers[{i}]={k}: must be < {n} (the {stack}'s layers)"
+                   for i, k in enumerate(prune.get("layers") or []) if k >= n]
+    return errors
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    value = cfg[key]  # a scalar resolves on access; a group through to_container
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise one ValueError listing every bad key of ``cfg`` (resolved values), or return."""
+    task = cfg.task.name
+    if task not in RUNS:
+        raise ValueError(f"invalid config:\n  task.name={task!r}: expected one of {', '.join(RUNS)}")
+    schema, run, errors, failed = RUNS[task], {}, [], set()
+    for f in fields(schema):
+        if f.name in cfg:
+            try:
+                run[f.name] = _resolved(cfg, f.name)
+            except Exception as e:  # an interpolation to a missing key, a failing resolver
+                errors.append(f"{f.name}: cannot resolve its interpolations: {str(e).splitlines()[0]}")
+                failed.add(f.name)
+    errors += [e for e in check_section(run, schema) if e.split(":")[0] not in failed]  # not "missing" too
+    if not errors:
+        errors = _cross_checks(run, task)
+    if errors:
+        count = f"{len(errors)} error{'s' * (len(errors) > 1)}"
+        raise ValueError(f"invalid config ({count}):\n  " + "\n  ".join(errors))
