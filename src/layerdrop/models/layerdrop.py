@@ -64,10 +64,12 @@ class SyncedDraws:
             self.seed = seed
 
     def uniform(self, n: int) -> torch.Tensor:
+        """(n,) uniforms on the CPU: the draws decide which Python code runs, so they live on the host
+        whatever device the model is on (one small host tensor, no device sync)."""
         if self.draw is None:
-            return torch.rand(n)
+            return torch.rand(n, device="cpu")
         self._gen.manual_seed(draw_seed(self.seed, self.draw, self.salt))
-        return torch.rand(n, generator=self._gen)
+        return torch.rand(n, generator=self._gen, device="cpu")
 
 
 class LayerDropList(nn.ModuleList):
@@ -100,24 +102,27 @@ class LayerDropList(nn.ModuleList):
         self.draws.set_draw(draw, seed)
 
     def drop_rates(self) -> torch.Tensor:
-        """(N,) the current drop rates (learned ones average to p before capping)."""
+        """(N,) the current drop rates (learned ones average to p before capping), on the CPU for fixed
+        rates, on the scores' device for learned ones."""
         if not self.learned:
-            return torch.tensor(self.rates)
+            return torch.tensor(self.rates, device="cpu")
         p = self.rates[0]
         return (len(self) * p * self.scores.softmax(0)).clamp(max=MAX_LEARNED_RATE)
 
     def sample_keep(self) -> list[bool]:
-        """Which layers run in this forward."""
+        """Which layers run in this forward (decided on the host: learned rates are copied there)."""
         if not self.training or not any(self.rates):
             return [True] * len(self)
-        return (self.draws.uniform(len(self)) >= self.drop_rates().detach()).tolist()
+        rates = self.drop_rates().detach().cpu() if self.learned else torch.tensor(self.rates, device="cpu")
+        return (self.draws.uniform(len(self)) >= rates).tolist()
 
     def __iter__(self) -> Iterator[nn.Module | Callable]:
         self.last_keep = self.sample_keep()
         layers = list(super().__iter__())
         if self.learned and self.training and any(self.rates):
             keep_prob = 1 - self.drop_rates()
-            masks = torch.tensor(self.last_keep, dtype=keep_prob.dtype) + keep_prob - keep_prob.detach()
+            keep = torch.tensor(self.last_keep, dtype=keep_prob.dtype, device=keep_prob.device)
+            masks = keep + keep_prob - keep_prob.detach()
             return iter([_Gated(layer, m) for layer, m in zip(layers, masks)])
         return iter([layer for layer, keep in zip(layers, self.last_keep) if keep])
 

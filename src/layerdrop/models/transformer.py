@@ -69,6 +69,7 @@ class SelfAttention(nn.Module):
         D = C // H
         w_out = self.out.weight
         if heads is not None:
+            heads = heads.to(w_out.device)  # drawn on the host (see SyncedDraws)
             w_out = w_out.view(C, H, D)[:, heads].reshape(C, -1)
         h = H if heads is None else len(heads)
         if self.cross:

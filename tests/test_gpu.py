@@ -1,0 +1,97 @@
+"""The paper-scale code paths on a CUDA device, in the paper's precision (fp16 mixed precision with a
+loss scaler): a width-shrunk copy of each paper model trains a few steps, evaluates, is pruned every
+other layer, saved and reloaded. Skipped without CUDA (CI never has one); `make bench-gpu` runs them
+where a GPU is and writes what they measured to results/bench/gpu.md."""
+
+import pytest
+import torch
+
+from layerdrop.config import load_config
+from layerdrop.lit.mt import label_smoothed_nll
+from layerdrop.models.checkpoint import load_model, save_model
+from layerdrop.models.generate import beam_search
+from layerdrop.models.pruning import layers_to_keep, prune_model
+from layerdrop.train import model_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+SHRINK = {"d_model": 64, "n_heads": 4, "d_ff": 128}
+
+
+def paper_model(experiment: str, **extra):
+    """The experiment's paper-scale model with its width shrunk (every architecture flag kept)."""
+    from hydra.utils import get_class
+
+    cfg = load_config([f"experiment={experiment}", "scale=paper"])
+    model = {**model_config(cfg), **SHRINK, **extra}
+    if model.get("adaptive"):
+        model.update(vocab_size=3000, cutoffs=[500, 1500], max_len=256)
+    else:
+        model.update(vocab_size=1000, max_len=256)
+    return get_class(cfg.task.lit_module)(model=model).model.cuda()
+
+
+def fp16_steps(model, loss_fn, steps: int = 4) -> list[float]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    losses = []
+    model.train()
+    for step in range(steps):
+        for m in model.modules():
+            if hasattr(m, "set_draw"):
+                m.set_draw(step, seed=1)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = loss_fn(model)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        losses.append(float(loss))
+    return losses
+
+
+@pytest.mark.parametrize("experiment,extra", [("table2_lm", {}), ("table2_lm", {"layerdrop_learned": True}),
+                                              ("table2_lm_deep", {})])
+def test_paper_lm_trains_in_fp16_evaluates_prunes_and_reloads(experiment, extra, tmp_path):
+    model = paper_model(experiment, **extra)
+    tokens = torch.randint(0, 3000, (2, 129), device="cuda")
+
+    def loss(m):
+        return m.nll(m(tokens[:, :-1]), tokens[:, 1:]).mean()
+
+    losses = fp16_steps(model, loss)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    model.eval()
+    n = model.config.n_layers
+    keep = layers_to_keep("every_other", n, n // 2)
+    pruned = prune_model(model, {"decoder": keep})
+    with torch.no_grad():
+        full_lp = model.log_probs(model(tokens[:, :-1]))
+        assert torch.allclose(full_lp.exp().sum(-1), torch.ones_like(full_lp[..., 0]), atol=1e-3)
+        save_model(tmp_path / "pruned.pt", pruned)
+        again, _ = load_model(tmp_path / "pruned.pt")
+        again = again.cuda()
+        torch.testing.assert_close(again(tokens[:, :-1]), pruned(tokens[:, :-1]))
+
+
+@pytest.mark.parametrize("experiment", ["table1_mt", "table1_mt_deep"])
+def test_paper_transformer_big_trains_in_fp16_beam_searches_prunes_and_reloads(experiment, tmp_path):
+    model = paper_model(experiment, encoder_layerdrop=0.2, decoder_layerdrop=0.2)
+    src = torch.randint(4, 1000, (3, 20), device="cuda")
+    tgt = torch.randint(4, 1000, (3, 16), device="cuda")
+
+    def loss(m):
+        logits = m.logits(m(src, tgt[:, :-1]))
+        total, _, n = label_smoothed_nll(logits.reshape(-1, 1000), tgt[:, 1:].reshape(-1), 0.1)
+        return total / n
+
+    assert all(torch.isfinite(torch.tensor(fp16_steps(model, loss))))
+    model.eval()
+    pruned = prune_model(model, {"decoder": layers_to_keep("every_other", 6, 3)})
+    with torch.autocast("cuda", dtype=torch.float16):
+        hyps = beam_search(pruned, src, bos=1, eos=2, beam=4, lenpen=0.6, max_len_a=0, max_len_b=12)
+    assert len(hyps) == 3 and all(1 <= len(h[0].tokens) + 1 <= 12 for h in hyps)
+    save_model(tmp_path / "mt.pt", pruned)
+    again, _ = load_model(tmp_path / "mt.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(again.cuda()(src, tgt), pruned(src, tgt))
