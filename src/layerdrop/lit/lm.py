@@ -37,23 +37,23 @@ class LMLitModule(LayerDropModule):
         return lit
 
     def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood, target tokens) of a batch."""
         hidden = self.model(batch["input"])  # (B,T,C)
         nll = self.model.nll(hidden, batch["target"])  # (B,T)
-        n = (batch["target"] != -100).sum()
-        return nll.sum() / n.clamp(min=1), n
+        return nll.sum(), (batch["target"] != -100).sum()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, n = self._nll(batch)
+        loss_sum, n = self._nll(batch)
         self.tokens_seen += n * self.trainer.world_size
         kept = sum(sum(m.last_keep) for m in self.model.modules() if isinstance(m, LayerDropList))
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss_sum.detach() / n.clamp(min=1), prog_bar=True)
         self.log("train/kept_layers", float(kept))
         self.log("train/tokens_seen", self.tokens_seen.float())
-        return loss
+        return self.update_loss(loss_sum, n)
 
     def _eval_step(self, split: str, batch: dict) -> None:
-        loss, n = self._nll(batch)
-        self.metrics[split].update(loss, weight=n)
+        loss_sum, n = self._nll(batch)
+        self.metrics[split].update(loss_sum / n.clamp(min=1), weight=n)
         self.eval_tokens += int(n)
 
     def _eval_end(self, split: str) -> None:

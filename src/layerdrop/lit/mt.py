@@ -87,12 +87,12 @@ class MTLitModule(LayerDropModule):
         loss, nll, n = self._losses(batch)
         n_f = n.clamp(min=1).float()
         self.tokens_seen += n * self.trainer.world_size
-        self.log("train/loss", loss / n_f, prog_bar=True)
-        self.log("train/nll", nll / n_f)
+        self.log("train/loss", loss.detach() / n_f, prog_bar=True)
+        self.log("train/nll", nll.detach() / n_f)
         self.log("train/kept_encoder_layers", float(sum(self.model.encoder.last_keep)))
         self.log("train/kept_decoder_layers", float(sum(self.model.decoder.last_keep)))
         self.log("train/tokens_seen", self.tokens_seen.float())
-        return loss / n_f
+        return self.update_loss(loss, n)
 
     def _eval_step(self, split: str, batch: dict) -> None:
         _, nll, n = self._losses(batch)
