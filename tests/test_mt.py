@@ -225,14 +225,14 @@ def test_checkpoint_averaging_is_the_mean_of_the_files(tmp_path):
 def test_token_batches_are_sharded_by_rank_under_ddp(monkeypatch):
     import numpy as np
 
-    from layerdrop.data import mt
+    from layerdrop.data import batches, mt
 
     lens = np.random.default_rng(0).integers(2, 30, size=500)
     sampler = mt.TokenBatchSampler(lens, lens, max_tokens=256, shuffle=True, seed=0, shard=True)
     everything = sampler.batches()
     shards = []
     for rank in range(3):
-        monkeypatch.setattr(mt, "_rank_world", lambda r=rank: (r, 3))
+        monkeypatch.setattr(batches, "rank_world", lambda r=rank: (r, 3))
         shards.append(list(sampler))
     assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
     seen = [tuple(b) for s in shards for b in s]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from layerdrop.config import load_config
 from layerdrop.lit.lm import LMLitModule
@@ -36,26 +37,45 @@ def test_tiny_run_trains_evaluates_every_depth_and_is_cached(smoke_overrides, ca
     assert again["eval"] == record["eval"]
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(smoke_overrides, monkeypatch):
-    cfg = load_config([*smoke_overrides, "trainer.max_steps=8", "checkpoint_every=4"])
+def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_overrides, tmp_path, monkeypatch):
+    """7 batches an epoch; the run crashes at step 9 (epoch 1, its 3rd batch) with a checkpoint at step 8.
+    The resumed run trains only steps 8-11, continues the epoch's batch order where it stopped (no
+    reshuffle), draws the same dropout and LayerDrop masks, and ends with the very weights of a run
+    that was never stopped."""
+    overrides = [*smoke_overrides, "data.max_train_tokens=2000", "trainer.max_steps=12", "checkpoint_every=4",
+                 "trainer.precision=32-true", "layerdrop.p=0.3", "prune.strategies=[]", "prune.splits=[valid]"]
+    cfg = load_config(overrides)
     original = LMLitModule.training_step
+    seen: list[tuple[int, list[int]]] = []
+    crash = [True]
 
-    def crash_at_step_5(self, batch, batch_idx):
-        if self.global_step == 5:
+    def crash_at_step_9(self, batch, batch_idx):
+        if crash[0] and self.global_step == 9:
             raise RuntimeError("simulated crash")
+        seen.append((self.global_step, batch["input"][:, 0].tolist()))
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_5)
+    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_9)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
     run_dir = runs.run_dir(cfg)
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "model.pt").exists()
     assert not (run_dir / "metrics.json").exists()
-
-    monkeypatch.setattr(LMLitModule, "training_step", original)
+    first, crash[0] = len(seen), False
     record = train(cfg)
-    assert record["train"]["resumed"] is True and record["train"]["steps"] == 8
-    assert record["train"]["tokens_seen"] == 8 * 8 * 32  # counted across the interruption
+    resumed_steps, resumed_batches = [s for s, _ in seen[first:]], [b for _, b in seen[first:]]
+    assert record["train"]["resumed"] is True and record["train"]["steps"] == 12
+    assert resumed_steps == [8, 9, 10, 11]  # only what was missing, from the checkpoint on
+    assert record["train"]["tokens_seen"] == 12 * 8 * 32  # counted across the interruption
+
+    seen.clear()
+    uninterrupted = load_config([*overrides, f"paths.runs_dir={tmp_path}/again"])
+    train(uninterrupted)
+    assert [s for s, _ in seen] == list(range(12))
+    assert resumed_batches == [b for _, b in seen[8:]]  # the same batches, in the same order
+    a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(runs.run_dir(uninterrupted) / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_multirun_sweep_and_wandb_offline(tmp_path):

@@ -98,6 +98,7 @@ class LMData:
     hub_data_files: dict | None = rule()
     max_train_tokens: int | None = rule(ge=1)
     raw_dir: str | None = rule()
+    shuffle_seed: int | None = rule()
 
 
 @dataclass
@@ -118,6 +119,7 @@ class MTData:
     num_workers: int = rule(ge=0)
     raw_dir: str | None = rule()
     eval_max_tokens: int | None = rule(ge=1)
+    shuffle_seed: int | None = rule()
 
 
 # --- the groups both tasks share

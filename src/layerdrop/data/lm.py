@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from layerdrop.data.batches import EpochBatches, ResumableLoader, shuffled_blocks, trainer_progress
 from layerdrop.data.cache import hub_corpus_name, plain_data_files
 from layerdrop.data.corpus import ensure_corpus, load_corpus
 from layerdrop.data.sources import (
@@ -97,6 +98,7 @@ class LMDataModule(pl.LightningDataModule):
         hub_data_files: dict | None = None,
         max_train_tokens: int | None = None,
         raw_dir: str | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -118,6 +120,7 @@ class LMDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.split_seed = split_seed
+        self.shuffle_seed = split_seed if shuffle_seed is None else shuffle_seed  # the training order
         self.hub_path = hub_path
         self.hub_name = hub_name
         self.hub_data_files = plain_data_files(hub_data_files)
@@ -182,24 +185,21 @@ class LMDataModule(pl.LightningDataModule):
         self.valid_set = EvalBlocks(corpus.tokens["valid"], self.block_size, corpus.eos_id, corpus.pad_id)
         self.test_set = EvalBlocks(corpus.tokens["test"], self.block_size, corpus.eos_id, corpus.pad_id)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.split_seed) if shuffle else None,
-        )
+    def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        """Seeded shuffled batches of blocks (``shuffle_seed``), sharded by rank, resumable mid-epoch."""
+        plan = shuffled_blocks(len(self.train_set), self.batch_size, self.shuffle_seed)
+        return ResumableLoader(self.train_set, batch_sampler=EpochBatches(plan), num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0, progress=trainer_progress(self))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.valid_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size)
 
 
 def format_manifest(corpus_dir: Path, manifest: dict) -> str:

@@ -20,8 +20,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from layerdrop.data.batches import EpochBatches, ResumableLoader, trainer_progress
 from layerdrop.data.cache import hub_corpus_name, plain_data_files
 from layerdrop.data.debian_sources import DEBIAN_SOURCE
 from layerdrop.data.lm import IGNORE_INDEX
@@ -86,15 +87,14 @@ def collate(items: list[dict], pad_id: int, bos_id: int, eos_id: int) -> dict[st
     return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out, "ids": ids}
 
 
-class TokenBatchSampler(Sampler[list[int]]):
+class TokenBatchSampler(EpochBatches):
     """Batches of dataset positions whose padded size B * (max src len + max tgt len) <= max_tokens.
 
-    Training (shuffle=True): each epoch shuffles the pairs with a generator seeded by seed + epoch,
-    sorts buckets of `bucket_pairs` pairs by length, packs them greedily and shuffles the batches.
+    Training (shuffle=True): epoch e shuffles the pairs with a generator seeded by (seed, e), sorts
+    buckets of `bucket_pairs` pairs by length, packs them greedily and shuffles the batches.
     Evaluation: the whole split sorted by length, the same every time. Every pair is in exactly one
-    batch. With ``shard=True`` (the train loader) under DDP each rank takes every world-th batch, so
-    the trainer runs with ``use_distributed_sampler: false`` (Lightning cannot shard a batch sampler);
-    evaluation loaders are not sharded (rank 0 alone evaluates).
+    batch. With ``shard=True`` (the train loader) under DDP each rank takes every world-th batch
+    (see ``EpochBatches``); evaluation loaders are not sharded.
     """
 
     def __init__(
@@ -112,13 +112,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         if longest > max_tokens:
             raise ValueError(f"a pair needs {longest} tokens, more than max_tokens={max_tokens}")
         self.max_tokens, self.shuffle, self.seed, self.bucket_pairs = max_tokens, shuffle, seed, bucket_pairs
-        self.shard = shard
-        self.epoch = 0
-        self._cached: tuple[int, list[list[int]]] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of each epoch, so each epoch has its own order."""
-        self.epoch = epoch
+        super().__init__(self._plan, shard=shard)
 
     def _pack(self, positions: np.ndarray) -> Iterator[list[int]]:
         """Greedy batches over `positions` sorted by (source, target) length."""
@@ -136,44 +130,15 @@ class TokenBatchSampler(Sampler[list[int]]):
         if batch:
             yield batch
 
-    def batches(self) -> list[list[int]]:
-        if self._cached is not None and self._cached[0] == self.epoch:
-            return self._cached[1]
+    def _plan(self, epoch: int) -> list[list[int]]:
         positions = np.arange(len(self.src_lens))
-        if self.shuffle:
-            rng = np.random.default_rng(self.seed + self.epoch)
-            positions = rng.permutation(positions)
-            buckets = (
-                positions[i : i + self.bucket_pairs] for i in range(0, len(positions), self.bucket_pairs)
-            )
-            batches = [batch for bucket in buckets for batch in self._pack(bucket)]
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        else:
-            batches = list(self._pack(positions))
-        self._cached = (self.epoch, batches)
-        return batches
-
-    def _shard(self) -> list[list[int]]:
-        """This process's batches: every world-th one from its rank, the same count on every rank
-        (a few batches at the end are left out so no rank waits for a step the others never take)."""
-        batches = self.batches()
-        rank, world = _rank_world()
-        if world == 1 or not self.shard:
-            return batches
-        per_rank = len(batches) // world
-        return batches[rank : per_rank * world : world]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._shard())
-
-    def __len__(self) -> int:
-        return len(self._shard())
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+        if not self.shuffle:
+            return list(self._pack(positions))
+        rng = np.random.default_rng([self.seed, epoch])
+        positions = rng.permutation(positions)
+        buckets = (positions[i : i + self.bucket_pairs] for i in range(0, len(positions), self.bucket_pairs))
+        batches = [batch for bucket in buckets for batch in self._pack(bucket)]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
 
 class MTDataModule(pl.LightningDataModule):
@@ -203,6 +168,7 @@ class MTDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         raw_dir: str | None = None,
         eval_max_tokens: int | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -236,6 +202,7 @@ class MTDataModule(pl.LightningDataModule):
         self.src_lang, self.tgt_lang = direction.split("-")
         self.max_train_pairs = max_train_pairs
         self.num_workers = num_workers
+        self.shuffle_seed = split_seed if shuffle_seed is None else shuffle_seed  # the training order
         self.eval_max_tokens = eval_max_tokens or max_tokens
         if self.eval_max_tokens < max_source_len + max_target_len:
             raise ValueError(f"eval_max_tokens={self.eval_max_tokens} must be at least max_source_len + "
@@ -349,16 +316,13 @@ class MTDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         sampler = TokenBatchSampler(
             dataset.src_lens, dataset.tgt_lens, self.max_tokens if shuffle else self.eval_max_tokens,
-            shuffle=shuffle, seed=self.split_seed,
-            shard=shuffle,
+            shuffle=shuffle, seed=self.shuffle_seed, shard=shuffle,
         )
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=partial(collate, pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        kwargs = dict(batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                      collate_fn=partial(collate, pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id))
+        if shuffle:  # the train loader resumes mid-epoch from a checkpoint
+            return ResumableLoader(dataset, progress=trainer_progress(self), **kwargs)
+        return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
