@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -143,8 +144,10 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "average", filename="{step}", monitor="step", mode="max",
                                          save_top_k=int(average["last"]),
                                          every_n_train_steps=int(average["every"])))
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=list(callbacks), default_root_dir=str(run_dir), enable_model_summary=False)
+    # every train loader shards itself by rank (data/batches.py); evaluation loaders are never padded
+    trainer_args = {**OmegaConf.to_container(cfg.trainer, resolve=True), "use_distributed_sampler": False}
+    trainer = pl.Trainer(**trainer_args, logger=logger, callbacks=list(callbacks), default_root_dir=str(run_dir),
+                         enable_model_summary=False)
     resumed = last.exists()
     if resumed:
         log.info("resuming %s from %s", run_dir.name, last)
@@ -154,15 +157,28 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
         "steps": trainer.global_step, "tokens_seen": int(lit.tokens_seen), "wall_s": round(time.time() - start, 1),
         "resumed": resumed, "n_params": count_parameters(lit.model),
         "train_tokens_per_s": round(throughput.tokens_per_s, 1),  # this session's steps only
-        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "final": {k: float(v) for k, v in trainer.callback_metrics.items()}, "world_size": trainer.world_size,
     }
+    end_distributed()
+    if rank_zero_only.rank != 0:
+        return lit.model, summary
     if averaging:
         paths = sorted((ckpt_dir / "average").glob("step=*.ckpt"), key=checkpoint_step)
         average_into(lit.model, paths)
         summary["averaged_checkpoints"] = [checkpoint_step(p) for p in paths]
-    if rank_zero_only.rank == 0:
-        save_model(run_dir / "model.pt", lit.model, meta=summary)
+    save_model(run_dir / "model.pt", lit.model, meta=summary)
     return lit.model, summary
+
+
+def end_distributed() -> None:
+    """After a distributed fit, rank 0 alone averages, saves and evaluates, with single-process
+    trainers: the process group is closed first (every rank waits for the others), so no metric of
+    the evaluation tries to synchronise with ranks that have left (which hangs on NCCL)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(cfg: DictConfig) -> dict:
@@ -175,11 +191,14 @@ def train(cfg: DictConfig) -> dict:
     }
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
+    with runs.file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # ranks of one node build a corpus once
+        datamodule.prepare_data()
     datamodule.setup("fit")
     logger = build_logger(cfg, run_name(cfg))
     try:
         if (run_dir / "model.pt").exists():
+            if rank_zero_only.rank != 0:  # a distributed launch of a trained run: rank 0 alone evaluates
+                return record
             log.info("run %s already trained; reusing %s", run_dir.name, run_dir / "model.pt")
             model, meta = load_model(run_dir / "model.pt")
             if "train" not in record:  # stopped after saving the model, before writing its record
@@ -209,8 +228,24 @@ def train(cfg: DictConfig) -> dict:
     return record
 
 
+def check_launch(cfg: DictConfig) -> None:
+    """Lightning's DDP launcher re-executes the command line in every rank: inside a Hydra multirun
+    every rank would run the whole sweep. Such sweeps go through ``python -m layerdrop.launch``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    devices = cfg.trainer.get("devices", 1)
+    many = (isinstance(devices, int) and devices > 1) or int(cfg.trainer.get("num_nodes", 1) or 1) > 1
+    external = any(k in os.environ for k in ("TORCHELASTIC_RUN_ID", "SLURM_PROCID", "LOCAL_RANK"))
+    if many and not external and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ValueError(f"trainer.devices={devices} inside a Hydra multirun (-m) would run the whole sweep in "
+                         "every rank: run the sweep with `python -m layerdrop.launch <same overrides, no -m>` "
+                         "(torchrun per run), or with a cluster launcher (hydra/launcher=submitit_slurm)")
+
+
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    check_launch(cfg)
     record = train(cfg)
     full = [e for e in record["eval"] if e["strategy"] == "none"]
     metric = "valid_ppl" if cfg.task.name == "lm" else "valid_loss"
