@@ -6,7 +6,8 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params smoke smoke-mt clean
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params paper-dryrun smoke \
+	smoke-mt clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-18s %s\n", $$1, $$2}'
@@ -54,6 +55,9 @@ bench: data-lm data-mt ## speed of the cpu LM and translation model (training to
 params: ## parameter counts of every experiment at both scales (meta device, no memory)
 	@for e in table2_lm table2_lm_deep table1_mt table1_mt_deep; do for s in cpu paper; do \
 	  $(PYTHON) -m layerdrop.params experiment=$$e scale=$$s; done; done
+
+paper-dryrun: ## every scale=paper experiment: composes, full-size params (meta), 2 CPU steps + eval of a width-shrunk copy
+	$(PYTHON) -m layerdrop.dryrun
 
 smoke: ## a few training steps of a tiny LM on the real offline data
 	$(PYTHON) -m layerdrop.train debug=smoke

@@ -109,6 +109,9 @@ class LMDataModule(pl.LightningDataModule):
             raise ValueError("source 'hub' needs hub_path (e.g. 'Salesforce/wikitext' or 'parquet')")
         if block_size < 1 or batch_size < 1:
             raise ValueError(f"block_size and batch_size must be positive, got {block_size} and {batch_size}")
+        # Hydra hands over a DictConfig, which a checkpoint's hparams could not hold: a resume or checkpoint
+        # average (torch.load weights_only=True) would refuse it.
+        hub_data_files = plain_data_files(hub_data_files)
         self.save_hyperparameters()
         self.source = source
         self.data_dir = Path(data_dir)

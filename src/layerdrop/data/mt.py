@@ -189,6 +189,9 @@ class MTDataModule(pl.LightningDataModule):
             )
         if max_train_pairs is not None and max_train_pairs < 1:
             raise ValueError(f"max_train_pairs must be positive or None, got {max_train_pairs}")
+        # Hydra hands over a DictConfig, which a checkpoint's hparams could not hold: a resume or checkpoint
+        # average (torch.load weights_only=True) would refuse it.
+        hub_data_files = plain_data_files(hub_data_files)
         self.save_hyperparameters()
         self.source = source
         self.data_dir = Path(data_dir)

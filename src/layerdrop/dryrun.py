@@ -1,0 +1,364 @@
+"""Dry run of every paper-scale experiment, on CPU, in minutes (`make paper-dryrun`).
+
+For each ``conf/experiment/*.yaml`` composed with ``scale=paper`` it checks that
+(a) the config composes, (b) the full-size model builds on the meta device (its parameter count, as
+``python -m layerdrop.params`` prints it), and (c) a width-shrunk copy trains two steps and evaluates
+through ``layerdrop.train.train(cfg)``: the paper's task module, architecture flags, optimizer,
+scheduler, accumulation, checkpoint averaging and its ``source=hub`` data module, reading small local
+files in the hub's layout (Wikitext-style parquet built from the news articles; WMT-style JSON lines
+built from the Debian en-de pairs) instead of the hub.
+
+    python -m layerdrop.dryrun
+    python -m layerdrop.dryrun --experiments table2_lm table1_mt --out /tmp/dryrun
+
+Only sizes change (see ``shrink_overrides``). Depth stays the paper's (16/40 LM layers, 6/12
+encoder layers). Precision is bf16-mixed: the paper's 16-mixed has no CPU kernel in Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from layerdrop.config import CONF_DIR, load_config
+from layerdrop.data.debian_sources import debian_pairs
+from layerdrop.data.mt_sources import clean_pairs, split_pairs
+from layerdrop.data.sources import news_documents, split_documents
+from layerdrop.params import count_for
+from layerdrop.train import stack_depths, train
+
+EXPERIMENTS = tuple(sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+#: sweep axes of experiments/<name>.sh that reach code the experiment file alone does not
+#: (Figure 4's learned rates and data-driven pruning, Figure 5's random sub-networks)
+SWEEP_AXES = {
+    "figure4_lm": ["layerdrop.learned=true", "prune.strategies=[data_driven,every_other]"],
+    "figure5_lm": ["prune.strategies=[random]", "prune.samples=2", "prune.splits=[valid]"],
+}
+STEPS = 2  # optimizer steps of the shrunk copy (warmup 1 < 2)
+MAX_ACCUMULATE = 3  # the LM keeps the paper's 3; translation's 16 becomes 3
+LM_BLOCK = 64  # tokens per block (paper: 3072)
+MT_VOCAB = 512  # joint BPE size (paper: 32768)
+MT_MAX_WORDS = 16  # words per side of a local translation pair
+MT_TOKENS = 512  # padded tokens per batch (paper: 3584), sentences cut at 64 (paper: 1024)
+GENERATE_SENTENCES = 4  # beam search + BLEU on this many test sentences
+WIDTH = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local files in the hub's layout, from the project's offline corpora
+
+
+def _wikitext_tokens(text: str) -> str:
+    """Wikitext-style spacing: punctuation split off as its own token."""
+    return " ".join(re.sub(r"([.,!?;:()\"])", r" \1 ", text).split())
+
+
+def _wikitext_rows(doc: str, max_paragraphs: int = 4) -> list[str]:
+    """One news article as Wikitext-103 rows: ' = Title = ', blank rows, one paragraph per row."""
+    title, *rest = doc.split("\n")
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(rest))
+    paragraphs = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)][:max_paragraphs]
+    rows = ["", f" = {_wikitext_tokens(title)} = ", ""]
+    for paragraph in paragraphs:
+        rows += [f" {_wikitext_tokens(paragraph)} ", ""]
+    return rows
+
+
+def lm_files(raw_dir: Path, out_dir: Path, articles: dict[str, int] | None = None) -> dict[str, str]:
+    """Wikitext-103-layout parquet files (one `text` column, hub split names) from news articles."""
+    articles = articles or {"train": 40, "valid": 5, "test": 5}
+    docs, _ = news_documents(raw_dir)
+    splits = split_documents(docs, seed=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        rows = [row for doc in splits[split][: articles[split]] for row in _wikitext_rows(doc)]
+        files[hub_split] = str(out_dir / f"{hub_split}.parquet")
+        pq.write_table(pa.table({"text": rows}), files[hub_split])
+    return files
+
+
+def mt_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
+    """WMT-layout JSON lines (`{"translation": {"de": .., "en": ..}}`) from Debian en-de pairs."""
+    pairs, _ = debian_pairs(raw_dir, include_ddtp=False, libreoffice_pages=20, ding_lines=10000)
+    kept, _ = clean_pairs(pairs)
+    # Short sentences keep the untrained model's beam search (up to 1.2 x source + 10 steps) quick.
+    kept = [p for p in kept if max(len(p[0].split()), len(p[1].split())) <= MT_MAX_WORDS]
+    splits = split_pairs(kept, seed=0, valid_frac=0.1, test_frac=0.1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        files[hub_split] = str(out_dir / f"{hub_split}.jsonl")
+        lines = (
+            json.dumps({"translation": {"de": de, "en": en}}, ensure_ascii=False) for en, de in splits[split]
+        )
+        Path(files[hub_split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return files
+
+
+@contextmanager
+def datasets_cache(path: Path):
+    """Point `datasets` at a cache of our own while the local files load (keeps ~/.cache clean)."""
+    import datasets
+
+    old = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = path
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_CACHE = old
+
+
+@contextmanager
+def quiet(verbose: bool):
+    """Lightning's per-Trainer banners and the data set progress bars, hidden unless --verbose."""
+    import datasets
+
+    loggers = [
+        logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+    ]
+    levels = [logger.level for logger in loggers]
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    if not verbose:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+@contextmanager
+def one_thread():
+    """Width-32 tensors gain nothing from intra-op threads, and on a busy machine their spinning
+    made beam search 15x slower (2 threads against 1, measured)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The shrunk copy
+
+
+def _files_override(files: dict[str, str]) -> str:
+    """``data.hub_data_files={train:'...',...}`` in Hydra's override grammar (quoted paths)."""
+    for path in files.values():
+        if "'" in path:
+            raise ValueError(f"a path with a quote cannot be passed to Hydra: {path!r}")
+    return "data.hub_data_files={" + ",".join(f"{split}:'{path}'" for split, path in files.items()) + "}"
+
+
+def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, data_dir: Path) -> list[str]:
+    """Size, device and path overrides that turn a composed paper config into its CPU dry run.
+    The model's vocabulary is set later, once the tokenizer exists (`vocab_overrides`)."""
+    accumulate = min(int(full.trainer.accumulate_grad_batches), MAX_ACCUMULATE)
+    half = max(1, stack_depths(full)[full.prune.get("stack", "decoder")] // 2)
+    out = [
+        *WIDTH,
+        "logger=none",
+        f"paths.runs_dir={run_root / 'runs'}",
+        f"paths.log_dir={run_root / 'logs'}",
+        f"paths.data_dir={data_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.strategy=auto",
+        "trainer.precision=bf16-mixed",
+        f"trainer.max_steps={STEPS}",
+        f"trainer.accumulate_grad_batches={accumulate}",
+        f"trainer.val_check_interval={STEPS * accumulate}",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "optim.scheduler.warmup_steps=1",
+        "checkpoint_every=1",
+        "data.num_workers=0",
+        "data.hub_name=null",
+        _files_override(files),
+        f"generate.max_sentences={GENERATE_SENTENCES}",
+        f"prune.depths=[{', '.join(str(d) for d in sorted({half, max(1, half // 2)}))}]",
+    ]
+    if full.optim.get("average"):
+        out += ["optim.average.last=2", "optim.average.every=1"]
+    if full.task.name == "lm":
+        out += ["data.hub_path=parquet", f"data.block_size={LM_BLOCK}"]
+        if full.data.get("context_window") is not None:  # the same share of the block as the paper's
+            context = int(full.data.context_window) * LM_BLOCK // int(full.data.block_size)
+            out.append(f"data.context_window={context}")
+    else:
+        out += [
+            "data.hub_path=json",
+            f"data.vocab_size={MT_VOCAB}",
+            f"data.max_tokens={MT_TOKENS}",
+            "data.max_source_len=64",
+            "data.max_target_len=64",
+        ]
+    return out
+
+
+def vocab_overrides(full: DictConfig, cfg: DictConfig) -> list[str]:
+    """The LM's word vocabulary is every train word, known once the corpus is built: size the model
+    to it (padded to a multiple of 8, as fairseq's dictionary) and scale the adaptive cutoffs in the
+    paper's proportion. Translation sizes its model from ``data.vocab_size`` already."""
+    if "cutoffs" not in cfg.model:
+        return []
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    vocab = -(-datamodule.vocab_size // 8) * 8
+    cutoffs = [max(1, round(c * vocab / full.model.vocab_size)) for c in full.model.cutoffs]
+    if any(b <= a for a, b in zip([0, *cutoffs], [*cutoffs, vocab], strict=True)):
+        raise ValueError(
+            f"a word vocabulary of {vocab} is too small for cutoffs scaled from {list(full.model.cutoffs)}"
+        )
+    return [f"model.vocab_size={vocab}", f"model.cutoffs={cutoffs}"]
+
+
+@dataclass
+class DryRun:
+    experiment: str
+    full_params: int | None = None
+    shrunk_params: int | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    summary: str = ""
+    error: str | None = None
+
+    def line(self) -> str:
+        if self.full_params is None:
+            return f"{self.experiment:<15} compose/meta FAILED"
+        head = f"{self.experiment:<15} composed OK  full-size {self.full_params:>12,} params"
+        if self.error is not None:
+            return f"{head}  shrunk step FAILED"
+        return (
+            f"{head}  shrunk step OK ({self.shrunk_params:,} params, {self.steps} steps, {self.summary}) "
+            f"{self.seconds:.1f} s"
+        )
+
+
+def check_record(record: dict, task: str) -> str:
+    """What the dry run must have produced: the steps, and a finite score for every evaluated row."""
+    if record["train"]["steps"] != STEPS:
+        raise RuntimeError(f"trained {record['train']['steps']} steps, expected {STEPS}")
+    if not record["eval"]:
+        raise RuntimeError("no evaluation rows in the record")
+    metric = "ppl" if task == "lm" else "loss"
+    for row in record["eval"]:
+        for key in (k for k in row if k.endswith(f"_{metric}")):
+            if not math.isfinite(row[key]):
+                raise RuntimeError(f"{row['strategy']} {row['layers']}: {key} = {row[key]}")
+    full = next(r for r in record["eval"] if r["strategy"] == "none")
+    split = "valid" if "valid_loss" in full else "test"
+    scores = ", ".join(
+        f"{split} {m} {full[f'{split}_{m}']:.4g}" for m in ("ppl", "bleu") if f"{split}_{m}" in full
+    )
+    return f"{len(record['eval'])} eval rows, full model {scores}"
+
+
+def dry_run(result: DryRun, out: Path, files: dict[str, dict[str, str]], extra: list[str]) -> None:
+    """Fills ``result`` stage by stage, so a failure still shows how far the experiment got."""
+    experiment = result.experiment
+    paper = [f"experiment={experiment}", "scale=paper", *SWEEP_AXES.get(experiment, [])]
+    full = load_config(paper)  # (a)
+    result.full_params = count_for(paper)  # (b)
+    start = time.perf_counter()
+    run_root = out / "runs" / experiment
+    shutil.rmtree(run_root, ignore_errors=True)  # a fresh run each time, never a reuse of an earlier one
+    shrunk = [*paper, *shrink_overrides(full, files[full.task.name], run_root, out / "data")]
+    cfg = load_config([*shrunk, *extra])
+    cfg = load_config([*shrunk, *vocab_overrides(full, cfg), *extra])
+    record = train(cfg)  # (c)
+    result.summary = check_record(record, full.task.name)
+    result.seconds = time.perf_counter() - start
+    result.steps, result.shrunk_params = record["train"]["steps"], record["train"]["n_params"]
+
+
+def run_all(
+    experiments: list[str], out: Path, extra: list[str] | None = None, verbose: bool = False
+) -> list[DryRun]:
+    unknown = sorted(set(experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"unknown experiments {unknown}; allowed: {', '.join(EXPERIMENTS)}")
+    raw_dir = Path(load_config([]).paths.data_dir) / "raw"  # where make data-lm / data-mt keep the sources
+    for folder in ("data", "hf"):  # corpora are keyed by file names, not contents: never reuse them
+        shutil.rmtree(out / folder, ignore_errors=True)
+    tasks = {load_config([f"experiment={e}"]).task.name for e in experiments}
+    files = {}
+    if "lm" in tasks:
+        files["lm"] = lm_files(raw_dir, out / "hub" / "wikitext")
+    if "mt" in tasks:
+        files["mt"] = mt_files(raw_dir, out / "hub" / "wmt")
+    results = []
+    with datasets_cache(out / "hf"), one_thread(), quiet(verbose):
+        for experiment in experiments:
+            result = DryRun(experiment)
+            try:
+                dry_run(result, out, files, list(extra or []))
+            except Exception as error:  # report it, then go on to the next experiment
+                result.error = "".join(traceback.format_exception(error))
+            print(result.line(), flush=True)
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Compose, size and dry-run every paper-scale experiment on CPU."
+    )
+    parser.add_argument(
+        "--experiments",
+        nargs="+",
+        default=list(EXPERIMENTS),
+        choices=EXPERIMENTS,
+        metavar="NAME",
+        help=f"default: all of {', '.join(EXPERIMENTS)}",
+    )
+    parser.add_argument(
+        "--out", default=None, help="keep the files, runs and logs here (default: a temp folder)"
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra Hydra override applied to every shrunk run (repeatable)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="keep Lightning's and datasets' progress output"
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="layerdrop-dryrun-") as tmp:
+        results = run_all(args.experiments, Path(args.out or tmp), args.override, args.verbose)
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        print(f"\n--- {r.experiment} failed ---\n{r.error}", file=sys.stderr)
+    print(f"{len(results) - len(failed)}/{len(results)} paper experiments passed the dry run")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
