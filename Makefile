@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -51,6 +51,9 @@ report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make repo
 bench: data-lm data-mt ## speed of the cpu LM and translation model (training tokens/s, pruned eval/beam search)
 	$(PYTHON) -m layerdrop.bench
 	$(PYTHON) -m layerdrop.bench_mt
+
+bench-gpu: ## on a CUDA machine: gpu-marked tests + paper-shape speed -> results/bench/gpu.md (says so if no GPU)
+	$(PYTHON) -m layerdrop.bench_gpu
 
 params: ## parameter counts of every experiment at both scales (meta device, no memory)
 	@for e in table2_lm table2_lm_deep table1_mt table1_mt_deep; do for s in cpu paper; do \
