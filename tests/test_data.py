@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from layerdrop.data.cache import CorpusCacheError
 from layerdrop.data.corpus import build_corpus, ensure_corpus, load_corpus, train_tokenizer
 from layerdrop.data.lm import IGNORE_INDEX, EvalBlocks, LMDataModule, main
 from layerdrop.data.sources import (
+    HUB_SPLITS,
     NEWS_SOURCE,
     NEWS_WHEEL_SHA256,
     hub_documents,
@@ -213,15 +215,19 @@ def wikitext_files(tmp_path) -> dict[str, str]:
 def test_hub_documents_group_wikitext_articles(wikitext_files, tmp_path):
     splits = hub_documents("parquet", None, wikitext_files, cache_dir=str(tmp_path / "hf"))
     assert sorted(splits) == ["test", "train", "valid"]
+    # Every line is kept, empty ones too, so the articles joined by newlines are the split's lines.
     assert splits["train"] == [
-        "= Alpha Centauri =\nAlpha Centauri is a star system .\n= = Name = =\nThe name comes from <unk> sources .",
-        "= Beta Pictoris =\nBeta Pictoris is a young star .",
+        "\n= Alpha Centauri =\n\nAlpha Centauri is a star system .\n\n= = Name = =\n\n"
+        "The name comes from <unk> sources .\n",
+        "= Beta Pictoris =\n\nBeta Pictoris is a young star .\n",
     ]
-    assert splits["valid"] == ["= Gamma Ray =\nGamma rays are light ."]
+    assert splits["valid"] == ["\n= Gamma Ray =\n\nGamma rays are light .\n"]
+    for split, rows in WIKITEXT_ROWS.items():
+        assert "\n".join(splits[HUB_SPLITS[split]]).split("\n") == [row.strip() for row in rows]
     lines = hub_documents(
         "parquet", None, wikitext_files, doc_boundary="line", cache_dir=str(tmp_path / "hf")
     )
-    assert len(lines["train"]) == 6
+    assert lines["train"] == [row.strip() for row in WIKITEXT_ROWS["train"]]
 
 
 def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
@@ -249,6 +255,42 @@ def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
     assert dm.corpus_manifest["seed"] is None
     assert dm.corpus_manifest["splits"]["train"]["documents"] == 2
     assert dm.vocab_size == len(vocab)
+
+    # fairseq's Wikitext stream: every line, empty ones too, ends with <eos>; tokens = words + lines.
+    eos = dm.eos_id
+    assert dm.corpus_manifest["eos_after"] == "line"
+    for split, rows in WIKITEXT_ROWS.items():
+        stats = dm.corpus_manifest["splits"][HUB_SPLITS[split]]
+        words = sum(len(row.split()) for row in rows)
+        assert stats["lines"] == len(rows) and stats["words"] == words
+        assert stats["tokens"] == dm.num_tokens[HUB_SPLITS[split]] == words + len(rows)
+    assert stats["words"] == 9 and stats["tokens"] == 14  # test: 4 + 5 words, 5 lines
+    valid = load_corpus(dm.corpus_dir).tokens["valid"]
+    assert (valid == eos).nonzero().flatten().tolist() == [0, 5, 6, 12, 13]  # after '', title, '', text, ''
+    assert valid[1:5].tolist() == [vocab["="], unk, unk, vocab["="]]  # '= Gamma Ray =' (unseen words)
+    train = load_corpus(dm.corpus_dir).tokens["train"]
+    assert train.tolist()[:6] == [eos, vocab["="], vocab["Alpha"], vocab["Centauri"], vocab["="], eos]
+
+
+def test_cached_corpus_with_other_eos_placement_is_rebuilt(tmp_path):
+    splits = {"train": ["a b\n\nc", "b c"], "valid": ["a\n"], "test": ["c b a"]}
+    out_dir = build_corpus(splits, tmp_path / "c", tokenizer="word", vocab_size=None, provenance={}, seed=None)
+    corpus = load_corpus(out_dir)
+    assert corpus.manifest["eos_after"] == "document" and corpus.manifest["splits"]["train"]["tokens"] == 7
+    # A cache written before eos_after existed has no such key, and it meant 'document'.
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    del manifest["eos_after"]
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    logs: list[str] = []
+    kwargs = {"tokenizer": "word", "vocab_size": None, "seed": None, "log": logs.append}
+    ensure_corpus(out_dir, lambda: (splits, {}), eos_after="document", **kwargs)
+    assert logs[-1] == f"reusing cached corpus at {out_dir}"
+    corpus = ensure_corpus(out_dir, lambda: (splits, {}), eos_after="line", **kwargs)
+    assert "puts <eos> after every document, wanted every line" in logs[-1]
+    eos, ids = corpus.eos_id, corpus.tokenizer.get_vocab()
+    assert corpus.tokens["train"].tolist() == [ids["a"], ids["b"], eos, eos, ids["c"], eos, ids["b"], ids["c"], eos]
+    assert corpus.tokens["valid"].tolist() == [ids["a"], eos, eos]
+    assert corpus.manifest["splits"]["train"] == {**corpus.manifest["splits"]["train"], "lines": 4, "words": 5}
 
 
 def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):

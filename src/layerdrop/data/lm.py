@@ -25,6 +25,8 @@ from layerdrop.data.sources import (
 
 IGNORE_INDEX = -100
 SOURCES = ("news", "hub")
+# News articles end with <eos>; a hub source's rows are lines, each ended with <eos> as fairseq does.
+EOS_AFTER = {"news": "document", "hub": "line"}
 TOKENIZERS = ("bpe", "word")
 
 
@@ -187,6 +189,7 @@ class LMDataModule(pl.LightningDataModule):
             vocab_size=self.requested_vocab_size,
             seed=seed,
             source=source,
+            eos_after=EOS_AFTER[self.source],
         )
 
     def setup(self, stage: str | None = None) -> None:
