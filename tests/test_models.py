@@ -1,8 +1,14 @@
 """Model shapes, adaptive softmax normalisation, and the paper-scale parameter counts."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
+from layerdrop.models.adaptive import AdaptiveInput, TiedAdaptiveSoftmax
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.params import count_for
 
@@ -19,6 +25,85 @@ def test_adaptive_softmax_is_a_distribution_and_nll_matches_it():
     target = torch.tensor([[0, 9, 10, 39, 40, 99] * 2] * 2)
     nll = model.nll(h, target)
     assert torch.allclose(nll, -lp.gather(-1, target[..., None]).squeeze(-1), atol=1e-5)
+
+
+def _adaptive_softmax(dropout: float) -> TiedAdaptiveSoftmax:
+    torch.manual_seed(0)
+    return TiedAdaptiveSoftmax(AdaptiveInput(100, 16, [10, 40], factor=2.0), dropout)
+
+
+BAND_TARGETS = torch.tensor([0, 9, 10, 39, 40, 99, 5, 50])  # bands [0,10), [10,40), [40,100)
+
+
+def test_adaptive_softmax_dropout_drops_the_head_input_too():
+    # Dropping everything leaves zero logits: the head is uniform over its 10 words + 2 clusters, and
+    # each tail uniform over its band. Were the head's input kept, head scores would not be uniform.
+    sm = _adaptive_softmax(dropout=1.0).train()
+    nll = sm.nll(torch.randn(8, 16), BAND_TARGETS)
+    head, band_sizes = math.log(12), {0: 0.0, 1: math.log(30), 2: math.log(60)}
+    expected = [head + band_sizes[int(t >= 10) + int(t >= 40)] for t in BAND_TARGETS]
+    assert torch.allclose(nll, torch.tensor(expected), atol=1e-5)
+
+
+def test_adaptive_softmax_dropout_order_matches_a_manual_computation():
+    sm, h, p = _adaptive_softmax(dropout=0.3).train(), torch.randn(8, 16), 0.3
+    emb, proj = sm.inp[0].embeddings, sm.inp[0].projections
+    torch.manual_seed(7)
+    nll = sm.nll(h, BAND_TARGETS)
+    # By hand, drawing from the RNG in fairseq's order: the input once, then each tail that occurs.
+    torch.manual_seed(7)
+    hd = F.dropout(h, p, training=True)
+    head = torch.cat([hd @ emb[0].weight.t(), hd @ sm.cluster.weight.t()], -1).log_softmax(-1)
+    expected = torch.empty(8)
+    tails = [BAND_TARGETS < 10, (BAND_TARGETS >= 10) & (BAND_TARGETS < 40), BAND_TARGETS >= 40]
+    expected[tails[0]] = -head[tails[0], BAND_TARGETS[tails[0]]]
+    for i, start in ((1, 10), (2, 40)):
+        z = F.dropout(hd[tails[i]] @ proj[i].weight, p, training=True)
+        tail = (z @ emb[i].weight.t()).log_softmax(-1)
+        cluster = head[tails[i], 10 + i - 1]
+        in_tail = (BAND_TARGETS[tails[i]] - start)[:, None]
+        expected[tails[i]] = -cluster - tail.gather(1, in_tail).squeeze(1)
+    assert torch.allclose(nll, expected, atol=1e-5)
+    # In eval mode nothing is dropped: the same computation without dropout, and log_probs agree.
+    sm.eval()
+    full = torch.cat([h @ emb[0].weight.t(), h @ sm.cluster.weight.t()], -1).log_softmax(-1)
+    assert torch.allclose(sm.nll(h, BAND_TARGETS[:2]), -full[torch.arange(2), BAND_TARGETS[:2]], atol=1e-5)
+    lp = sm.log_probs(h)
+    assert torch.allclose(sm.nll(h, BAND_TARGETS), -lp[torch.arange(8), BAND_TARGETS], atol=1e-5)
+
+
+class _DevicesSeen(TorchDispatchMode):
+    """Records the device of every tensor that any aten op receives or returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves((args, kwargs, out)):
+            if isinstance(t, torch.Tensor):
+                self.seen.add((func.__name__, t.device.type))
+        return out
+
+
+try:
+    import torch.fx.experimental._config as fx_config
+except ImportError:  # older torch: the meta-device check below is skipped
+    fx_config = None
+
+
+@pytest.mark.skipif(not hasattr(fx_config, "meta_nonzero_assume_all_nonzero"), reason="torch too old")
+def test_adaptive_softmax_creates_no_tensor_off_the_input_device():
+    # On the meta device (nonzero assumed all-true), any CPU tensor built inside nll/log_probs
+    # shows up in an op; on a GPU such a tensor is a device-mismatch crash.
+    sm = _adaptive_softmax(dropout=0.1).train().to("meta")
+    sm.inp[0].to("meta")
+    h, target = torch.randn(8, 16, device="meta"), BAND_TARGETS.to("meta")
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), _DevicesSeen() as mode:
+        sm.nll(h, target)
+        sm.log_probs(h)
+    assert {op for op, device in mode.seen if device != "meta"} == set()
 
 
 def test_nll_ignores_padding_and_backward_reaches_kept_layers_only():

@@ -1,4 +1,4 @@
-"""Language-modelling data: fixed token blocks over cached corpora, as a LightningDataModule.
+"""Language-modelling data: token blocks over cached corpora (sliding windows to evaluate), as a DataModule.
 
 `python -m layerdrop.data.lm --data-dir data` builds the news corpus (what `make data-lm` runs).
 """
@@ -26,6 +26,8 @@ from layerdrop.data.sources import (
 
 IGNORE_INDEX = -100
 SOURCES = ("news", "hub")
+# News articles end with <eos>; a hub source's rows are lines, each ended with <eos> as fairseq does.
+EOS_AFTER = {"news": "document", "hub": "line"}
 TOKENIZERS = ("bpe", "word")
 
 
@@ -48,30 +50,51 @@ class TrainBlocks(Dataset):
 
 
 class EvalBlocks(Dataset):
-    """Non-overlapping blocks in which every token of the split is a target exactly once.
+    """Sliding-window evaluation (fairseq `eval_lm --context-window`): every token is a target once.
 
-    An `<eos>` is put in front of the stream as context for its first token (the previous document
-    ended there); the last block is padded, its padded targets set to IGNORE_INDEX.
+    With block size T and context window c (0 <= c < T), the split is cut into chunks of S = T - c
+    targets. Item i scores stream[i*S : (i+1)*S] and feeds, in front of the chunk's own inputs, up to c
+    earlier tokens as context (their targets are IGNORE_INDEX). So a target at offset o in its chunk
+    sees min(c + o, its position in the stream) earlier tokens; c = 0 gives non-overlapping blocks.
+    An `<eos>` is put in front of the stream as input for its first token (the previous document
+    ended there); short items are padded at the end, with pad_id inputs and IGNORE_INDEX targets.
     """
 
-    def __init__(self, stream: torch.Tensor, block_size: int, eos_id: int, pad_id: int) -> None:
+    def __init__(
+        self, stream: torch.Tensor, block_size: int, eos_id: int, pad_id: int, context_window: int = 0
+    ) -> None:
+        check_context_window(context_window, block_size)
         self.stream = torch.cat([torch.tensor([eos_id], dtype=stream.dtype), stream])
         self.num_targets = len(stream)
         self.block_size = block_size
+        self.context_window = context_window
+        self.chunk = block_size - context_window  # targets scored per item
         self.pad_id = pad_id
 
     def __len__(self) -> int:
-        return -(-self.num_targets // self.block_size)
+        return -(-self.num_targets // self.chunk)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        start = i * self.block_size
-        target = self.stream[start + 1 : start + 1 + self.block_size]
-        inp = self.stream[start : start + len(target)]
-        pad = self.block_size - len(target)
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} of {len(self)}")
+        # In self.stream (eos first), target stream[j] sits at j + 1 and its input at j.
+        first, end = i * self.chunk, min((i + 1) * self.chunk, self.num_targets)
+        start = max(0, first - self.context_window)
+        inp = self.stream[start:end]
+        target = torch.cat([torch.full((first - start,), IGNORE_INDEX, dtype=inp.dtype), self.stream[first + 1 : end + 1]])
+        pad = self.block_size - len(inp)
         return {
             "input": torch.nn.functional.pad(inp, (0, pad), value=self.pad_id),
             "target": torch.nn.functional.pad(target, (0, pad), value=IGNORE_INDEX),
         }
+
+
+def check_context_window(context_window: int, block_size: int) -> None:
+    if not 0 <= context_window < block_size:
+        raise ValueError(
+            f"context_window must be in [0, block_size={block_size}) so every item scores at least one "
+            f"token, got {context_window}"
+        )
 
 
 class LMDataModule(pl.LightningDataModule):
@@ -79,7 +102,7 @@ class LMDataModule(pl.LightningDataModule):
 
     The corpus is cached under `{data_dir}/lm/{corpus_name}`; `vocab_size` is the BPE target and is
     not used by the 'word' tokenizer, which keeps every train word. After `setup`, `vocab_size` is
-    the tokenizer's actual size.
+    the tokenizer's actual size. `context_window` only changes evaluation (see EvalBlocks).
     """
 
     def __init__(
@@ -99,6 +122,7 @@ class LMDataModule(pl.LightningDataModule):
         max_train_tokens: int | None = None,
         raw_dir: str | None = None,
         shuffle_seed: int | None = None,
+        context_window: int = 0,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -109,6 +133,7 @@ class LMDataModule(pl.LightningDataModule):
             raise ValueError("source 'hub' needs hub_path (e.g. 'Salesforce/wikitext' or 'parquet')")
         if block_size < 1 or batch_size < 1:
             raise ValueError(f"block_size and batch_size must be positive, got {block_size} and {batch_size}")
+        check_context_window(context_window, block_size)
         # Hydra hands over a DictConfig, which a checkpoint's hparams could not hold: a resume or checkpoint
         # average (torch.load weights_only=True) would refuse it.
         hub_data_files = plain_data_files(hub_data_files)
@@ -119,6 +144,7 @@ class LMDataModule(pl.LightningDataModule):
         self.tokenizer_kind = tokenizer
         self.requested_vocab_size = vocab_size if tokenizer == "bpe" else None
         self.block_size = block_size
+        self.context_window = context_window
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -169,6 +195,7 @@ class LMDataModule(pl.LightningDataModule):
             vocab_size=self.requested_vocab_size,
             seed=seed,
             source=source,
+            eos_after=EOS_AFTER[self.source],
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -185,8 +212,10 @@ class LMDataModule(pl.LightningDataModule):
             "test": len(corpus.tokens["test"]),
         }
         self.train_set = TrainBlocks(train, self.block_size)
-        self.valid_set = EvalBlocks(corpus.tokens["valid"], self.block_size, corpus.eos_id, corpus.pad_id)
-        self.test_set = EvalBlocks(corpus.tokens["test"], self.block_size, corpus.eos_id, corpus.pad_id)
+        self.valid_set, self.test_set = (
+            EvalBlocks(corpus.tokens[split], self.block_size, corpus.eos_id, corpus.pad_id, self.context_window)
+            for split in ("valid", "test")
+        )
 
     def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,

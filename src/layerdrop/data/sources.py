@@ -153,15 +153,19 @@ def split_documents(
 
 
 def _wikitext_documents(lines: list[str]) -> list[str]:
-    """Group Wikitext lines into articles, each starting at its ' = Title = ' line."""
+    """Group Wikitext lines into articles, each starting at its ' = Title = ' line.
+
+    Every line is kept, stripped, empty ones included (fairseq ends each with `</s>`), so joining the
+    articles with newlines gives back the split's lines in order. Blank lines before the first title
+    belong to the first article, and those before a later title to the article before it.
+    """
     docs: list[str] = []
     current: list[str] = []
     for line in lines:
-        if _WIKITEXT_TITLE.match(line.rstrip("\n")) and current:
+        if _WIKITEXT_TITLE.match(line.rstrip("\n")) and any(current):
             docs.append("\n".join(current))
             current = []
-        if line.strip():
-            current.append(line.strip())
+        current.append(line.strip())
     if current:
         docs.append("\n".join(current))
     return docs
@@ -190,6 +194,9 @@ def hub_documents(
 ) -> dict[str, list[str]]:
     """Documents of a `datasets` data set (hub name or local files), as train/valid/test.
 
+    Each row is one line, and every line is kept (stripped, empty ones too): a document is its lines
+    joined by newlines, an article for `doc_boundary="wikitext"`, a single row for `"line"`. The LM
+    corpus puts `<eos>` after every line of a hub source, as fairseq does (see corpus.EosAfter).
     Wikitext-103 is `path="Salesforce/wikitext", name="wikitext-103-raw-v1"`; local parquet files in
     the same format load with `path="parquet", data_files={"train": ..., "validation": ..., "test": ...}`.
     """
@@ -202,7 +209,7 @@ def hub_documents(
         if doc_boundary == "wikitext":
             splits[split] = _wikitext_documents(lines)
         else:
-            splits[split] = [line.strip() for line in lines if line.strip()]
+            splits[split] = [line.strip() for line in lines]
     return splits
 
 

@@ -44,6 +44,13 @@ class AdaptiveInput(nn.Module):
 
 
 class TiedAdaptiveSoftmax(nn.Module):
+    """Head and tails share one dropped-out input, and each tail drops again after its projection.
+
+    This is fairseq's ``adaptive_softmax_dropout``: the hidden state is dropped once before it
+    feeds the head and every tail, then inside each tail between the projection P_i and the output
+    E_i. Dropout draws from torch's RNG in that order: input first, then the tails in band order.
+    """
+
     def __init__(self, adaptive_input: AdaptiveInput, dropout: float = 0.0):
         super().__init__()
         self.inp = [adaptive_input]  # a list, so the tied module is not registered (or counted) twice
@@ -63,12 +70,17 @@ class TiedAdaptiveSoftmax(nn.Module):
     def nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N,C), (N,) -> (N,) negative log-likelihood; only the tails that occur are computed."""
         edges = self.inp[0].edges
-        head = self._head_logp(h)
-        c1 = edges[1]
-        head_idx = torch.where(target < c1, target, c1 + torch.bucketize(target, torch.tensor(edges[1:-1]), right=True) - 1)
-        out = -head.gather(1, head_idx[:, None]).squeeze(1)
+        h = F.dropout(h, self.dropout, self.training)
+        # A tail token's head target is its cluster logit c1 + i - 1. Only masks of `target` and
+        # Python scalars are used, so everything stays on the input's device.
+        head_target = target.clone()
+        tail_rows = []
         for i in range(1, len(edges) - 1):
-            rows = ((target >= edges[i]) & (target < edges[i + 1])).nonzero().squeeze(1)
+            in_band = (target >= edges[i]) & (target < edges[i + 1])
+            head_target[in_band] = edges[1] + i - 1
+            tail_rows.append(in_band.nonzero().squeeze(1))
+        out = -self._head_logp(h).gather(1, head_target[:, None]).squeeze(1)
+        for i, rows in enumerate(tail_rows, start=1):
             if rows.numel():
                 tail = self._tail_logp(h[rows], i)
                 out[rows] = out[rows] - tail.gather(1, (target[rows] - edges[i])[:, None]).squeeze(1)
@@ -77,6 +89,7 @@ class TiedAdaptiveSoftmax(nn.Module):
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """(N,C) -> (N,V) full log-distribution (for tests and generation; costs every tail)."""
         edges = self.inp[0].edges
+        h = F.dropout(h, self.dropout, self.training)  # as in nll, so both describe one model
         head = self._head_logp(h)
         parts = [head[:, : edges[1]]]
         for i in range(1, len(edges) - 1):
