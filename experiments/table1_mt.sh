@@ -14,12 +14,16 @@ esac
 GEN=$([ "$SCALE" = cpu ] && echo generate.max_sentences=1500 || echo generate.max_sentences=null)
 train() { python -m layerdrop.train -m scale="$SCALE" "$GEN" "$@"; }
 
+# Each run records its row of the table (role=...), which the report reads; extra overrides such as
+# seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 4-5 of the paper's table: 6/6 without and with LayerDrop; both pruned every-other on the
 # decoder at every depth (Figure 2 MT panel, series a and c)
-train experiment=table1_mt layerdrop.p=0,0.2 "${@}"
+train experiment=table1_mt layerdrop.p=0 role=baseline "${@}"
+train experiment=table1_mt layerdrop.p=0.2 role=layerdrop "${@}"
 # the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only
-train experiment=table1_mt_deep layerdrop.p=0,0.2 prune.strategies=[] "${@}"
+train experiment=table1_mt_deep layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
+train experiment=table1_mt_deep layerdrop.p=0.2 role=deep_layerdrop prune.strategies=[] "${@}"
 # Figure 2 (b): a shallower decoder trained from scratch, without LayerDrop (full depth only)
-train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" prune.strategies=[] "${@}"
+train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
 
 python -m layerdrop.report table1 --scale "$SCALE"

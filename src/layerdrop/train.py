@@ -182,13 +182,20 @@ def end_distributed() -> None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Returns the run's record (what ``metrics.json`` holds)."""
+    """Returns the run's record (what ``metrics.json`` holds). One process at a time per run folder."""
     validate(cfg)
+    with runs.locked(runs.run_dir(cfg)):
+        return train_locked(cfg)
+
+
+def train_locked(cfg: DictConfig) -> dict:
+    """``train`` inside the run folder's lock."""
     run_dir = runs.run_dir(cfg)
     record = runs.read_json(run_dir / "metrics.json") or {
-        "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name,
-        "config": runs.training_config(cfg), "artefacts": [], "eval": [],
+        "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name, "code_version": runs.code_version(),
+        "config": runs.training_config(cfg), "artefacts": [], "roles": {}, "eval": [],
     }
+    runs.tag(record, cfg.artefact, cfg.role)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     with runs.file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # ranks of one node build a corpus once
@@ -210,8 +217,6 @@ def train(cfg: DictConfig) -> dict:
                 return record
             record.update(machine=runs.machine_info(), git_sha=runs.git_sha(),
                           data=getattr(datamodule, "corpus_manifest", None))
-        if cfg.artefact and cfg.artefact not in record["artefacts"]:
-            record["artefacts"].append(cfg.artefact)
         settings = eval_settings(cfg, get_class(cfg.task.lit_module))
         skip = done_keys(record["eval"], cfg.prune.get("stack", "decoder"), settings)
         new = evaluate_grid(model, datamodule, cfg, skip=skip)

@@ -7,7 +7,6 @@ this project load too (their ``model.`` weights and ``hyper_parameters["model"]`
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
+from layerdrop.utils.atomic import atomic_path
 
 FORMAT = "layerdrop-model/1"
 ARCHS: dict[str, tuple[type[nn.Module], type]] = {"lm": (TransformerLM, LMConfig), "mt": (TransformerSeq2Seq, Seq2SeqConfig)}
@@ -45,9 +45,8 @@ def save_model(path: str | Path, model: nn.Module, meta: dict | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "arch": arch_of(model), "config": asdict(model.config),
                "state_dict": model.state_dict(), "meta": meta or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a fresh name per writer, removed if the save fails
+        torch.save(payload, tmp)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:

@@ -6,10 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from layerdrop.report import figures, table1, table2
-from layerdrop.report.collect import load_records
+from layerdrop.report.collect import code_version_note, load_records, select_roles, write_text
+from layerdrop.utils.runs import ROLES
+
+log = logging.getLogger("layerdrop")
 
 ARTEFACTS = {
     "table1": ("mt", table1.build),
@@ -35,11 +39,22 @@ def main(argv: list[str] | None = None) -> None:
     if not records:
         raise ValueError(f"no finished {args.scale}-scale runs tagged {args.artefact} in {args.runs_dir}: "
                          f"run `make reproduce-{args.artefact}` first")
-    if args.artefact in ("table1", "table2"):
+    if args.artefact in ROLES:  # tables: one run per row (or its seeds), named by the role it recorded
+        records = select_roles(records, args.artefact)
         build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
     else:
         build(records, out, args.scale)
+    note = code_version_note(records, args.artefact)
+    if note:
+        log.warning(note.replace("**", ""))
+        add_note(out / f"{args.artefact}.md", note)
     print(f"wrote {out}/ from {len(records)} runs")
+
+
+def add_note(markdown: Path, note: str) -> None:
+    """Put ``note`` under the title of a generated markdown file (every report writes ``<artefact>.md``)."""
+    title, _, rest = markdown.read_text().partition("\n")
+    write_text(markdown, f"{title}\n\n{note}\n{rest}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,26 @@
-"""Run records (``runs/<task>/<key>/metrics.json``) -> tidy rows, one per evaluated sub-network."""
+"""Run records (``runs/<task>/<key>/metrics.json``) -> tidy rows, one per evaluated sub-network.
+
+Tables take each row's run from its role (``roles.<artefact>`` in the record): ``select_roles`` checks
+that no two runs claim one row, and ``aggregate`` averages the seeds of a role.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
+import logging
+import statistics
 from pathlib import Path
 
-COLUMNS = ["run_key", "scale", "n_layers", "layerdrop_p", "target", "learned", "strategy", "kept_layers", "layers",
-           "n_params", "valid_ppl", "test_ppl", "valid_tokens", "test_tokens", "search_evaluations", "steps",
-           "tokens_seen", "train_wall_s", "train_tokens_per_s", "git_sha"]
+from layerdrop.utils.atomic import atomic_path
+
+log = logging.getLogger("layerdrop")
+
+COLUMNS = ["run_key", "scale", "role", "seed", "n_layers", "layerdrop_p", "target", "learned", "strategy",
+           "kept_layers", "layers", "n_params", "valid_ppl", "test_ppl", "valid_tokens", "test_tokens",
+           "search_evaluations", "steps", "tokens_seen", "train_wall_s", "train_tokens_per_s", "git_sha",
+           "code_version"]
 
 
 def load_records(runs_dir: Path, task: str, artefact: str, scale: str) -> list[dict]:
@@ -22,13 +32,23 @@ def load_records(runs_dir: Path, task: str, artefact: str, scale: str) -> list[d
     return records
 
 
-def tidy_rows(records: list[dict]) -> list[dict]:
+def role_of(record: dict, artefact: str | None) -> str | None:
+    return (record.get("roles") or {}).get(artefact) if artefact else None
+
+
+def code_version_of(record: dict) -> str:
+    return record.get("code_version") or "unknown"  # records from before the code was fingerprinted
+
+
+def tidy_rows(records: list[dict], artefact: str | None = None) -> list[dict]:
+    """One row per evaluated sub-network; ``role`` is the run's role in ``artefact`` (None without one)."""
     rows = []
     for r in records:
         cfg, train = r["config"], r["train"]
         for e in r["eval"]:
             rows.append({
-                "run_key": r["run_key"], "scale": r["scale"], "n_layers": cfg["model"]["n_layers"],
+                "run_key": r["run_key"], "scale": r["scale"], "role": role_of(r, artefact), "seed": cfg.get("seed"),
+                "n_layers": cfg["model"]["n_layers"],
                 "layerdrop_p": cfg["layerdrop"]["p"], "target": cfg["layerdrop"].get("target", "layers"),
                 "learned": cfg["layerdrop"].get("learned", False), "strategy": e["strategy"], "kept_layers": e["depth"],
                 "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
@@ -37,17 +57,15 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                 "search_evaluations": e.get("search_evaluations"),
                 "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
                 "train_tokens_per_s": train.get("train_tokens_per_s"),
-                "git_sha": r.get("git_sha"),
+                "git_sha": r.get("git_sha"), "code_version": code_version_of(r),
             })
     return sorted(rows, key=lambda x: (x["n_layers"], x["layerdrop_p"], x["target"], x["learned"], x["strategy"],
-                                       x["kept_layers"], x["layers"]))
+                                       x["kept_layers"], x["layers"], x["seed"] or 0))
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
@@ -67,12 +85,12 @@ def save_figure(fig, path: Path) -> None:
     """Write a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130)
+    finally:
+        plt.close(fig)
 
 
 def provenance(records: list[dict]) -> dict:
@@ -88,3 +106,99 @@ def provenance(records: list[dict]) -> dict:
         "wall_min": sum(r["train"]["wall_s"] for r in records) / 60,
         "machine": f"{machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, torch {machine.get('torch', '?')}",
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Roles, seeds and code versions
+
+
+def model_depths(record: dict) -> tuple[int, ...]:
+    """The layer counts of a run's model (LM: layers; MT: encoder, decoder): tells from-scratch runs apart."""
+    model = record["config"]["model"]
+    return tuple(model[k] for k in ("encoder_layers", "decoder_layers", "n_layers") if k in model)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _where(record: dict) -> str:
+    return f"runs/{record.get('task', '?')}/{record['run_key']} (code {code_version_of(record)})"
+
+
+def select_roles(records: list[dict], artefact: str) -> list[dict]:
+    """The runs holding a role in ``artefact``. A role (from-scratch runs: a role per depth) may have several
+    runs only with different seeds and otherwise equal settings: they are averaged into one row. Two runs of
+    one role and seed, or differing in more than the seed, are an error naming both."""
+    left_out = [r["run_key"] for r in records if role_of(r, artefact) is None]
+    if left_out:
+        log.warning("%d runs tagged %s hold no role there and are left out: %s (train with role=...; see "
+                    "experiments/%s_*.sh)", len(left_out), artefact, ", ".join(left_out), artefact)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        role = role_of(r, artefact)
+        if role is not None:
+            groups.setdefault((role, model_depths(r) if role == "scratch" else ()), []).append(r)
+    for (role, depths), members in groups.items():
+        name = f"role {role!r}" + (f" at depth {'/'.join(map(str, depths))}" if depths else "") + f" of {artefact}"
+        first, seeds = members[0], {}
+        for r in members:
+            seed = r["config"].get("seed")
+            if seed in seeds:
+                raise ValueError(
+                    f"two runs claim {name} with seed {seed}: {_where(seeds[seed])} and {_where(r)}. Keep one: "
+                    f"delete {artefact!r} from the other's `artefacts` and `roles` in its metrics.json (or its folder).")
+            seeds[seed] = r
+            a, b = _flat(first["config"]), _flat(r["config"])
+            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in ("seed", "code"))
+            if differ:
+                raise ValueError(f"runs {_where(first)} and {_where(r)} both claim {name} but differ in "
+                                 f"{', '.join(differ)}; the seeds of one role are averaged, so they may differ only "
+                                 "in seed (and code version).")
+    return [r for members in groups.values() for r in members]
+
+
+def aggregate(rows: list[dict], keys: tuple[str, ...], metrics: tuple[str, ...]) -> list[dict]:
+    """Average ``metrics`` over the rows that agree on ``keys`` (the seeds of one model and sub-network):
+    each group becomes its first row with the means, ``<metric>_std`` (sample std) and ``seeds`` (n)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for members in groups.values():
+        merged = {**members[0], "seeds": len(members)}
+        for m in metrics:
+            values = [r[m] for r in members if r[m] is not None]
+            merged[m] = statistics.fmean(values) if values else None
+            merged[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(merged)
+    return out
+
+
+def mean_text(row: dict, metric: str, digits: int = 2) -> str:
+    """``12.34``, or ``12.34 ± 0.56 (n=3)`` for a row averaged over seeds."""
+    text = f"{row[metric]:.{digits}f}"
+    return text if row.get("seeds", 1) == 1 else f"{text} ± {row[metric + '_std']:.{digits}f} (n={row['seeds']})"
+
+
+def seeds_note(rows: list[dict]) -> str:
+    """What a caption says when some rows average several seeds (``aggregate``)."""
+    if max((r.get("seeds", 1) for r in rows), default=1) == 1:
+        return ""
+    return " Cells with `± s (n=k)` average k seeds (mean ± sample standard deviation); the verdicts compare the means."
+
+
+def code_version_note(records: list[dict], artefact: str) -> str | None:
+    """A warning line when the runs come from more than one version of the training code."""
+    versions: dict[str, list[str]] = {}
+    for r in records:
+        role = role_of(r, artefact)
+        versions.setdefault(code_version_of(r), []).append(r["run_key"] + (f" ({role})" if role else ""))
+    if len(versions) < 2:
+        return None
+    return (f"**Warning: these runs come from {len(versions)} versions of the training code** (`code_version` in "
+            "each run's record; `unknown`: trained before it was recorded), so a difference between rows may be a "
+            "code change: " + "; ".join(f"`{v}`: {', '.join(keys)}" for v, keys in sorted(versions.items())) + ".")

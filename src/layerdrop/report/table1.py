@@ -1,8 +1,9 @@
 """Table 1 (translation BLEU) and Figure 2's MT panel (BLEU vs kept decoder layers), from run records.
 
-Roles are read off each run's config: the base encoder depth is the shallowest one trained; the
-baseline and the LayerDrop model have it and the deepest decoder, at p = 0 and p = ``p_ld``; the
-deep-encoder models have a deeper encoder; the from-scratch models have p = 0 and a shallower decoder.
+Each run records its row (``roles.table1``, from ``role=`` in experiments/table1_mt.sh): ``baseline``,
+``layerdrop``, ``deep_baseline``, ``deep_layerdrop`` (a deeper encoder), or ``scratch`` (a shallower
+decoder trained from scratch without LayerDrop, one per depth). The runs of one role with different
+seeds are averaged (mean ± sample std, n).
 """
 
 from __future__ import annotations
@@ -15,12 +16,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import provenance, read_csv, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import (  # noqa: E402
+    aggregate,
+    code_version_of,
+    mean_text,
+    provenance,
+    read_csv,
+    role_of,
+    save_figure,
+    seeds_note,
+    write_csv,
+    write_text,
+)
 
-COLUMNS = ["run_key", "scale", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
+COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
            "test_sentences_per_s", "beam", "lenpen", "steps", "tokens_seen", "train_wall_s", "train_tokens_per_s",
-           "final_train_loss", "averaged_checkpoints", "git_sha", "vocab_size"]
+           "final_train_loss", "averaged_checkpoints", "git_sha", "code_version", "vocab_size"]
+#: one model's sub-network, across seeds
+KEYS = ("role", "encoder_layers", "decoder_layers", "stack", "strategy", "kept_layers", "layers")
+METRICS = ("test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "final_train_loss")
 
 
 def tidy_rows(records: list[dict]) -> list[dict]:
@@ -30,7 +45,8 @@ def tidy_rows(records: list[dict]) -> list[dict]:
         for e in r["eval"]:
             gen = e.get("generate", {})
             rows.append({
-                "run_key": r["run_key"], "scale": r["scale"], "encoder_layers": cfg["model"]["encoder_layers"],
+                "run_key": r["run_key"], "scale": r["scale"], "role": role_of(r, "table1"), "seed": cfg.get("seed"),
+                "encoder_layers": cfg["model"]["encoder_layers"],
                 "decoder_layers": cfg["model"]["decoder_layers"], "layerdrop_p": cfg["layerdrop"]["p"],
                 "stack": e.get("stack", "decoder"), "strategy": e["strategy"], "kept_layers": e["depth"],
                 "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
@@ -41,35 +57,37 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                 "train_tokens_per_s": train.get("train_tokens_per_s"),
                 "final_train_loss": train.get("final", {}).get("train/loss"),
                 "averaged_checkpoints": " ".join(map(str, train.get("averaged_checkpoints", []))),
-                "git_sha": r.get("git_sha"), "vocab_size": (r.get("data") or {}).get("vocab_size"),
+                "git_sha": r.get("git_sha"), "code_version": code_version_of(r),
+                "vocab_size": (r.get("data") or {}).get("vocab_size"),
             })
     return sorted(rows, key=lambda x: (x["encoder_layers"], x["decoder_layers"], x["layerdrop_p"], x["stack"],
-                                       x["strategy"], x["kept_layers"], x["layers"]))
+                                       x["strategy"], x["kept_layers"], x["layers"], x["seed"] or 0))
 
 
-def full(rows: list[dict], enc: int, dec: int, p: float) -> dict | None:
-    match = [r for r in rows if (r["encoder_layers"], r["decoder_layers"], r["layerdrop_p"]) == (enc, dec, p)
-             and r["strategy"] == "none"]
+def full(rows: list[dict], role: str, decoder_layers: int | None = None) -> dict | None:
+    """The full-depth row of the role's model (from scratch: of the one with ``decoder_layers``)."""
+    match = [r for r in rows if r["role"] == role and r["strategy"] == "none"
+             and decoder_layers in (None, r["decoder_layers"])]
     return match[0] if match else None
 
 
-def decoder_curve(rows: list[dict], enc: int, dec: int, p: float, metric: str = "test_bleu") -> dict[int, float]:
+def decoder_curve(rows: list[dict], role: str, metric: str = "test_bleu") -> dict[int, float]:
     """kept decoder layers -> test BLEU (or ``metric``), every-other pruning of the decoder, full model included."""
     return {r["kept_layers"]: r[metric] for r in rows
-            if (r["encoder_layers"], r["decoder_layers"], r["layerdrop_p"]) == (enc, dec, p)
-            and r["stack"] == "decoder" and r["strategy"] in ("every_other", "none")}
+            if r["role"] == role and r["stack"] == "decoder" and r["strategy"] in ("every_other", "none")}
 
 
-def roles(rows: list[dict], p_ld: float) -> dict:
-    ld = [r for r in rows if r["layerdrop_p"] == p_ld]
-    if not ld:
-        raise ValueError(f"no run trained with LayerDrop p={p_ld}: run `make reproduce-table1` first")
-    enc = min(r["encoder_layers"] for r in ld)
-    dec = max(r["decoder_layers"] for r in ld if r["encoder_layers"] == enc)
-    deep = max((r["encoder_layers"] for r in rows), default=enc)
-    scratch = sorted({r["decoder_layers"] for r in rows
-                      if r["layerdrop_p"] == 0 and r["encoder_layers"] == enc and r["decoder_layers"] < dec})
-    return {"enc": enc, "dec": dec, "deep": deep if deep > enc else None, "scratch": scratch}
+def scratch(rows: list[dict]) -> dict[int, dict]:
+    """decoder depth -> full row of the model trained from scratch with that decoder."""
+    return dict(sorted((r["decoder_layers"], r) for r in rows if r["role"] == "scratch" and r["strategy"] == "none"))
+
+
+def layerdrop_row(rows: list[dict]) -> dict:
+    ld = full(rows, "layerdrop")
+    if ld is None:
+        raise ValueError("no run holds role 'layerdrop' in table1 (each run records its row as roles.table1, "
+                         "set by role=... when training): run `make reproduce-table1` first")
+    return ld
 
 
 def diverged(row: dict | None) -> bool:
@@ -83,18 +101,17 @@ def diverged(row: dict | None) -> bool:
     return row["test_ppl"] >= row["vocab_size"]
 
 
-def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool, str]]:
+def claims(rows: list[dict]) -> list[tuple[str, bool, str]]:
     """(paper claim, held here?, the numbers behind the verdict)."""
-    role = roles(rows, p_ld)
-    enc, dec, deep = role["enc"], role["dec"], role["deep"]
-    base, ld = full(rows, enc, dec, 0.0), full(rows, enc, dec, p_ld)
-    deep_base = full(rows, deep, dec, 0.0) if deep else None
-    deep_ld = full(rows, deep, dec, p_ld) if deep else None
+    ld = layerdrop_row(rows)
+    enc, dec = ld["encoder_layers"], ld["decoder_layers"]
+    base, deep_base, deep_ld = full(rows, "baseline"), full(rows, "deep_baseline"), full(rows, "deep_layerdrop")
+    deep = (deep_ld or deep_base or {}).get("encoder_layers")
     out = []
-    if base and ld:
+    if base:
         out.append((f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)",
                     ld["test_bleu"] > base["test_bleu"], f"{base['test_bleu']:.2f} -> {ld['test_bleu']:.2f}"))
-    if deep_ld and ld:
+    if deep_ld:
         best_other = max(x["test_bleu"] for x in (ld, base, deep_base) if x)
         out.append((f"the {deep}-encoder LayerDrop model is the best (paper 30.2)", deep_ld["test_bleu"] > best_other,
                     f"{deep_ld['test_bleu']:.2f} vs best other {best_other:.2f}"))
@@ -102,7 +119,7 @@ def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool, str]]:
         out.append((f"without LayerDrop the {deep}-encoder model diverges (paper, text)", diverged(deep_base),
                     f"final train loss {deep_base['final_train_loss']:.3f}, test BLEU {deep_base['test_bleu']:.2f}"
                     + (f" vs {deep_ld['test_bleu']:.2f} with LayerDrop" if deep_ld else "")))
-    ld_curve, base_curve = decoder_curve(rows, enc, dec, p_ld), decoder_curve(rows, enc, dec, 0.0)
+    ld_curve, base_curve = decoder_curve(rows, "layerdrop"), decoder_curve(rows, "baseline")
     shared = sorted(d for d in ld_curve if d in base_curve and d < dec)
     if shared:
         wins = [d for d in shared if ld_curve[d] > base_curve[d]]
@@ -111,13 +128,13 @@ def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool, str]]:
                     len(wins) == len(shared),
                     f"wins at {len(wins)}/{len(shared)} depths; at {half} decoder layers "
                     f"{ld_curve.get(half, float('nan')):.2f} vs {base_curve.get(half, float('nan')):.2f}"))
-    scratch = {d: full(rows, enc, d, 0.0)["test_bleu"] for d in role["scratch"]}
-    if scratch:
-        wins = [d for d in scratch if d in ld_curve and ld_curve[d] > scratch[d]]
+    from_scratch = {d: r["test_bleu"] for d, r in scratch(rows).items()}
+    if from_scratch:
+        wins = [d for d in from_scratch if d in ld_curve and ld_curve[d] > from_scratch[d]]
         detail = "; ".join(f"{d} decoder layers: {ld_curve.get(d, float('nan')):.2f} vs {s:.2f}"
-                           for d, s in scratch.items())
+                           for d, s in from_scratch.items())
         out.append(("the pruned LayerDrop model beats models trained from scratch at that decoder depth",
-                    len(wins) == len(scratch), detail))
+                    len(wins) == len(from_scratch), detail))
     return out
 
 
@@ -135,30 +152,29 @@ def caption(records: list[dict], rows: list[dict], scale: str) -> str:
             "tokenized, compound-split variant (13a tokens; see README).")
 
 
-def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str, p_ld: float) -> str:
-    role = roles(rows, p_ld)
-    enc, dec, deep = role["enc"], role["dec"], role["deep"]
+def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:
+    ld = layerdrop_row(rows)
     paper_by_row = {p["row"]: p for p in paper}
-    lines = ["# Table 1: English-German translation with LayerDrop", "", caption(records, rows, scale), "",
-             "| Model | Enc | Dec | Params | BLEU (ours) | tok. BLEU (ours) | test ppl (ours) | Paper: enc/dec | "
+    lines = ["# Table 1: English-German translation with LayerDrop", "", caption(records, rows, scale) + seeds_note(rows),
+             "", "| Model | Enc | Dec | Params | BLEU (ours) | tok. BLEU (ours) | test ppl (ours) | Paper: enc/dec | "
              "Paper: BLEU |", "|---|---|---|---|---|---|---|---|---|"]
-    spec = [("baseline", enc, 0.0, "Transformer"), ("layerdrop", enc, p_ld, f"+ LayerDrop {p_ld}"),
-            ("deep_baseline", deep, 0.0, "Transformer, deep encoder"),
-            ("deep_layerdrop", deep, p_ld, f"+ LayerDrop {p_ld}, deep encoder")]
-    for key, e, p, name in spec:
-        r = full(rows, e, dec, p) if e else None
-        pp = paper_by_row[key]
-        ours = (f"{r['n_params'] / 1e6:.2f}M | {r['test_bleu']:.2f} | {r['test_bleu_tok']:.2f} | {r['test_ppl']:.2f}"
-                if r else "not run | - | - | -")
+    spec = [("baseline", "Transformer"), ("layerdrop", "+ LayerDrop {p}"),
+            ("deep_baseline", "Transformer, deep encoder"), ("deep_layerdrop", "+ LayerDrop {p}, deep encoder")]
+    for role, name in spec:
+        r = full(rows, role)
+        pp = paper_by_row[role]
+        ours = (f"{r['encoder_layers']} | {r['decoder_layers']} | {r['n_params'] / 1e6:.2f}M | "
+                f"{mean_text(r, 'test_bleu')} | {mean_text(r, 'test_bleu_tok')} | {mean_text(r, 'test_ppl')}"
+                if r else "- | - | not run | - | - | -")
         if r and diverged(r):
             ours += " (diverged)"
-        lines.append(f"| {name} | {e or '-'} | {dec} | {ours} | {pp['encoder_layers']}/{pp['decoder_layers']} | "
-                     f"{pp['test_bleu']} |")
+        name = name.format(p=(r or ld)["layerdrop_p"])
+        lines.append(f"| {name} | {ours} | {pp['encoder_layers']}/{pp['decoder_layers']} | {pp['test_bleu']} |")
     lines += ["", "Paper numbers: Fan et al. 2020, Table 1 (WMT16 en-de, newstest2014, tokenized compound-split "
               "BLEU), for comparison only; the paper's other rows: "
               + "; ".join(f"{p['model']} {p['test_bleu']}" for p in paper if p["row"] in ("vaswani", "dynamicconv"))
               + ".", "", "## Did the paper's claims hold at this scale?", ""]
-    for claim, held, detail in claims(rows, p_ld):
+    for claim, held, detail in claims(rows):
         lines.append(f"- **{'held' if held else 'did not hold'}**: {claim} ({detail}).")
     best = max((r["test_bleu"] for r in rows if r["strategy"] == "none"), default=0.0)
     if best < 10:
@@ -173,8 +189,8 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               "ppl: LayerDrop | ppl: baseline | ppl: scratch |", "|---|---|---|---|---|---|---|"]
     curves = []
     for metric in ("test_bleu", "test_ppl"):
-        scratch = {d: full(rows, enc, d, 0.0)[metric] for d in role["scratch"]}
-        curves += [decoder_curve(rows, enc, dec, p_ld, metric), decoder_curve(rows, enc, dec, 0.0, metric), scratch]
+        curves += [decoder_curve(rows, "layerdrop", metric), decoder_curve(rows, "baseline", metric),
+                   {d: r[metric] for d, r in scratch(rows).items()}]
     for d in sorted(set().union(*curves)):
         cells = [f"{c[d]:.2f}" if d in c else "-" for c in curves]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
@@ -182,21 +198,21 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
     return "\n".join(lines)
 
 
-def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
-    role = roles(rows, p_ld)
-    enc, dec = role["enc"], role["dec"]
+def figure(rows: list[dict], path: Path, scale: str) -> None:
+    ld = layerdrop_row(rows)
+    enc, dec = ld["encoder_layers"], ld["decoder_layers"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for p, label, style in [(p_ld, f"LayerDrop p={p_ld}, pruned every-other", "o-"),
-                            (0.0, "baseline (p=0), pruned every-other", "s--")]:
-        curve = sorted(decoder_curve(rows, enc, dec, p).items())
+    for role, label, style in [("layerdrop", f"LayerDrop p={ld['layerdrop_p']}, pruned every-other", "o-"),
+                               ("baseline", "baseline (p=0), pruned every-other", "s--")]:
+        curve = sorted(decoder_curve(rows, role).items())
         if curve:
             ax.plot(*zip(*curve), style, label=label)
-    scratch = [(d, full(rows, enc, d, 0.0)["test_bleu"]) for d in role["scratch"]]
-    base = full(rows, enc, dec, 0.0)
+    points = [(d, r["test_bleu"]) for d, r in scratch(rows).items()]
+    base = full(rows, "baseline")
     if base:
-        scratch.append((dec, base["test_bleu"]))
-    if scratch:
-        ax.plot(*zip(*sorted(scratch)), "^:", label="trained from scratch at that depth")
+        points.append((base["decoder_layers"], base["test_bleu"]))
+    if points:
+        ax.plot(*zip(*sorted(points)), "^:", label="trained from scratch at that depth")
     ax.set_xlabel(f"kept decoder layers (of {dec}; encoder {enc} layers kept)")
     ax.set_ylabel("test BLEU (sacrebleu)")
     ax.set_title(f"Figure 2, MT panel ({scale} scale)")
@@ -205,8 +221,11 @@ def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
     save_figure(fig, path)
 
 
-def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str, p_ld: float = 0.2) -> None:
-    rows = tidy_rows(records)
-    write_csv(out_dir / "raw.csv", rows, COLUMNS)
-    write_text(out_dir / "table1.md", table_markdown(rows, records, read_csv(paper_csv), scale, p_ld))
-    figure(rows, p_ld, out_dir / "figure2_mt.png", scale)
+def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> None:
+    """``records``: the runs holding a role in table1 (``collect.select_roles``)."""
+    raw = tidy_rows(records)
+    rows = aggregate(raw, KEYS, METRICS)
+    layerdrop_row(rows)  # fails before anything is written
+    write_csv(out_dir / "raw.csv", raw, COLUMNS)
+    write_text(out_dir / "table1.md", table_markdown(rows, records, read_csv(paper_csv), scale))
+    figure(rows, out_dir / "figure2_mt.png", scale)

@@ -1,8 +1,8 @@
 """Table 2 (LM test perplexity) and Figure 2's LM panel (perplexity vs kept layers), from run records.
 
-Roles are read off each run's config: the LayerDrop model is the shallowest run trained at
-``p_ld``; the baseline has that depth and p = 0; the deep model is the deepest run with p > 0; the
-from-scratch models are the p = 0 runs shallower than the baseline.
+Each run records its row (``roles.table2``, from ``role=`` in experiments/table2_lm.sh): ``baseline``,
+``layerdrop``, ``deep_layerdrop``, or ``scratch`` (trained from scratch without LayerDrop, one per
+depth). The runs of one role with different seeds are averaged (mean ± sample std, n).
 """
 
 from __future__ import annotations
@@ -14,46 +14,63 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import provenance, read_csv, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import (  # noqa: E402
+    aggregate,
+    mean_text,
+    provenance,
+    read_csv,
+    save_figure,
+    seeds_note,
+    tidy_rows,
+    write_csv,
+    write_text,
+)
+
+#: one model's sub-network, across seeds
+KEYS = ("role", "n_layers", "strategy", "kept_layers", "layers")
+METRICS = ("test_ppl", "valid_ppl")
 
 
-def full_depth(rows: list[dict], n_layers: int, p: float) -> dict | None:
-    match = [r for r in rows if r["n_layers"] == n_layers and r["layerdrop_p"] == p and r["kept_layers"] == n_layers]
+def full(rows: list[dict], role: str, n_layers: int | None = None) -> dict | None:
+    """The full-depth row of the role's model (from scratch: of the one with ``n_layers``)."""
+    match = [r for r in rows if r["role"] == role and r["strategy"] == "none" and n_layers in (None, r["n_layers"])]
     return match[0] if match else None
 
 
-def pruned_curve(rows: list[dict], n_layers: int, p: float, strategy: str = "every_other") -> list[dict]:
-    """The pruned sub-networks of one model, with the full model as the last point."""
-    return sorted((r for r in rows if r["n_layers"] == n_layers and r["layerdrop_p"] == p
-                   and r["strategy"] in (strategy, "none")), key=lambda r: r["kept_layers"])
+def pruned_curve(rows: list[dict], role: str, strategy: str = "every_other") -> list[dict]:
+    """The pruned sub-networks of one role's model, with the full model as the last point."""
+    return sorted((r for r in rows if r["role"] == role and r["strategy"] in (strategy, "none")),
+                  key=lambda r: r["kept_layers"])
 
 
-def roles(rows: list[dict], p_ld: float) -> dict:
-    ld_depths = sorted({r["n_layers"] for r in rows if r["layerdrop_p"] == p_ld})
-    if not ld_depths:
-        raise ValueError(f"no run trained with LayerDrop p={p_ld}: run `make reproduce-table2` first")
-    n = ld_depths[0]
-    deep = max((r["n_layers"] for r in rows if r["layerdrop_p"] > 0), default=n)
-    scratch = sorted({r["n_layers"] for r in rows if r["layerdrop_p"] == 0 and r["n_layers"] < n})
-    return {"n": n, "deep": deep if deep > n else None, "scratch": scratch}
+def scratch(rows: list[dict]) -> dict[int, dict]:
+    """depth -> full row of the model trained from scratch at that depth."""
+    return {r["n_layers"]: r for r in rows if r["role"] == "scratch" and r["strategy"] == "none"}
 
 
-def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool | None, str]]:
+def layerdrop_row(rows: list[dict]) -> dict:
+    ld = full(rows, "layerdrop")
+    if ld is None:
+        raise ValueError("no run holds role 'layerdrop' in table2 (each run records its row as roles.table2, "
+                         "set by role=... when training): run `make reproduce-table2` first")
+    return ld
+
+
+def claims(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
     """(paper claim, held here?, the numbers behind the verdict)."""
-    role = roles(rows, p_ld)
-    n = role["n"]
-    base, ld = full_depth(rows, n, 0.0), full_depth(rows, n, p_ld)
-    deep = full_depth(rows, role["deep"], p_ld) if role["deep"] else None
+    ld = layerdrop_row(rows)
+    n = ld["n_layers"]
+    base, deep = full(rows, "baseline"), full(rows, "deep_layerdrop")
     out = []
-    if base and ld:
+    if base:
         out.append((f"LayerDrop improves the full {n}-layer model (paper 18.7 -> 18.3)",
                     ld["test_ppl"] < base["test_ppl"], f"{base['test_ppl']:.2f} -> {ld['test_ppl']:.2f}"))
-    if deep and ld:
-        out.append((f"the deeper LayerDrop model ({role['deep']} layers) is best (paper 17.7)",
+    if deep:
+        out.append((f"the deeper LayerDrop model ({deep['n_layers']} layers) is best (paper 17.7)",
                     deep["test_ppl"] < min(ld["test_ppl"], base["test_ppl"] if base else float("inf")),
                     f"{deep['test_ppl']:.2f} vs {ld['test_ppl']:.2f}"))
-    ld_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, n, p_ld)}
-    base_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, n, 0.0)}
+    ld_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, "layerdrop")}
+    base_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, "baseline")}
     shared = sorted(d for d in ld_curve if d in base_curve and d < n)
     if shared:
         wins = [d for d in shared if ld_curve[d] < base_curve[d]]
@@ -61,12 +78,13 @@ def claims(rows: list[dict], p_ld: float) -> list[tuple[str, bool | None, str]]:
                     len(wins) == len(shared),
                     f"wins at {len(wins)}/{len(shared)} depths; at {n // 2} layers "
                     f"{ld_curve.get(n // 2, float('nan')):.1f} vs {base_curve.get(n // 2, float('nan')):.1f}"))
-    scratch = {d: full_depth(rows, d, 0.0)["test_ppl"] for d in role["scratch"]}
-    if scratch:
-        wins = [d for d in scratch if d in ld_curve and ld_curve[d] < scratch[d]]
-        detail = "; ".join(f"{d} layers: {ld_curve.get(d, float('nan')):.1f} vs {s:.1f}" for d, s in scratch.items())
+    from_scratch = {d: r["test_ppl"] for d, r in sorted(scratch(rows).items())}
+    if from_scratch:
+        wins = [d for d in from_scratch if d in ld_curve and ld_curve[d] < from_scratch[d]]
+        detail = "; ".join(f"{d} layers: {ld_curve.get(d, float('nan')):.1f} vs {s:.1f}"
+                           for d, s in from_scratch.items())
         out.append(("the pruned LayerDrop model beats models trained from scratch at that depth",
-                    len(wins) == len(scratch), detail))
+                    len(wins) == len(from_scratch), detail))
     return out
 
 
@@ -81,42 +99,43 @@ def caption(records: list[dict], scale: str) -> str:
             "Perplexity on the test split, every token scored once in non-overlapping blocks.")
 
 
-def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str, p_ld: float) -> str:
-    role = roles(rows, p_ld)
+def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:
+    ld = layerdrop_row(rows)
     paper_by_row = {p["row"]: p for p in paper}
-    lines = ["# Table 2: language modelling with LayerDrop", "", caption(records, scale), "",
+    lines = ["# Table 2: language modelling with LayerDrop", "", caption(records, scale) + seeds_note(rows), "",
              "| Model | Layers | Params | Test PPL (ours) | Valid PPL (ours) | Paper: layers | Paper: params | "
              "Paper: test PPL |", "|---|---|---|---|---|---|---|---|"]
-    spec = [("baseline", role["n"], 0.0, "Transformer LM"), ("layerdrop", role["n"], p_ld, f"+ LayerDrop {p_ld}"),
-            ("deep_layerdrop", role["deep"], p_ld, f"+ LayerDrop {p_ld}, deeper")]
-    for key, n, p, name in spec:
-        r = full_depth(rows, n, p) if n else None
-        pp = paper_by_row[key]
-        ours = (f"{r['n_params'] / 1e6:.2f}M | {r['test_ppl']:.2f} | {r['valid_ppl']:.2f}" if r
-                else "not run | - | -")
-        lines.append(f"| {name} | {n or '-'} | {ours} | {pp['layers']} | {pp['params']} | {pp['test_ppl']} |")
+    for role, name in [("baseline", "Transformer LM"), ("layerdrop", "+ LayerDrop {p}"),
+                       ("deep_layerdrop", "+ LayerDrop {p}, deeper")]:
+        r = full(rows, role)
+        pp = paper_by_row[role]
+        ours = (f"{r['n_layers']} | {r['n_params'] / 1e6:.2f}M | {mean_text(r, 'test_ppl')} | "
+                f"{mean_text(r, 'valid_ppl')}" if r else "- | not run | - | -")
+        name = name.format(p=(r or ld)["layerdrop_p"])
+        lines.append(f"| {name} | {ours} | {pp['layers']} | {pp['params']} | {pp['test_ppl']} |")
     lines += ["", "Paper numbers: Fan et al. 2020, Table 2 (Wikitext-103 test perplexity), for comparison only.",
               "", "## Did the paper's claims hold at this scale?", ""]
-    for claim, held, detail in claims(rows, p_ld):
+    for claim, held, detail in claims(rows):
         lines.append(f"- **{'held' if held else 'did not hold'}**: {claim} ({detail}).")
     lines += ["", "Figure 2 (LM panel): `figure2_lm.png`; raw numbers: `raw.csv` (every run x pruned depth).", ""]
     return "\n".join(lines)
 
 
-def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
-    role = roles(rows, p_ld)
-    n = role["n"]
+def figure(rows: list[dict], path: Path, scale: str) -> None:
+    ld = layerdrop_row(rows)
+    n = ld["n_layers"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for p, label, style in [(p_ld, f"LayerDrop p={p_ld}, pruned every-other", "o-"),
-                            (0.0, "baseline (p=0), pruned every-other", "s--")]:
-        curve = pruned_curve(rows, n, p)
-        ax.plot([r["kept_layers"] for r in curve], [r["test_ppl"] for r in curve], style, label=label)
-    scratch = [(d, full_depth(rows, d, 0.0)["test_ppl"]) for d in role["scratch"]]
-    base = full_depth(rows, n, 0.0)
+    for role, label, style in [("layerdrop", f"LayerDrop p={ld['layerdrop_p']}, pruned every-other", "o-"),
+                               ("baseline", "baseline (p=0), pruned every-other", "s--")]:
+        curve = pruned_curve(rows, role)
+        if curve:
+            ax.plot([r["kept_layers"] for r in curve], [r["test_ppl"] for r in curve], style, label=label)
+    points = [(d, r["test_ppl"]) for d, r in scratch(rows).items()]
+    base = full(rows, "baseline")
     if base:
-        scratch.append((n, base["test_ppl"]))
-    if scratch:
-        ax.plot(*zip(*sorted(scratch)), "^:", label="trained from scratch at that depth")
+        points.append((base["n_layers"], base["test_ppl"]))
+    if points:
+        ax.plot(*zip(*sorted(points)), "^:", label="trained from scratch at that depth")
     ax.set_yscale("log")
     ax.set_xlabel(f"kept layers (of {n})")
     ax.set_ylabel("test perplexity (log scale)")
@@ -126,8 +145,11 @@ def figure(rows: list[dict], p_ld: float, path: Path, scale: str) -> None:
     save_figure(fig, path)
 
 
-def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str, p_ld: float = 0.2) -> None:
-    rows = tidy_rows(records)
-    write_csv(out_dir / "raw.csv", rows)
-    write_text(out_dir / "table2.md", table_markdown(rows, records, read_csv(paper_csv), scale, p_ld))
-    figure(rows, p_ld, out_dir / "figure2_lm.png", scale)
+def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> None:
+    """``records``: the runs holding a role in table2 (``collect.select_roles``)."""
+    raw = tidy_rows(records, "table2")
+    rows = aggregate(raw, KEYS, METRICS)
+    layerdrop_row(rows)  # fails before anything is written
+    write_csv(out_dir / "raw.csv", raw)
+    write_text(out_dir / "table2.md", table_markdown(rows, records, read_csv(paper_csv), scale))
+    figure(rows, out_dir / "figure2_lm.png", scale)

@@ -1,25 +1,39 @@
-"""The run cache: one folder per training configuration, keyed by a hash of the resolved config.
+"""The run cache: one folder per training configuration, keyed by a hash of the resolved config and
+of the training code (``code_version``).
 
 A folder holds ``checkpoints/`` (Lightning, for resuming), ``model.pt`` (the trained model, written
 once training has finished) and ``metrics.json`` (training summary plus every evaluated pruned
 depth). Re-running a finished configuration trains nothing; evaluations already made are reused;
-an interrupted run resumes from ``checkpoints/last.ckpt``. Everything is written atomically.
+an interrupted run resumes from ``checkpoints/last.ckpt``. Everything is written atomically, and
+``.lock`` keeps a second process out of a folder while one works in it.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
+import logging
 import os
 import platform
+import socket
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from layerdrop.utils.atomic import atomic_path
+
+log = logging.getLogger("layerdrop")
 
 #: config sections that decide what a trained model is
 TRAIN_SECTIONS = ("scale", "task", "model", "data", "optim", "trainer", "layerdrop", "seed")
@@ -37,8 +51,57 @@ LATER_DEFAULTS = {
 }
 
 
+#: the source files (globs under src/layerdrop/) whose code decides the trained model: the models, the
+#: training modules, the optimizer, the training loop and the data modules that batch the corpus. Not
+#: listed: corpus building (data/corpus.py, mt_corpus.py, sources): each corpus carries its own format
+#: version and checksums in its manifest, which the record keeps; and evaluation-only code (evaluate.py,
+#: metrics/), which does not change the weights (models/generate.py is covered, being in models/).
+CODE_FILES = ("models/*.py", "lit/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _canonical(node: Any) -> str:
+    """``ast.dump`` without None / empty-list fields: Python 3.12 added an empty ``type_params`` to every
+    def and 3.13 stopped printing empty fields, and neither should retrain every model."""
+    if isinstance(node, ast.AST):
+        fields = (f"{k}={_canonical(v)}" for k, v in ast.iter_fields(node) if v is not None and v != [])
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(map(_canonical, node)) + "]"
+    return repr(node)
+
+
+@functools.lru_cache(maxsize=256)
+def _code_of(source: str) -> str:
+    """A file's code without comments, formatting or docstrings (cached: run_key is asked often)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:]
+    return _canonical(tree)
+
+
+def code_version() -> str:
+    """Fingerprint of the code in ``CODE_FILES``: changes with any code change there, not with comments,
+    formatting or docstrings."""
+    digest = hashlib.sha256()
+    for pattern in CODE_FILES:
+        paths = sorted(PACKAGE_DIR.glob(pattern))
+        if not paths:
+            raise ValueError(f"CODE_FILES pattern {pattern!r} matches no file under {PACKAGE_DIR}; update CODE_FILES "
+                             "in layerdrop/utils/runs.py after moving training code")
+        for path in paths:
+            digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\0".encode())
+            digest.update(_code_of(path.read_text()).encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def training_config(cfg: DictConfig) -> dict[str, Any]:
-    out = {}
+    """What the run key hashes: the settings that decide the trained model, and the code that trains it."""
+    out: dict[str, Any] = {"code": code_version()}
     for section in TRAIN_SECTIONS:
         value = OmegaConf.to_container(cfg[section], resolve=True) if isinstance(cfg[section], DictConfig) else cfg[section]
         if isinstance(value, dict):
@@ -59,10 +122,8 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -100,3 +161,140 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# One writer per run folder
+
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training or evaluating this run."""
+
+
+def _read_lock(lock: Path) -> dict | None:
+    """The holder written in a lock file; None if it is empty or unreadable. FileNotFoundError if gone."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _locked_error(lock: Path, holder: dict | None) -> RunLockedError:
+    who = (f"pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('started')})" if holder
+           else "an unknown process (the lock file is empty or unreadable)")
+    return RunLockedError(
+        f"run folder {lock.parent} is in use by {who}: two processes must not train or evaluate one run at once "
+        f"(two sweeps sharing a configuration?). Wait for that process to finish; if it is gone (killed, or its "
+        f"machine is down), delete {lock} and start again.")
+
+
+def _take_over(lock: Path, holder: dict) -> None:
+    """Remove a stale lock, unless another process took it over first (then that process holds it)."""
+    aside = lock.with_name(f"{LOCK_FILE}.stale.{uuid.uuid4().hex}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return  # someone else removed it; the caller retries O_EXCL
+    fresh = _read_lock(aside)
+    if fresh != holder:  # a rival replaced the stale lock before we moved it: put its lock back, give way
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, lock)  # link, not rename: never overwrite a lock created meanwhile
+        aside.unlink()
+        raise _locked_error(lock, fresh)
+    aside.unlink()
+    log.warning("took over the stale lock %s: pid %s on this host (%s), holding it since %s, is gone",
+                lock, holder.get("pid"), holder.get("host"), holder.get("started"))
+
+
+def _acquire(lock: Path) -> dict:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds"),
+          "token": uuid.uuid4().hex}
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # a retry after removing a stale lock, and one more if a rival raced us to it
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = _read_lock(lock)
+            except FileNotFoundError:
+                continue  # released between our two calls
+            pid = (holder or {}).get("pid")
+            stale = isinstance(pid, int) and pid > 0 and holder["host"] == me["host"] and not _pid_alive(pid)
+            if not stale:  # alive, or on another host where we cannot tell
+                raise _locked_error(lock, holder) from None
+            _take_over(lock, holder)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return me
+    raise _locked_error(lock, _read_lock(lock) if lock.exists() else None)
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (pid, host, start time) for the block: a second process, or a second call in
+    this one, fails with RunLockedError instead of training into the same folder. A lock left by a dead
+    process on this host is taken over with a warning. Under DDP only global rank 0 locks (the other ranks
+    work in the same folder for it)."""
+    from pytorch_lightning.utilities import rank_zero_only  # lazy: the reports import this module
+
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    lock = Path(run_dir) / LOCK_FILE
+    me = _acquire(lock)
+    try:
+        yield
+    finally:
+        try:
+            holder = _read_lock(lock)
+        except FileNotFoundError:
+            holder = None
+        if holder is not None and holder.get("token") == me["token"]:
+            lock.unlink()
+        else:
+            log.warning("lock %s is no longer ours (holder: %s); leaving it", lock, holder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which row of which artefact a run is
+
+#: the rows of each table; a run serves one row of an artefact (experiments/*.sh pass role=...).
+#: From-scratch runs share the role ``scratch`` and are told apart by depth.
+ROLES = {
+    "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch"),
+    "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch"),
+}
+
+
+def tag(record: dict, artefact: str | None, role: str | None) -> None:
+    """Record that the run serves ``artefact`` (``artefacts``), as ``role`` there (``roles``). Checked before
+    any training: the role must be one of the artefact's rows, and a run keeps the role it was given."""
+    if role is not None:
+        allowed = ROLES.get(artefact or "")
+        if not allowed:
+            raise ValueError(f"role={role!r} but artefact {artefact!r} has no roles (roles exist for "
+                             f"{', '.join(ROLES)}); leave role null")
+        if role not in allowed:
+            raise ValueError(f"role {role!r} is not a row of {artefact}; allowed: {', '.join(allowed)}")
+        held = record.setdefault("roles", {}).get(artefact)
+        if held not in (None, role):
+            raise ValueError(f"run {record['run_key']} already serves {artefact} as {held!r}; it cannot also be "
+                             f"{role!r} (one trained model, one row). If {held!r} was a mistake, edit `roles` in "
+                             "its metrics.json.")
+        record["roles"][artefact] = role
+    if artefact and artefact not in record["artefacts"]:
+        record["artefacts"].append(artefact)
