@@ -5,4 +5,6 @@ case "$SCALE" in
   paper) HALF=8 ;;    # the paper LM has 16
   *) echo "SCALE must be cpu or paper, got '$SCALE'" >&2; exit 2 ;;
 esac
-train() { python -m layerdrop.train -m scale="$SCALE" "$@"; }
+# A sweep of runs: one Hydra multirun when every run is single-process (cpu), one torchrun per run that
+# needs several GPUs (paper), never a sweep inside the ranks (see src/layerdrop/launch.py).
+train() { python -m layerdrop.launch scale="$SCALE" "$@"; }

@@ -12,7 +12,7 @@ esac
 # cpu: BLEU on a fixed seeded 1500-sentence subset of the 4,431 test pairs keeps the 15 beam searches
 # inside the time budget (perplexity still covers every test pair); paper: the whole test set
 GEN=$([ "$SCALE" = cpu ] && echo generate.max_sentences=1500 || echo generate.max_sentences=null)
-train() { python -m layerdrop.train -m scale="$SCALE" "$GEN" "$@"; }
+train() { python -m layerdrop.launch scale="$SCALE" "$GEN" "$@"; }     # as common.sh
 
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.

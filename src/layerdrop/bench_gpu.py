@@ -52,7 +52,7 @@ def paper_model(experiment: str, depth: int, p: float, overrides: dict | None = 
     cfg = load_config([f"experiment={experiment}", "scale=paper"])
     model = model_config(cfg)
     depth_keys = ("encoder_layers", "decoder_layers") if "encoder_layers" in model else ("n_layers",)
-    model.update({k: depth for k in depth_keys})
+    model.update(dict.fromkeys(depth_keys, depth))
     model.update({k: p for k in ("layerdrop", "encoder_layerdrop", "decoder_layerdrop") if k in model})
     model.update(overrides or {})
     return get_class(cfg.task.lit_module)(model=model).model

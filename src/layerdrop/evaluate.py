@@ -81,9 +81,11 @@ def prune_grid(cfg: DictConfig, model: nn.Module) -> list[tuple[str, list[int] |
 
 
 def eval_settings(cfg: DictConfig, lit_cls) -> dict:
-    """Settings an evaluation row depends on beyond the kept layers: generation, for translation."""
+    """Settings an evaluation row depends on beyond the kept layers: the LM's context window
+    (sliding-window perplexity), generation for translation."""
     if "bleu" not in lit_cls.eval_metrics:
-        return {}
+        window = int(cfg.data.get("context_window") or 0)
+        return {"context_window": window} if window else {}  # 0: rows made before the setting existed
     settings = {k: cfg.generate[k] for k in ("beam", "lenpen", "max_len_a", "max_len_b")}
     if cfg.generate.get("max_sentences") is not None:  # absent from rows made before the setting existed
         settings.update(max_sentences=int(cfg.generate.max_sentences), seed=int(cfg.generate.seed))
@@ -99,6 +101,7 @@ class SubnetEvaluator:
         self.lit_cls = get_class(cfg.task.lit_module)
         self.stack = cfg.prune.get("stack", "decoder")
         self.settings = eval_settings(cfg, self.lit_cls)
+        self.generates = "bleu" in self.lit_cls.eval_metrics
         self.trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.prune.precision,
                                   logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                                   enable_model_summary=False, enable_checkpointing=False)
@@ -111,10 +114,12 @@ class SubnetEvaluator:
         pruned = self.subnet(keep)
         lit = self.lit_cls.wrap(pruned)
         row = {"depth": len(keep), "layers": list(keep), "n_params": count_parameters(pruned)}
-        if self.settings:
+        if self.generates:
             row.update(stack=self.stack, generate=self.settings)
+        elif self.settings:
+            row.update(settings=self.settings)
         for split in splits:
-            if self.settings:
+            if self.generates:
                 dm = self.datamodule
                 lit.set_generation(references=dm.references(split), decode=dm.decode, bos=dm.bos_id,
                                    eos=dm.eos_id, **self.settings)
@@ -125,7 +130,7 @@ class SubnetEvaluator:
                 row[f"{split}_{metric}"] = result[f"test/{metric}"]
             row[f"{split}_tokens"] = int(lit.eval_tokens)
             row[f"{split}_tokens_per_s"] = round(lit.eval_tokens / seconds, 1)
-            if self.settings:
+            if self.generates:
                 row[f"{split}_sentences"] = len(lit.hypotheses)
                 row[f"{split}_generate_s"] = round(lit.generate_seconds, 2)
                 row[f"{split}_sentences_per_s"] = round(len(lit.hypotheses) / max(lit.generate_seconds, 1e-9), 2)
@@ -184,4 +189,9 @@ def done_keys(rows: list[dict], stack: str = "decoder", settings: dict | None = 
     depth, everything else by its layers."""
     settings = settings or {}
     return {(r["strategy"], r["depth"]) if r["strategy"] == "search_on_valid" else (r["strategy"], tuple(r["layers"]))
-            for r in rows if r.get("stack", "decoder") == stack and r.get("generate", {}) == settings}
+            for r in rows if r.get("stack", "decoder") == stack and row_settings(r) == settings}
+
+
+def row_settings(row: dict) -> dict:
+    """The evaluation settings a row was made with (generation for translation; the LM's context window)."""
+    return row.get("generate", row.get("settings", {}))

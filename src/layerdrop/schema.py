@@ -99,6 +99,7 @@ class LMData:
     max_train_tokens: int | None = rule(ge=1)
     raw_dir: str | None = rule()
     shuffle_seed: int | None = rule()
+    context_window: int = rule(ge=0)
 
 
 @dataclass
@@ -194,6 +195,7 @@ class _Run:
     generate: Generate = rule(required=True)
     seed: int = rule(required=True)
     checkpoint_every: int = rule(required=True, ge=1)
+    role: str | None = rule()
 
 
 @dataclass
@@ -310,6 +312,9 @@ def _cross_checks(run: dict, task: str) -> list[str]:
         if model.get("max_len") is not None and model["max_len"] < data.get("block_size", 0):
             errors.append(f"model.max_len={model['max_len']}: must be >= "
                           f"data.block_size={data['block_size']} (a position for every token of a block)")
+        if data.get("context_window", 0) >= data.get("block_size", 1):
+            errors.append(f"data.context_window={data['context_window']}: must be below "
+                          f"data.block_size={data['block_size']} (each block scores at least one new token)")
         cutoffs = model.get("cutoffs") or []
         too_big = bool(cutoffs) and cutoffs[-1] >= model["vocab_size"]
         if model.get("adaptive") and (cutoffs != sorted(set(cutoffs)) or too_big):

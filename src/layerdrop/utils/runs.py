@@ -39,7 +39,7 @@ log = logging.getLogger("layerdrop")
 TRAIN_SECTIONS = ("scale", "task", "model", "data", "optim", "trainer", "layerdrop", "seed")
 #: keys that change how a run looks or where it lives, not what it learns
 COSMETIC = {
-    "data": {"data_dir", "num_workers", "eval_batch_size", "eval_max_tokens"},
+    "data": {"data_dir", "num_workers", "eval_batch_size", "eval_max_tokens", "context_window"},  # evaluation only
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary", "val_check_interval",
                 "limit_val_batches", "num_sanity_val_steps"},
 }
