@@ -48,7 +48,8 @@ def _record(tmp_path, name):
 
 
 def _scores(rows):
-    """Evaluation rows without their timings (which differ between any two runs)."""
+    """Evaluation rows without their timings (which differ between any two runs), in one order."""
+    rows = sorted(rows, key=lambda r: (r["strategy"], r["depth"]))
     return [{k: v for k, v in r.items() if not k.endswith(("_per_s", "_s"))} for r in rows]
 
 
