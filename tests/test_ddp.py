@@ -115,4 +115,4 @@ def test_launch_expands_a_sweep_into_one_torchrun_per_multi_process_run():
                                   for c in cmds)
     assert [c[-1] for c in cmds] == ["layerdrop.p=0", "layerdrop.p=0.2"]
     (cpu,) = commands(["experiment=table2_lm", "layerdrop.p=0,0.2"])  # single-process runs: one multirun
-    assert cpu[-4:] == ["-m", "experiment=table2_lm", "layerdrop.p=0,0.2"][-4:] and "-m" in cpu
+    assert cpu[1:] == ["-m", "layerdrop.train", "-m", "experiment=table2_lm", "layerdrop.p=0,0.2"]
