@@ -28,7 +28,8 @@ def test_ddp_ranks_skip_the_same_layers_and_stay_in_sync(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # The whole train() under DDP: fit, then the evaluation grid and metrics.json, on 2 CPU processes.
 
-SMALL = ["debug=smoke", "trainer.max_steps=4", "checkpoint_every=2", "prune.depths=[1,2]", "trainer.precision=32-true"]
+SMALL = ["debug=smoke", "trainer.max_steps=4", "checkpoint_every=2", "prune.depths=[2]", "prune.splits=[test]",
+         "trainer.precision=32-true"]
 
 
 def _run(cmd, tmp_path, timeout=600):
@@ -95,7 +96,10 @@ def test_lightning_ddp_launcher_runs_fit_and_evaluation_to_the_end(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     model, _ = load_model(run_dir / "model.pt")
-    assert _scores(evaluate_grid(model, dm, cfg)) == _scores(record["eval"])
+    mine, theirs = _scores(evaluate_grid(model, dm, cfg)), _scores(record["eval"])
+    assert [r.keys() for r in mine] == [r.keys() for r in theirs]
+    for a, b in zip(mine, theirs):  # equal up to float summation order (the ranks ran on 1 thread)
+        assert a == {k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v for k, v in b.items()}
 
 
 def test_a_multirun_sweep_is_refused_when_each_run_needs_several_processes(tmp_path):
