@@ -97,3 +97,25 @@ def test_fast_path_gives_the_eager_loss_and_gradients_with_layerdrop_on(bf16):
         for name, g in ref.items():
             if g is not None:
                 torch.testing.assert_close(fast[name], g, **tol, msg=name)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_blockwise_cross_entropy_equals_log_softmax_and_fairseq_smoothing(epsilon):
+    """Loss, nll and gradient equal the fp32 log_softmax computation, across block boundaries
+    (V=300 gives blocks of 873 rows; N=2000 spans three, the last one short)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 300, generator=g, requires_grad=True)
+    target = torch.randint(0, 300, (2000,), generator=g)
+    weights = torch.rand(2000, generator=g)
+    loss, nll = ops.cross_entropy(logits, target, epsilon)
+    (loss * weights).sum().backward()
+    fast_grad, logits.grad = logits.grad, None
+    lprobs = logits.log_softmax(-1)
+    ref_nll = -lprobs.gather(1, target[:, None]).squeeze(1)
+    eps_i = epsilon / 299
+    ref = (1 - epsilon - eps_i) * ref_nll + eps_i * -lprobs.sum(-1)  # fairseq's label_smoothed_nll_loss
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(loss, ref.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nll, ref_nll.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_grad, logits.grad, atol=1e-6, rtol=1e-5)
+    assert not nll.requires_grad

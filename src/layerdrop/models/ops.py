@@ -25,25 +25,25 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-_state = {"plain": False}
+_plain = {"attention": False, "dropout": False}
 
 
 @contextlib.contextmanager
-def plain():
-    """Run attention and dropout through PyTorch's reference kernels inside this block."""
-    before = _state["plain"]
-    _state["plain"] = True
+def plain(attention: bool = True, dropout: bool = True):
+    """Run attention and/or dropout through PyTorch's reference kernels inside this block."""
+    before = dict(_plain)
+    _plain.update(attention=attention or before["attention"], dropout=dropout or before["dropout"])
     try:
         yield
     finally:
-        _state["plain"] = before
+        _plain.update(before)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout: each element zeroed with probability p, the rest scaled by 1 / (1 - p)."""
     if not training or p == 0.0:
         return x
-    if _state["plain"] or x.device.type != "cpu" or p >= 1.0:
+    if _plain["dropout"] or x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
     return x * _keep_mask(x.shape, p, x.dtype, x.device)
 
@@ -85,7 +85,7 @@ def attention(
 
     Every query must see at least one key (true for causal self-attention and for any source with a
     token); a query with none gets no output in either form."""
-    if _state["plain"] or q.device.type != "cpu":
+    if _plain["attention"] or q.device.type != "cpu":
         mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
         if mask is not None and causal:
             mask = mask & torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
@@ -116,3 +116,59 @@ def attention(
     if dropout_p:
         probs = dropout(probs, dropout_p, True)
     return torch.bmm(probs, v3).view(B, H, T, D)
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    """Per-row fairseq label-smoothed cross-entropy of (N,V) logits, computed in fp32 a block of rows at
+    a time, so the (N,V) fp32 log-probabilities and their gradient never exist in memory."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, epsilon: float, rows: int):
+        N, V = logits.shape
+        eps_i = epsilon / (V - 1) if epsilon else 0.0
+        lse = torch.empty(N, dtype=torch.float32, device=logits.device)
+        z_t = logits.gather(1, target[:, None]).squeeze(1).float()
+        z_sum = torch.empty(N, dtype=torch.float32, device=logits.device) if epsilon else None
+        for i in range(0, N, rows):
+            block = logits[i : i + rows].float()
+            lse[i : i + rows] = block.logsumexp(-1)
+            if epsilon:
+                z_sum[i : i + rows] = block.sum(-1)
+        nll = lse - z_t
+        # fairseq: (1 - eps - eps_i) nll + eps_i sum_j(-log p_j) = lse - (1 - eps - eps_i) z_t - eps_i sum_j z_j
+        loss = nll.clone() if not epsilon else lse - (1.0 - epsilon - eps_i) * z_t - eps_i * z_sum
+        ctx.save_for_backward(logits, target, lse)
+        ctx.eps, ctx.eps_i, ctx.rows = epsilon, eps_i, rows
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_nll: torch.Tensor):
+        logits, target, lse = ctx.saved_tensors
+        N = logits.size(0)
+        grad = torch.empty_like(logits)
+        on_target = 1.0 - ctx.eps - ctx.eps_i if ctx.eps else 1.0
+        for i in range(0, N, ctx.rows):
+            j = slice(i, i + ctx.rows)
+            p = logits[j].to(torch.float32, copy=True).sub_(lse[j, None]).exp_()  # softmax of the block (a copy: fp32 logits stay intact)
+            if ctx.eps_i:
+                p.sub_(ctx.eps_i)
+            p.scatter_add_(1, target[j, None], torch.full_like(p[:, :1], -on_target))
+            grad[j] = p.mul_(grad_loss[j, None])
+        return grad, None, None, None
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,V) logits (any float dtype), (N,) targets in [0, V) -> per row (label-smoothed loss, nll), fp32.
+
+    The same numbers as ``log_softmax`` in fp32 followed by fairseq's ``label_smoothed_nll_loss`` (the
+    target gets 1 - eps, every other class eps / (V - 1)); the gradient comes back in the logits' dtype."""
+    if _plain["dropout"] and _plain["attention"]:
+        lprobs = logits.float().log_softmax(-1)
+        nll = -lprobs.gather(1, target[:, None]).squeeze(1)
+        if not epsilon:
+            return nll, nll.detach()
+        eps_i = epsilon / (logits.size(-1) - 1)
+        return (1.0 - epsilon - eps_i) * nll - eps_i * lprobs.sum(-1), nll.detach()
+    rows = max(1, (1 << 18) // logits.size(-1))  # about 1 MB of fp32 per block
+    return _SmoothedCrossEntropy.apply(logits, target, float(epsilon), rows)

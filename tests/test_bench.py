@@ -1,0 +1,80 @@
+"""The CPU benchmark's measuring code: its FLOP models agree with PyTorch's FLOP counter, a share of
+the peak above 100% is refused, and targets are marked met or missed from the numbers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from layerdrop import bench
+from layerdrop.models.lm import LMConfig, TransformerLM
+from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
+
+
+def _counted(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_lm_flop_model_counts_what_the_model_multiplies(adaptive):
+    cfg = LMConfig(vocab_size=300, n_layers=3, d_model=32, n_heads=2, d_ff=64, max_len=16, adaptive=adaptive,
+                   cutoffs=[50, 150], adaptive_dropout=0.0)
+    model = TransformerLM(cfg).eval()
+    x = torch.randint(0, 300, (4, 16))
+    x[0, :5] = 200  # every band occurs
+    counted = _counted(lambda: model.nll(model(x), x))
+    modelled = bench.lm_forward_flops(cfg, 3, 16, bench.band_shares(cfg, x)) * x.numel()
+    assert modelled == pytest.approx(counted, rel=0.01)
+
+
+def test_mt_flop_model_counts_what_the_model_multiplies():
+    cfg = Seq2SeqConfig(vocab_size=100, encoder_layers=2, decoder_layers=3, d_model=32, n_heads=2, d_ff=64,
+                        max_len=16)
+    model = TransformerSeq2Seq(cfg).eval()
+    src, tgt = torch.randint(1, 100, (3, 9)), torch.randint(1, 100, (3, 7))
+    counted = _counted(lambda: model.logits(model(src, tgt)))
+    assert bench.mt_forward_flops(cfg, 3, 9, 7, 2, 3) == pytest.approx(counted, rel=0.01)
+
+
+def test_a_share_above_the_peak_is_refused():
+    assert bench._share(200.0, 400.0) == 0.5
+    with pytest.raises(bench.MeasurementError, match="120% of the measured peak"):
+        bench._share(480.0, 400.0)
+
+
+def test_peak_is_the_best_of_its_shapes():
+    out = bench.matmul_peak(torch.float32, shapes=[(64, 64, 64), (128, 32, 64)], repeats=2)
+    assert out["peak"] == max(out["64x64x64"], out["128x32x64"]) > 0
+
+
+def _result(lm_share=0.55, p05=0.56, ideal05=0.55, half=1.7, ideal_half=1.75, mt_share=0.3, beam=120.0):
+    train = [{"p": p, "tokens_per_s": 1000.0, "step_cost_vs_p0": c, "ideal_vs_p0": i, "mean_kept_layers": k,
+              "share_of_peak": lm_share} for p, c, i, k in [(0.0, 1.0, 1.0, 6), (0.5, p05, ideal05, 3)]]
+    lm = {"shape": {"n_layers": 6, "d_model": 128, "d_ff": 512, "vocab_size": 1024, "adaptive": False, "cutoffs": []},
+          "batch": [32, 128], "bf16": True, "train": train,
+          "eval": {"half_speedup": half, "ideal": ideal_half, "full_tokens_per_s": 1.0, "half_tokens_per_s": 1.0}}
+    return {"machine": {"cpus": 2, "torch": "x", "threads": 2}, "code": "abc", "seconds": 1,
+            "peak_gflops": {"bf16": 400.0, "fp32": 200.0},
+            "peak_by_shape": {"start": {"bf16": {"1x1x1": 400.0, "peak": 400.0}}},
+            "lm": {"default": lm, "before": copy.deepcopy(lm)},
+            "mt": {"precision": "bf16-mixed", "max_tokens": 2048,
+                   "shape": {"encoder_layers": 6, "decoder_layers": 6, "d_model": 128, "d_ff": 512, "vocab_size": 8000},
+                   "rows": [{"p": 0.0, "target_tokens_per_s": 10.0, "speedup_vs_p0": 1.0, "share_of_peak": mt_share}]},
+            "beam": {"settings": {"beam": 8, "lenpen": 0.6}, "sentences_per_s": beam, "detail": "d"}}
+
+
+def _verdicts(text: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.startswith("| ") and ("**met**" in line or "**missed**" in line)]
+    return ["met" if "**met**" in r else "missed" for r in rows]
+
+
+def test_targets_are_marked_from_the_numbers():
+    assert _verdicts(bench.render(_result())) == ["met", "met", "met", "met", "missed", "met"]
+    # half depth 1.6x against an ideal of 1.75x is more than 5% short; p=0.5 0.05 away from its ideal
+    assert _verdicts(bench.render(_result(half=1.6, p05=0.60, lm_share=0.4, beam=90.0))) == [
+        "missed", "missed", "met", "missed", "missed", "missed"]
