@@ -164,6 +164,6 @@ class DecoderState:
         """Source row i of the projected encoder output becomes old row ``rows[i]`` (sentences leaving
         the batch), in place: only the rows that move are copied."""
         for layer in self.layers:
-            cross = layer["cross"]
-            if "k" in cross:
-                cross["k"], cross["v"] = select_rows_(cross["k"], rows), select_rows_(cross["v"], rows)
+            cross = layer["cross"]  # keys, values, source mask
+            for key, value in cross.items():
+                cross[key] = select_rows_(value, rows)
