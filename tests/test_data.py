@@ -265,11 +265,18 @@ def test_hub_datamodule_word_tokenizer(wikitext_files, tmp_path, monkeypatch):
         assert stats["lines"] == len(rows) and stats["words"] == words
         assert stats["tokens"] == dm.num_tokens[HUB_SPLITS[split]] == words + len(rows)
     assert stats["words"] == 9 and stats["tokens"] == 14  # test: 4 + 5 words, 5 lines
-    valid = load_corpus(dm.corpus_dir).tokens["valid"]
-    assert (valid == eos).nonzero().flatten().tolist() == [0, 5, 6, 12, 13]  # after '', title, '', text, ''
+    raw = load_corpus(dm.corpus_dir)  # tokenizer ids, as cached
+    valid, eos_raw = raw.tokens["valid"], raw.eos_id
+    assert (valid == eos_raw).nonzero().flatten().tolist() == [0, 5, 6, 12, 13]  # after '', title, '', text, ''
     assert valid[1:5].tolist() == [vocab["="], unk, unk, vocab["="]]  # '= Gamma Ray =' (unseen words)
-    train = load_corpus(dm.corpus_dir).tokens["train"]
-    assert train.tolist()[:6] == [eos, vocab["="], vocab["Alpha"], vocab["Centauri"], vocab["="], eos]
+    train = raw.tokens["train"]
+    assert train.tolist()[:6] == [eos_raw, vocab["="], vocab["Alpha"], vocab["Centauri"], vocab["="], eos_raw]
+    # The module relabels ids by train frequency (most frequent first, ties by id); tokenizer_ids maps back.
+    ids = dm.tokenizer_ids
+    assert (dm.valid_set.stream[1:] == eos).nonzero().flatten().tolist() == [0, 5, 6, 12, 13]
+    assert torch.equal(ids[dm.valid_set.stream[1:].long()], valid.long()) and ids[eos] == eos_raw
+    counts = torch.bincount(dm.train_set.stream.long(), minlength=dm.vocab_size)
+    assert (counts[:-1] >= counts[1:]).all() and counts[0] > counts[-1]
 
 
 def test_cached_corpus_with_other_eos_placement_is_rebuilt(tmp_path):
@@ -316,7 +323,7 @@ def test_news_datamodule_blocks(news_data_dir, raw_dir, capsys):
     assert len(dm.train_set) == (dm.num_tokens["train"] - 1) // 64
     assert torch.equal(next(iter(dm.train_dataloader()))["input"], batch["input"])  # seeded shuffle
 
-    valid = corpus.tokens["valid"]
+    valid = dm.tokenizer_ids.argsort()[corpus.tokens["valid"].long()]  # the module's frequency-ordered ids
     batches = list(dm.val_dataloader())
     inputs = torch.cat([b["input"] for b in batches]).flatten()
     targets = torch.cat([b["target"] for b in batches]).flatten()

@@ -28,7 +28,8 @@ def test_ddp_ranks_skip_the_same_layers_and_stay_in_sync(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # The whole train() under DDP: fit, then the evaluation grid and metrics.json, on 2 CPU processes.
 
-SMALL = ["debug=smoke", "trainer.max_steps=4", "checkpoint_every=2", "prune.depths=[1,2]", "trainer.precision=32-true"]
+SMALL = ["debug=smoke", "trainer.max_steps=4", "checkpoint_every=2", "prune.depths=[2]", "prune.splits=[test]",
+         "trainer.precision=32-true"]
 
 
 def _run(cmd, tmp_path, timeout=600):
@@ -48,7 +49,8 @@ def _record(tmp_path, name):
 
 
 def _scores(rows):
-    """Evaluation rows without their timings (which differ between any two runs)."""
+    """Evaluation rows without their timings (which differ between any two runs), in one order."""
+    rows = sorted(rows, key=lambda r: (r["strategy"], r["depth"]))
     return [{k: v for k, v in r.items() if not k.endswith(("_per_s", "_s"))} for r in rows]
 
 
@@ -94,7 +96,10 @@ def test_lightning_ddp_launcher_runs_fit_and_evaluation_to_the_end(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     model, _ = load_model(run_dir / "model.pt")
-    assert _scores(evaluate_grid(model, dm, cfg)) == _scores(record["eval"])
+    mine, theirs = _scores(evaluate_grid(model, dm, cfg)), _scores(record["eval"])
+    assert [r.keys() for r in mine] == [r.keys() for r in theirs]
+    for a, b in zip(mine, theirs):  # equal up to float summation order (the ranks ran on 1 thread)
+        assert a == {k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v for k, v in b.items()}
 
 
 def test_a_multirun_sweep_is_refused_when_each_run_needs_several_processes(tmp_path):
@@ -114,4 +119,4 @@ def test_launch_expands_a_sweep_into_one_torchrun_per_multi_process_run():
                                   for c in cmds)
     assert [c[-1] for c in cmds] == ["layerdrop.p=0", "layerdrop.p=0.2"]
     (cpu,) = commands(["experiment=table2_lm", "layerdrop.p=0,0.2"])  # single-process runs: one multirun
-    assert cpu[-4:] == ["-m", "experiment=table2_lm", "layerdrop.p=0,0.2"][-4:] and "-m" in cpu
+    assert cpu[1:] == ["-m", "layerdrop.train", "-m", "experiment=table2_lm", "layerdrop.p=0,0.2"]

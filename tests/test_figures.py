@@ -1,10 +1,12 @@
 """A tiny end-to-end run of each figure's pipeline: Hydra-composed runs -> run cache -> report."""
 
 import csv
+import itertools
 
 import pytest
 
 from layerdrop.config import load_config
+from layerdrop.report import figures
 from layerdrop.report.__main__ import main as report
 from layerdrop.train import train
 
@@ -34,7 +36,7 @@ def test_each_figure_builds_from_its_runs(runs, n):
     out = runs / "results" / f"figure{n}"
     report([f"figure{n}", "--runs-dir", str(runs / "runs"), "--out", str(out)])
     note = (out / f"figure{n}.md").read_text()
-    assert ("**held**" in note or "**did not hold**" in note) and "Scale `cpu`" in note
+    assert ("**held**" in note or "**did not hold**" in note) and "Scale `cpu`" in note  # verdicts: tests below
     assert (out / f"figure{n}.png").stat().st_size > 5_000
     rows = list(csv.DictReader((out / "raw.csv").open()))
     assert rows
@@ -46,3 +48,101 @@ def test_each_figure_builds_from_its_runs(runs, n):
         assert len([r for r in rows if r["strategy"] == "random"]) == 6  # all C(4, 2) subsets
     if n == 7:
         assert all(float(r["train_tokens_per_s"]) > 0 for r in rows)
+
+
+# The verdicts: records with constructed perplexities and speeds, so each claim's outcome is known.
+# Every claim is checked both ways (held on one set of numbers, not held on another), and in mixed
+# patterns, so a verdict wired to the wrong comparison cannot pass.
+
+def record(evals: list[dict], p=0.2, target="layers", learned=False, tokens_per_s=1000.0, n_layers=4) -> dict:
+    """A run record as `train` writes it, trimmed to the fields the figure builders read."""
+    return {
+        "run_key": f"{target}-{p}-{learned}-{tokens_per_s}", "scale": "cpu", "git_sha": "test",
+        "config": {"model": {"n_layers": n_layers}, "layerdrop": {"p": p, "target": target, "learned": learned}},
+        "train": {"steps": 4, "tokens_seen": 100, "wall_s": 1.0, "train_tokens_per_s": tokens_per_s},
+        "eval": evals, "machine": {"cpus": 2, "torch": "test"}, "data": {"provenance": {"source": "constructed"}},
+    }
+
+
+def ev(strategy: str, layers: list[int], valid_ppl: float, test_ppl: float | None = None, **extra) -> dict:
+    return {"strategy": strategy, "depth": len(layers), "layers": layers, "n_params": 1, "valid_ppl": valid_ppl,
+            "test_ppl": valid_ppl if test_ppl is None else test_ppl, **extra}
+
+
+def verdicts(note: str, claims: list[str]) -> list[bool]:
+    """The verdict of each claim, found by a phrase of its line; every verdict line must be one of them."""
+    lines = [line for line in note.splitlines() if line.startswith(("- **held**", "- **did not hold**"))]
+    assert len(lines) == len(claims), lines
+    found = []
+    for claim in claims:
+        (line,) = [line for line in lines if claim in line]
+        found.append(line.startswith("- **held**"))
+    return found
+
+
+FIGURE4_CLAIMS = ["dropping heads alone is worst", "sub-layers and whole layers are about equal",
+                  "combining heads with layers", "first or the last half is worse",
+                  "every other is hard to beat"]
+
+
+def figure4_records(heads_worst, sublayers_equal, combo_helps, first_last_worse, every_other_best) -> list[dict]:
+    full = {"layers": 20.0, "sublayers": 20.5 if sublayers_equal else 25.0, "heads": 100.0 if heads_worst else 10.0,
+            "heads+layers": 19.0 if combo_helps else 22.0, "heads+sublayers": 19.5 if combo_helps else 23.0}
+    eo = 25.0
+    first, last = (40.0, 35.0) if first_last_worse else (40.0, 24.0)  # "last" beats every other: not held
+    search = 24.5 if every_other_best else 20.0  # a 2% gain (held) or a 20% gain (not held)
+    records = [record([ev("none", [0, 1, 2, 3], ppl)], target=t) for t, ppl in full.items() if t != "layers"]
+    records.append(record([ev("none", [0, 1, 2, 3], full["layers"]), ev("every_other", [1, 3], eo),
+                           ev("first", [0, 1], first), ev("last", [2, 3], last),
+                           ev("search_on_valid", [0, 3], 21.0, search, search_evaluations=6)]))
+    records.append(record([ev("none", [0, 1, 2, 3], 21.0),
+                           ev("data_driven", [0, 2], 30.0, learned_rates=[0.1, 0.3, 0.1, 0.3])], learned=True))
+    return records
+
+
+@pytest.mark.parametrize("expected", [(True,) * 5, (False,) * 5, (True, False, True, False, True),
+                                      (False, True, False, True, False)])
+def test_figure4_verdicts_follow_the_numbers(tmp_path, expected):
+    figures.figure4(figure4_records(*expected), tmp_path, "cpu")
+    note = (tmp_path / "figure4.md").read_text()
+    assert verdicts(note, FIGURE4_CLAIMS) == list(expected)
+    assert "search_on_valid chose layers 0 3 after scoring 6 subsets" in note
+    assert "data_driven kept layers 0 2" in note
+
+
+@pytest.mark.parametrize("cost, top2", [([10.0, 1.0, 2.0, 9.0], [0, 3]), ([1.0, 10.0, 9.0, 2.0], [1, 2]),
+                                        ([10.0, 9.0, 1.0, 2.0], [0, 1])])  # held only for [0, 3]
+def test_figure5_verdict_follows_the_numbers(tmp_path, cost, top2):
+    """``cost[i]``: what removing layer i adds to a sub-network's perplexity."""
+    evals = [ev("random", list(keep), 10 + sum(c for i, c in enumerate(cost) if i not in keep))
+             for keep in itertools.combinations(range(4), 2)]
+    figures.figure5([record(evals)], tmp_path, "cpu")
+    note = (tmp_path / "figure5.md").read_text()
+    assert verdicts(note, ["the input and output layers matter most"]) == [top2 == [0, 3]]
+    assert f"whose removal hurts most here: {top2}" in note
+
+
+@pytest.mark.parametrize("deep_ppl, held", [((30.0, 60.0), True), ((30.0, 90.0), False), ((45.0, 60.0), False)])
+def test_figure6_verdict_follows_the_numbers(tmp_path, deep_ppl, held):
+    """p=0 gives 40 (2 layers) and 80 (1 layer); p=0.5 gives ``deep_ppl``: held if it wins at both depths."""
+    def run(p, full, two, one):
+        return record([ev("none", [0, 1, 2, 3], full), ev("every_other", [1, 3], two), ev("every_other", [3], one)],
+                      p=p)
+
+    figures.figure6([run(0.0, 18.0, 40.0, 80.0), run(0.5, 20.0, *deep_ppl)], tmp_path, "cpu")
+    note = (tmp_path / "figure6.md").read_text()
+    assert verdicts(note, ["the largest training rate is best"]) == [held]
+    assert "at full depth the best training rate here is p=0.0" in note
+
+
+@pytest.mark.parametrize("speeds, expected", [
+    ((1000.0, 1300.0, 1800.0), [True, True]),
+    ((1000.0, 2000.0, 1800.0), [True, False]),  # 1.8x at p=0.5, but slower than at p=0.2
+    ((1000.0, 1100.0, 1200.0), [False, True]),  # rises, but only 1.2x
+    ((1000.0, 900.0, 1100.0), [False, False]),
+])
+def test_figure7_verdicts_follow_the_numbers(tmp_path, speeds, expected):
+    records = [record([ev("none", [0, 1, 2, 3], 20.0)], p=p, tokens_per_s=s) for p, s in zip((0.0, 0.2, 0.5), speeds)]
+    figures.figure7(records, tmp_path, "cpu")
+    note = (tmp_path / "figure7.md").read_text()
+    assert verdicts(note, ["trains almost 2x faster", "speed rises with every step in p"]) == expected

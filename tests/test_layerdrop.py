@@ -71,12 +71,14 @@ def test_per_layer_rates():
 
 
 def test_skipped_layer_gets_no_gradient():
-    torch.manual_seed(3)
     layers = [Counting(1.0) for _ in range(6)]
     stack = LayerDropList(layers, p=0.5).train()
+    stack.set_draw(0, seed=3)  # a fixed mask, chosen to keep some layers and drop others
     run(stack, torch.zeros((), requires_grad=True)).backward()
+    assert any(stack.last_keep) and not all(stack.last_keep)  # else the check below is vacuous
     for layer, kept in zip(layers, stack.last_keep):
         assert (layer.w.grad is not None) == kept
+        assert not kept or layer.w.grad.item() == 1.0  # d(x + w) / dw: the kept layer's own gradient
 
 
 def test_seeded_draws_repeat_and_depend_on_step():

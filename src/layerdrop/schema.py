@@ -100,6 +100,7 @@ class LMData:
     raw_dir: str | None = rule()
     shuffle_seed: int | None = rule()
     context_window: int = rule(ge=0)
+    frequency_order: bool = rule()
 
 
 @dataclass

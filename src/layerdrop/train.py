@@ -56,7 +56,7 @@ def side_rate(cfg: DictConfig, stack: str) -> float:
 
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra's structure checks cannot see."""
-    check_config(cfg)  # types, bounds and choices of every key (layerdrop.schema)
+    check_config(cfg)  # types, bounds and choices of every key, prune.stack, layerdrop.target (layerdrop.schema)
     depths = stack_depths(cfg)
     if cfg.layerdrop.rates is not None:
         if len(depths) > 1:
@@ -65,11 +65,6 @@ def validate(cfg: DictConfig) -> None:
         check_rates(cfg.layerdrop.rates, depths["decoder"])
     for stack, n in depths.items():
         check_rates(side_rate(cfg, stack), n)
-    prune_stack = cfg.prune.get("stack", "decoder")
-    if prune_stack not in depths:
-        raise ValueError(f"prune.stack {prune_stack!r} is not a layer stack of this model; allowed: {', '.join(depths)}")
-    if cfg.layerdrop.target not in DROP_TARGETS:
-        raise ValueError(f"layerdrop.target {cfg.layerdrop.target!r} is not one of {', '.join(DROP_TARGETS)}")
     if cfg.layerdrop.learned and (cfg.layerdrop.target != "layers" or cfg.layerdrop.rates is not None):
         raise ValueError("layerdrop.learned needs layerdrop.target=layers and one mean rate p (no rates list)")
     if cfg.scale.name not in ("cpu", "paper"):

@@ -89,6 +89,15 @@ class EvalBlocks(Dataset):
         }
 
 
+def frequency_order(train: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Model id -> tokenizer id: the vocabulary by descending train frequency, ties by id (fairseq's
+    dictionary order). An adaptive softmax's head band must hold the frequent tokens, and BPE ids are
+    in merge order: on the news corpus the first 512 BPE ids cover 53% of train tokens, the 512 most
+    frequent 66%. A relabelling of the vocabulary: perplexity is unchanged by it."""
+    counts = torch.bincount(train.long(), minlength=vocab_size)
+    return torch.argsort(-counts, stable=True)
+
+
 def check_context_window(context_window: int, block_size: int) -> None:
     if not 0 <= context_window < block_size:
         raise ValueError(
@@ -123,6 +132,7 @@ class LMDataModule(pl.LightningDataModule):
         raw_dir: str | None = None,
         shuffle_seed: int | None = None,
         context_window: int = 0,
+        frequency_order: bool = True,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -154,6 +164,7 @@ class LMDataModule(pl.LightningDataModule):
         self.hub_name = hub_name
         self.hub_data_files = plain_data_files(hub_data_files)
         self.max_train_tokens = max_train_tokens
+        self.frequency_order = frequency_order
         # Set by setup():
         self.vocab_size: int | None = None
         self.pad_id: int | None = None
@@ -161,6 +172,7 @@ class LMDataModule(pl.LightningDataModule):
         self.corpus_manifest: dict | None = None
         self.num_tokens: dict[str, int] = {}
         self.tokenizer = None
+        self.tokenizer_ids: torch.Tensor | None = None  # model id -> tokenizer id (frequency_order)
 
     @property
     def corpus_name(self) -> str:
@@ -202,18 +214,28 @@ class LMDataModule(pl.LightningDataModule):
         if self.corpus_manifest is not None:
             return  # Lightning calls setup once per stage; the corpus is loaded once.
         corpus = load_corpus(self.corpus_dir)
-        train = corpus.tokens["train"][: self.max_train_tokens]
+        tokens = dict(corpus.tokens)
+        pad_id, eos_id = corpus.pad_id, corpus.eos_id
+        order = torch.arange(corpus.vocab_size)
+        if self.frequency_order:
+            order = frequency_order(tokens["train"][: self.max_train_tokens], corpus.vocab_size)
+            new_id = torch.empty_like(order)
+            new_id[order] = torch.arange(len(order))
+            tokens = {split: new_id[stream.long()].to(stream.dtype) for split, stream in tokens.items()}
+            pad_id, eos_id = int(new_id[pad_id]), int(new_id[eos_id])
+        self.tokenizer_ids = order
+        train = tokens["train"][: self.max_train_tokens]
         self.tokenizer = corpus.tokenizer
-        self.vocab_size, self.pad_id, self.eos_id = corpus.vocab_size, corpus.pad_id, corpus.eos_id
+        self.vocab_size, self.pad_id, self.eos_id = corpus.vocab_size, pad_id, eos_id
         self.corpus_manifest = corpus.manifest
         self.num_tokens = {
             "train": len(train),
-            "valid": len(corpus.tokens["valid"]),
-            "test": len(corpus.tokens["test"]),
+            "valid": len(tokens["valid"]),
+            "test": len(tokens["test"]),
         }
         self.train_set = TrainBlocks(train, self.block_size)
         self.valid_set, self.test_set = (
-            EvalBlocks(corpus.tokens[split], self.block_size, corpus.eos_id, corpus.pad_id, self.context_window)
+            EvalBlocks(tokens[split], self.block_size, eos_id, pad_id, self.context_window)
             for split in ("valid", "test")
         )
 

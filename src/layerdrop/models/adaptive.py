@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from layerdrop.models.ops import dropout
 
 
 def band_edges(vocab_size: int, cutoffs: Sequence[int]) -> list[int]:
@@ -64,13 +65,13 @@ class TiedAdaptiveSoftmax(nn.Module):
 
     def _tail_logp(self, h: torch.Tensor, i: int) -> torch.Tensor:  # (N,C) -> (N, band size)
         P, E = self.inp[0].projections[i].weight, self.inp[0].embeddings[i].weight  # (C,d_i), (V_i,d_i)
-        z = F.dropout(h @ P, self.dropout, self.training)
+        z = dropout(h @ P, self.dropout, self.training)
         return (z @ E.t()).float().log_softmax(-1)
 
     def nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N,C), (N,) -> (N,) negative log-likelihood; only the tails that occur are computed."""
         edges = self.inp[0].edges
-        h = F.dropout(h, self.dropout, self.training)
+        h = dropout(h, self.dropout, self.training)
         # A tail token's head target is its cluster logit c1 + i - 1. Only masks of `target` and
         # Python scalars are used, so everything stays on the input's device.
         head_target = target.clone()
@@ -89,7 +90,7 @@ class TiedAdaptiveSoftmax(nn.Module):
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """(N,C) -> (N,V) full log-distribution (for tests and generation; costs every tail)."""
         edges = self.inp[0].edges
-        h = F.dropout(h, self.dropout, self.training)  # as in nll, so both describe one model
+        h = dropout(h, self.dropout, self.training)  # as in nll, so both describe one model
         head = self._head_logp(h)
         parts = [head[:, : edges[1]]]
         for i in range(1, len(edges) - 1):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.models.adaptive import AdaptiveInput, TiedAdaptiveSoftmax
+from layerdrop.models.ops import dropout
 from layerdrop.models.transformer import make_stack, sinusoidal_positions
 
 
@@ -66,7 +67,7 @@ class TransformerLM(nn.Module):
         if self.config.max_len < T:
             raise ValueError(f"sequence length {T} exceeds the model's max_len={self.config.max_len}")
         x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[:T]  # (B,T,C)
-        x = F.dropout(x, self.config.dropout, self.training)
+        x = dropout(x, self.config.dropout, self.training)
         for layer in self.layers:  # skipped layers are never called
             x = layer(x)
         return self.norm(x)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerdrop.models.ops import dropout
 from layerdrop.models.transformer import KVCache, make_stack, select_rows_, sinusoidal_positions
 
 
@@ -86,7 +87,7 @@ class TransformerSeq2Seq(nn.Module):
         if offset + T > self.config.max_len:
             raise ValueError(f"sequence length {offset + T} exceeds the model's max_len={self.config.max_len}")
         x = self.embed(tokens) * math.sqrt(self.config.d_model) + self.positions[offset : offset + T]
-        return F.dropout(x, self.config.dropout, self.training)
+        return dropout(x, self.config.dropout, self.training)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,S) -> (memory (B,S,C), source padding mask (B,S), True at padding)."""

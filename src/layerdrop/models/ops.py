@@ -1,0 +1,118 @@
+"""The two hot element-wise paths of a training step, in a fast CPU form and a plain reference form.
+
+``make bench`` (results/bench/ablation.md) measured, on this project's shapes (B*H = 128 short
+sequences, head width 32, bf16 autocast on a 2-core CPU):
+
+- attention: PyTorch's CPU SDPA kernels upcast bf16 to fp32 (math) or run slowly backwards
+  (flash); a ``baddbmm`` with a cached additive causal mask, softmax and ``bmm``, all in the
+  input's dtype, is 2.6x faster forward + backward;
+- dropout: ``F.dropout`` draws its mask with ``bernoulli_``; comparing ``torch.rand`` with p is
+  1.6x faster forward + backward. The drop probability and the 1 / (1 - p) scaling are the same.
+
+Off the CPU (CUDA) the fused SDPA kernels are the fast path and are always used.
+
+``plain()`` switches to the reference forms (SDPA's math kernel, ``F.dropout``) for the duration of a
+``with`` block; tests use it to check that the fast forms compute the same loss and gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+_state = {"plain": False}
+
+
+@contextlib.contextmanager
+def plain():
+    """Run attention and dropout through PyTorch's reference kernels inside this block."""
+    before = _state["plain"]
+    _state["plain"] = True
+    try:
+        yield
+    finally:
+        _state["plain"] = before
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout: each element zeroed with probability p, the rest scaled by 1 / (1 - p)."""
+    if not training or p == 0.0:
+        return x
+    if _state["plain"] or x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training)
+    return x * _keep_mask(x.shape, p, x.dtype, x.device)
+
+
+def _keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / (1 - p) with probability 1 - p, else 0. Each 63-bit draw of the generator (``random_`` on
+    int64 fills [0, 2**63)) is read as four 16-bit uniforms: three over [-2**15, 2**15) and a top one
+    over [0, 2**15), each compared with its own threshold; a fifth of the generator calls of
+    ``torch.rand``. p is resolved to 1/65536 (1/32768 in the top lane)."""
+    n = math.prod(shape)
+    lanes = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_().view(torch.int16).view(-1, 4)
+    low, top = round(p * 65536) - 32768, round(p * 32768)
+    order = [low, low, low, top] if sys.byteorder == "little" else [top, low, low, low]
+    thresholds = torch.tensor(order, dtype=torch.int16, device=device)
+    keep = (lanes >= thresholds).view(-1)[:n].view(shape)
+    return keep.to(dtype).mul_(1.0 / (1.0 - p))
+
+
+_causal_cache: dict[tuple, torch.Tensor] = {}
+
+
+def _causal_bias(T: int, S: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(T,S) additive mask, 0 where query t may see key s (s <= t, as SDPA's ``is_causal``), -inf elsewhere."""
+    key = (T, S, dtype, device)
+    bias = _causal_cache.get(key)
+    if bias is None:
+        if len(_causal_cache) > 64:
+            _causal_cache.clear()
+        bias = torch.full((T, S), float("-inf"), dtype=dtype, device=device).triu_(1)
+        _causal_cache[key] = bias
+    return bias
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_pad: torch.Tensor | None = None,
+    causal: bool = False, dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """q (B,H,T,D), k and v (B,H,S,D); ``key_pad`` (B,S) True at padded keys; -> (B,H,T,D).
+
+    Every query must see at least one key (true for causal self-attention and for any source with a
+    token); a query with none gets no output in either form."""
+    if _state["plain"] or q.device.type != "cpu":
+        mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
+        if mask is not None and causal:
+            mask = mask & torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+        ctx = sdpa_kernel(SDPBackend.MATH) if q.device.type == "cpu" else contextlib.nullcontext()
+        with ctx:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                                  dropout_p=dropout_p)
+    B, H, T, D = q.shape
+    S = k.size(2)
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    q3, k3, v3 = (t.reshape(B * H, -1, D).to(dtype) for t in (q, k, v))
+    bias = None
+    if causal:
+        bias = _causal_bias(T, S, dtype, q.device)
+    if key_pad is not None:
+        pad = torch.zeros(key_pad.shape, dtype=dtype, device=q.device).masked_fill_(key_pad, float("-inf"))
+        pad = pad[:, None, None, :]  # (B,1,1,S)
+        bias = pad if bias is None else pad + bias
+        bias = bias.expand(B, H, T, S).reshape(B * H, T, S)
+    elif bias is not None:
+        bias = bias.expand(B * H, T, S)
+    scale = 1.0 / math.sqrt(D)
+    if bias is None:
+        scores = torch.bmm(q3, k3.transpose(1, 2)).mul_(scale)
+    else:
+        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)
+    probs = scores.softmax(-1)
+    if dropout_p:
+        probs = dropout(probs, dropout_p, True)
+    return torch.bmm(probs, v3).view(B, H, T, D)
