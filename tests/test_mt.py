@@ -15,7 +15,7 @@ from layerdrop.metrics.bleu import compound_split, detok_bleu, tokenized_bleu
 from layerdrop.models.generate import beam_search, greedy_search
 from layerdrop.models.layerdrop import LayerDropList
 from layerdrop.models.pruning import prune_model
-from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
+from layerdrop.models.seq2seq import DecoderState, Seq2SeqConfig, TransformerSeq2Seq
 
 PAD, EOS, BOS = 0, 1, 2
 
@@ -41,11 +41,16 @@ def test_incremental_decoding_gives_the_full_forward_logits(pre_norm):
     tgt = torch.randint(3, 40, (5, 11))
     full = model.logits(model(src, tgt))
     memory, src_pad = model.encode(src)
-    state = {}
+    state = DecoderState(len(model.decoder), capacity=4)  # too small: the cache grows on the way
     steps = [model.logits(model.decode(tgt[:, t : t + 1], memory, src_pad, state)) for t in range(tgt.size(1))]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
-    k = state[0]["self"]["k"]  # the cache grows by one position per step: linear cost per token
-    assert k.shape[2] == tgt.size(1)
+    assert state.length == tgt.size(1)  # one position cached per step: linear cost per token
+    state = DecoderState(len(model.decoder))  # a whole prefix first, then one position at a time
+    steps = [model.logits(model.decode(tgt[:, :4], memory, src_pad, state))]
+    steps += [model.logits(model.decode(tgt[:, t : t + 1], memory, src_pad, state)) for t in range(4, tgt.size(1))]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one position at a time"):
+        model.decode(tgt[:, :2], memory, src_pad, state)
 
 
 def test_beam_one_is_greedy():

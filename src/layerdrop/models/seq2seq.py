@@ -10,8 +10,9 @@ vocabulary (fairseq ``--share-all-embeddings``).
     hidden = model(src, tgt_in)                   # teacher forcing: (B,T,C)
     logits = model.logits(hidden)                 # (B,T,V)
     memory, src_pad = model.encode(src)           # generation: encode once ...
-    state = {}                                    # ... then one position at a time, cached
+    state = DecoderState(len(model.decoder))      # ... then one position at a time, cached
     lp = model.step_log_probs(tokens[:, -1:], memory, src_pad, state)
+    state.select(rows)                            # beams follow their parents
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.models.ops import dropout
-from layerdrop.models.transformer import make_stack, sinusoidal_positions
+from layerdrop.models.transformer import KVCache, make_stack, select_rows_, sinusoidal_positions
 
 
 @dataclass
@@ -97,19 +98,24 @@ class TransformerSeq2Seq(nn.Module):
         return self.encoder_norm(x), pad
 
     def decode(
-        self, tgt_in: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: dict | None = None
+        self, tgt_in: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: DecoderState | None = None
     ) -> torch.Tensor:
-        """(B,T) target prefix -> (B,T,C). With ``state`` (a dict, empty at the first call) the keys and
-        values of earlier positions are cached: call with the whole prefix once, then one token at a time."""
-        offset = 0 if state is None else state.get("length", 0)
-        x = self._embed(tgt_in, offset)
+        """(B,T) target prefix -> (B,T,C). With ``state`` (a ``DecoderState``, fresh at the first call)
+        the keys and values of earlier positions are cached: call with the whole prefix once, then one
+        token at a time. ``memory`` and ``src_pad`` may have fewer rows than ``tgt_in`` (B = G x rows:
+        G consecutive rows, e.g. the beams of a sentence, share one source)."""
         if state is None:
+            x = self._embed(tgt_in)
             for layer in self.decoder:
                 x = layer(x, memory=memory, memory_pad_mask=src_pad)
-        else:  # generation runs in eval mode, where every layer of the (possibly pruned) stack runs
-            for i, layer in enumerate(self.decoder):
-                x = layer(x, memory=memory, memory_pad_mask=src_pad, state=state.setdefault(i, {}))
-            state["length"] = offset + tgt_in.size(1)
+            return self.decoder_norm(x)
+        if len(state.layers) != len(self.decoder):
+            raise ValueError(f"a decoder state for {len(state.layers)} layers, the decoder has {len(self.decoder)}")
+        x = self._embed(tgt_in, state.length)
+        # generation runs in eval mode, where every layer of the (possibly pruned) stack runs
+        for layer, layer_state in zip(self.decoder, state.layers):
+            x = layer(x, memory=memory, memory_pad_mask=src_pad, state=layer_state)
+        state.cache.length += tgt_in.size(1)
         return self.decoder_norm(x)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -122,21 +128,43 @@ class TransformerSeq2Seq(nn.Module):
 
     @torch.no_grad()
     def step_log_probs(
-        self, tokens: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: dict
+        self, tokens: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, state: DecoderState,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token log-probabilities (B,V) in float32 after feeding ``tokens`` (B,T) incrementally."""
+        """Next-token log-probabilities (B,V) in float32 after feeding ``tokens`` (B,T) incrementally.
+        ``out`` (float32, at least B rows) receives them instead of new tensors when the model runs in
+        float32: at beam-search sizes (B = sentences x beam, V = 8000) the fresh (B,V) logits and
+        log-probabilities of every step cost more memory traffic than computing them."""
         hidden = self.decode(tokens, memory, src_pad, state)[:, -1]
-        return self.logits(hidden).float().log_softmax(-1)
+        if out is None or hidden.dtype != torch.float32 or torch.is_autocast_enabled(hidden.device.type):
+            return self.logits(hidden).float().log_softmax(-1)
+        lp = out[: hidden.size(0)]
+        torch.mm(hidden, self.embed.weight.t(), out=lp)  # = self.logits(hidden)
+        return torch.log_softmax(lp, -1, out=lp)
 
 
-def reorder_state(state: dict, rows: torch.Tensor, skip: str | None = None) -> dict:
-    """Select (and repeat) batch rows of a decoder state in place: beams follow their parents.
-    ``skip`` leaves sub-states of that name alone (e.g. "cross": the projected encoder output is the
-    same for every beam of a sentence, so it only changes when sentences leave the batch)."""
-    for key, value in state.items():
-        if isinstance(value, dict):
-            if key != skip:
-                reorder_state(value, rows, skip)
-        elif isinstance(value, torch.Tensor):
-            state[key] = value.index_select(0, rows)
-    return state
+class DecoderState:
+    """What incremental decoding keeps between steps: every decoder layer's self-attention keys and
+    values (one ``KVCache``) and its cross-attention's projection of the encoder output (made at the
+    first step, one row per source sentence however many beams it has)."""
+
+    def __init__(self, n_layers: int, capacity: int = 16):
+        self.cache = KVCache(n_layers, capacity)
+        self.layers = [{"self": {"cache": self.cache, "layer": i}, "cross": {}} for i in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        """Positions fed so far."""
+        return self.cache.length
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Decoder row i continues old row ``rows[i]`` (beams follow their parents)."""
+        self.cache.select(rows)
+
+    def select_sources(self, rows: torch.Tensor) -> None:
+        """Source row i of the projected encoder output becomes old row ``rows[i]`` (sentences leaving
+        the batch), in place: only the rows that move are copied."""
+        for layer in self.layers:
+            cross = layer["cross"]  # keys, values, source mask
+            for key, value in cross.items():
+                cross[key] = select_rows_(value, rows)

@@ -15,17 +15,24 @@ from torch import nn
 from layerdrop.models.layerdrop import LayerDropList, SyncedDraws, check_rates
 from layerdrop.models.ops import attention, dropout
 
+inf = float("inf")
+
 
 class SelfAttention(nn.Module):
-    """Multi-head attention on PyTorch's fused scaled-dot-product kernel: self-attention, or
+    """Multi-head attention through ``ops.attention`` (the fast CPU form, or SDPA): self-attention, or
     encoder-decoder attention with ``cross=True`` (queries from x, keys/values from ``memory``).
 
     ``heads`` (kept head indices) computes only those heads: their rows of the input projections and
     their columns of the output projection; the other heads cost nothing.
 
-    ``state`` (a dict, incremental decoding): self-attention appends this call's keys/values to the
-    cached ones and attends over all of them, so each new position costs O(T) instead of re-running
-    the prefix; cross-attention projects ``memory`` once and reuses it."""
+    ``state`` (a dict, incremental decoding): self-attention writes this call's keys/values into
+    ``state["cache"]`` (a ``KVCache``, layer ``state["layer"]``) and attends over every cached
+    position, so each new position costs O(T) instead of re-running the prefix; cross-attention
+    projects ``memory`` once and reuses it. ``memory`` may have fewer rows than ``x``: each memory
+    row then serves ``len(x) // len(memory)`` consecutive rows of ``x`` (the beams of one sentence
+    share its encoder output, which is projected and stored once, not once per beam). Decoding steps
+    attend without ``ops.attention``: the cache's time-major keys and the cached source mask would
+    otherwise be transposed or rebuilt at every step; they compute the same softmax(q k^T / sqrt(D)) v."""
 
     def __init__(self, d_model: int, n_heads: int, attn_dropout: float = 0.0, causal: bool = True,
                  cross: bool = False):
@@ -63,31 +70,124 @@ class SelfAttention(nn.Module):
             w_out = w_out.view(C, H, D)[:, heads].reshape(C, -1)
         h = H if heads is None else len(heads)
         if self.cross:
-            w_q, b_q = self._rows(self.q, 1, H, heads)
-            q = F.linear(x, w_q, b_q).view(B, T, h, D).transpose(1, 2)  # (B,h,T,D)
             if state is not None and "k" in state:
                 k, v = state["k"], state["v"]
             else:
                 w_kv, b_kv = self._rows(self.kv, 2, H, heads)
-                S = memory.size(1)
-                k, v = F.linear(memory, w_kv, b_kv).view(B, S, 2, h, D).permute(2, 0, 3, 1, 4)  # 2 x (B,h,S,D)
-                if state is not None:
-                    state["k"], state["v"] = k, v
+                Bm, S = memory.shape[:2]
+                kv = F.linear(memory, w_kv, b_kv).view(Bm, S, 2, h, D).permute(2, 0, 3, 1, 4)  # 2 x (Bm,h,S,D)
+                if state is not None:  # stored once, contiguous, for every later step
+                    kv = kv.contiguous()
+                    state["k"], state["v"] = kv[0], kv[1]
+                k, v = kv[0], kv[1]
+            Bm = k.size(0)
+            if B % Bm:
+                raise ValueError(f"cross-attention: {B} query rows cannot share {Bm} memory rows evenly")
+            w_q, b_q = self._rows(self.q, 1, H, heads)
+            q = F.linear(x, w_q, b_q).view(Bm, B // Bm * T, h, D).transpose(1, 2)  # (Bm,h,G*T,D)
+            if state is not None:  # decoding: scale and source mask folded into one batched matmul
+                if "bias" not in state:  # (Bm,h,1,S): 0, or -inf at padding; made once, like k and v
+                    bias = k.new_zeros(Bm, h, 1, k.size(2))
+                    state["bias"] = bias if pad_mask is None else bias.masked_fill_(pad_mask[:, None, None, :], -inf)
+                scores = torch.baddbmm(state["bias"].view(Bm * h, 1, -1), q.reshape(Bm * h, -1, D),
+                                       k.view(Bm * h, -1, D).transpose(1, 2), alpha=D**-0.5)
+                y = torch.bmm(scores.softmax(-1), v.view(Bm * h, -1, D)).view(Bm, h, -1, D)
+                return F.linear(y.transpose(1, 2).reshape(B, T, h * D), w_out, self.out.bias)
             causal = False
         else:
             w_qkv, b_qkv = self._rows(self.qkv, 3, H, heads)
-            q, k, v = F.linear(x, w_qkv, b_qkv).view(B, T, 3, h, D).permute(2, 0, 3, 1, 4)  # 3 x (B,h,T,D)
+            qkv = F.linear(x, w_qkv, b_qkv).view(B, T, 3, h, D)
+            if state is not None and T == 1:  # one new position, attending over every cached one
+                y = state["cache"].attend(state["layer"], qkv[:, 0])  # (B,h,D)
+                return F.linear(y.reshape(B, 1, h * D), w_out, self.out.bias)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B,h,T,D)
             causal = self.causal
-            if state is not None:
-                if "k" in state:  # the new position(s) see every cached one: no mask needed for T == 1
-                    if T != 1:
-                        raise ValueError("incremental decoding feeds one position at a time after the first call")
-                    k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
-                    causal = False
-                state["k"], state["v"] = k, v
+            if state is not None:  # a whole prefix at once: only as the first call
+                state["cache"].write(state["layer"], k, v)
         y = attention(q, k, v, key_pad=pad_mask, causal=causal,
-                      dropout_p=self.attn_dropout if self.training else 0.0)  # (B,h,T,D)
+                      dropout_p=self.attn_dropout if self.training else 0.0)  # (B,h,T,D), or (Bm,h,G*T,D) in cross
         return F.linear(y.transpose(1, 2).reshape(B, T, h * D), w_out, self.out.bias)
+
+
+def select_rows_(x: torch.Tensor, rows: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``x.index_select(dim, rows)`` made in x's own storage and returned as a view of its first
+    ``len(rows)`` rows: only the rows that change (``rows[i] != i``) are copied, so a reordering that
+    leaves most rows where they are costs little (beams that stay in their slot, sentences that stay
+    in place). Needs ``x.size(dim) >= len(rows)``."""
+    n = len(rows)
+    moved = rows.ne(torch.arange(n, device=rows.device)).nonzero().squeeze(1)
+    if len(moved):  # the sources are read out first, so a row may be both a source and a destination
+        x.index_copy_(dim, moved, x.index_select(dim, rows[moved]))
+    return x.narrow(dim, 0, n)
+
+
+class KVCache:
+    """The self-attention keys and values of every layer of a stack during incremental decoding, in
+    one buffer allocated at the first write with its dtype and device, time-major: (layers, k|v,
+    capacity, rows, heads, head width). A step writes its position in place (concatenating would copy
+    the whole cache every step, O(T^2) copies in all) and attends over one contiguous slab; ``select``
+    reorders the rows of every layer at once, copying only the rows that change (``select_rows_``),
+    or everything into a second buffer when most of them do."""
+
+    def __init__(self, n_layers: int, capacity: int = 16):
+        self.n_layers, self.capacity = n_layers, capacity
+        self.length = 0  # positions written (by every layer); the stack advances it after each call
+        self.rows = 0
+        self.buf: torch.Tensor | None = None
+        self.spare: torch.Tensor | None = None
+
+    def _alloc(self, like: torch.Tensor, capacity: int, rows: int) -> torch.Tensor:
+        h, D = like.size(-2), like.size(-1)
+        return torch.empty(self.n_layers, 2, capacity, rows, h, D, dtype=like.dtype, device=like.device)
+
+    def _room(self, like: torch.Tensor, N: int, end: int) -> torch.Tensor:
+        """The buffer, with room for positions up to ``end`` of N rows (like: (..., h, D))."""
+        if self.buf is None:
+            self.buf, self.rows = self._alloc(like, max(self.capacity, end), N), N
+        elif self.rows != N:
+            raise ValueError(f"the cache holds {self.rows} rows, this step has {N}")
+        elif end > self.buf.size(2):  # full: double the capacity (amortised O(1) copies per position)
+            grown = self._alloc(like, max(2 * self.buf.size(2), end), self.buf.size(3))
+            grown[:, :, : self.length] = self.buf[:, :, : self.length]
+            self.buf, self.spare = grown, None
+        return self.buf
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v (N,h,T,D): a whole prefix, as the first call."""
+        if self.length:
+            raise ValueError("incremental decoding feeds one position at a time after the first call")
+        N, _, T, _ = k.shape
+        buf = self._room(k.transpose(1, 2), N, T)
+        buf[layer, 0, :T, :N] = k.permute(2, 0, 1, 3)
+        buf[layer, 1, :T, :N] = v.permute(2, 0, 1, 3)
+
+    def attend(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
+        """qkv (N,3,h,D) of the new position -> its attention output (N,h,D) over every position so far.
+        One query per row: an elementwise product and sum over the contiguous time-major keys, which on
+        CPU is several times faster than N*h batched (1,D) x (D,t) matrix products."""
+        N, _, h, D = qkv.shape
+        t = self.length
+        kv = self._room(qkv, N, t + 1)[layer, :, : t + 1, :N]  # (2, t+1, N, h, D)
+        kv[:, t] = qkv[:, 1:].transpose(0, 1)
+        k, v = kv[0], kv[1]
+        scores = (k * (qkv[:, 0] * D**-0.5)).sum(-1)  # (t+1, N, h)
+        p = scores.softmax(0, dtype=torch.float32).to(v.dtype)
+        return (p[..., None] * v).sum(0)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Row i of the cache becomes old row ``rows[i]``, in every layer."""
+        if self.buf is None:
+            raise ValueError("select() before the first write: the cache is empty")
+        n, t, buf = len(rows), self.length, self.buf
+        moved = int(rows.ne(torch.arange(n, device=rows.device)).sum())
+        if n <= buf.size(3) and 2 * moved <= n:  # in place: copies `moved` rows twice (out, then back in)
+            select_rows_(buf[:, :, :t], rows, dim=3)
+        else:  # a full copy into the spare buffer: every row once
+            if self.spare is None or self.spare.size(3) < n or self.spare.size(2) != buf.size(2):
+                self.spare = self._alloc(buf, buf.size(2), max(n, buf.size(3)))
+            torch.index_select(buf[:, :, :t, : self.rows], 3, rows, out=self.spare[:, :, :t, :n])
+            self.buf, self.spare = self.spare, buf
+        self.rows = n
 
 
 class FeedForward(nn.Module):
