@@ -27,6 +27,10 @@ from pathlib import Path
 
 import torch
 
+from layerdrop import bench_mt
+from layerdrop.bench_mt import (
+    BEAM_BASELINE as BEAM_BEFORE,  # sentences/s at equal work, before the batched search
+)
 from layerdrop.config import load_config
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.models.pruning import layers_to_keep, prune_model
@@ -38,7 +42,6 @@ from layerdrop.utils.runs import code_version, machine_info
 PEAK_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 512, 2048), (4096, 128, 512), (4096, 512, 128)]
 TARGETS = {"lm_share": 0.5, "p05_gap": 0.03, "p05_ideal": 0.6, "eval_half": 1.8, "eval_of_ideal": 0.95,
            "mt_share": 0.5, "beam_speedup": 2.0}
-BEAM_BEFORE = 49.0  # sentences/s of the per-hypothesis beam search this issue started from (bench_mt.md, 2a0da47)
 
 
 class MeasurementError(RuntimeError):
@@ -316,9 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                     "train": lm_training(cfg, batch, bf16, args.steps),
                     "eval": lm_eval(cfg, eval_batch, max(6, args.steps // 2))}
     mt = mt_training(["experiment=table1_mt"], args.steps)
-    from layerdrop import bench_mt
-
-    beam = bench_mt.generation_bench(["experiment=table1_mt"], args.sentences)
+    beam = bench_mt.generation_bench(["experiment=table1_mt"], args.sentences, out=args.out)
     peak_end = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     peak = {k: max(peak_start[k]["peak"], peak_end[k]["peak"]) for k in peak_start}
     for entry in lm.values():

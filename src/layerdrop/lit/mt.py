@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from layerdrop.lit.base import LayerDropModule
 from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
 from layerdrop.models.generate import beam_search, check_generation
+from layerdrop.models.ops import cross_entropy
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
 IGNORE = -100
@@ -22,11 +23,7 @@ def label_smoothed_nll(
     """(N,V) logits, (N,) targets -> (summed smoothed loss, summed nll, tokens), fairseq's
     ``label_smoothed_nll_loss``: the target gets 1 - eps, every other class eps / (V - 1)."""
     keep = target != IGNORE
-    lprobs = logits.float().log_softmax(-1)
-    nll = -lprobs.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
-    eps_i = epsilon / (lprobs.size(-1) - 1)
-    smooth = -lprobs.sum(-1)
-    loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    loss, nll = cross_entropy(logits, target.clamp(min=0), epsilon)  # blockwise fp32 (models/ops.py)
     return loss[keep].sum(), nll[keep].sum(), keep.sum()
 
 

@@ -6,11 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.models.adaptive import AdaptiveInput, TiedAdaptiveSoftmax
-from layerdrop.models.ops import dropout
+from layerdrop.models.ops import cross_entropy, dropout
 from layerdrop.models.transformer import make_stack, sinusoidal_positions
 
 
@@ -80,7 +79,7 @@ class TransformerLM(nn.Module):
         if self.config.adaptive:
             out[keep] = self.softmax.nll(h[keep], t[keep])
         else:
-            out[keep] = F.cross_entropy((h[keep] @ self.embed.weight.t()).float(), t[keep], reduction="none")
+            out[keep] = cross_entropy(h[keep] @ self.embed.weight.t(), t[keep])[0]
         return out.view_as(target)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
