@@ -114,6 +114,14 @@ def _set_draw(model: torch.nn.Module, draw: int) -> None:
             m.set_draw(draw, seed=1)
 
 
+def zipf_tokens(vocab_size: int, shape: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """Token ids drawn with Zipf frequencies (id k with probability ~ 1/(k+1)), as in frequency-ordered
+    text: the adaptive softmax's cost depends on how many tokens fall in its tail."""
+    g = torch.Generator().manual_seed(seed)
+    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float)
+    return torch.multinomial(1 / ranks, shape[0] * shape[1], replacement=True, generator=g).view(shape)
+
+
 def lm_trainer(cfg: LMConfig, x: torch.Tensor, bf16: bool, optimizer: dict | None = None):
     """A closure that runs one training step of a fresh model on ``x`` and returns its kept layers."""
     torch.manual_seed(0)
@@ -151,10 +159,9 @@ def interleaved(steps: dict, n: int, warmup: int = 3) -> dict:
             for k, t in times.items()}
 
 
-def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, rates=(0.0, 0.2, 0.5)) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    ranks = torch.arange(1, cfg.vocab_size + 1, dtype=torch.float)
-    x = torch.multinomial(1 / ranks, batch[0] * batch[1], replacement=True, generator=g).view(batch)  # Zipf, as text
+def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, rates=(0.0, 0.2, 0.5),
+                x: torch.Tensor | None = None) -> list[dict]:
+    x = zipf_tokens(cfg.vocab_size, batch) if x is None else x
     shares = band_shares(cfg, x)
     timed = interleaved({p: lm_trainer(replace(cfg, layerdrop=p), x, bf16) for p in rates}, steps)
     rows = []
@@ -171,12 +178,12 @@ def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, r
     return rows
 
 
-def lm_eval(cfg: LMConfig, batch: tuple[int, int], repeats: int) -> dict:
+def lm_eval(cfg: LMConfig, batch: tuple[int, int], repeats: int, x: torch.Tensor | None = None) -> dict:
     torch.manual_seed(0)
     full = TransformerLM(replace(cfg, layerdrop=0.0)).eval()
     n = cfg.n_layers
     half = prune_model(full, {"decoder": layers_to_keep("every_other", n, n // 2)}).eval()
-    x = torch.randint(0, cfg.vocab_size, batch)
+    x = zipf_tokens(cfg.vocab_size, batch) if x is None else x
     shares = band_shares(cfg, x)
 
     def scorer(model):
@@ -280,16 +287,20 @@ def _share(gflops: float, peak: float) -> float:
     return share
 
 
-def lm_shape(overrides: list[str]) -> tuple[LMConfig, tuple[int, int], tuple[int, int], bool]:
+def lm_shape(overrides: list[str]) -> tuple[LMConfig, tuple[int, int], tuple[int, int], bool, torch.Tensor]:
+    """The configured LM, its train and eval batch shapes, bf16 or not, and real training text: the
+    first blocks of the (frequency-ordered) train stream, enough for the larger batch."""
     cfg = load_config(overrides)
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data)
-    dm.prepare_data()  # the vocabulary size is the corpus' own
+    dm.prepare_data()
     dm.setup("fit")
     model_cfg = LMConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
-    return (model_cfg, (cfg.data.batch_size, cfg.data.block_size), (cfg.data.eval_batch_size, cfg.data.block_size),
-            cfg.trainer.precision.startswith("bf16"))
+    batch, eval_batch = (cfg.data.batch_size, cfg.data.block_size), (cfg.data.eval_batch_size, cfg.data.block_size)
+    rows = max(batch[0], eval_batch[0])
+    text = dm.train_set.stream[: rows * cfg.data.block_size].long().view(rows, cfg.data.block_size)
+    return model_cfg, batch, eval_batch, cfg.trainer.precision.startswith("bf16"), text
 
 
 LM_SHAPES = {"default": ["experiment=table2_lm"],
@@ -314,10 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     peak_start = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     lm = {}
     for name, overrides in LM_SHAPES.items():
-        cfg, batch, eval_batch, bf16 = lm_shape(overrides)
+        cfg, batch, eval_batch, bf16, text = lm_shape(overrides)
         lm[name] = {"overrides": overrides, "shape": asdict(cfg), "batch": batch, "bf16": bf16,
-                    "train": lm_training(cfg, batch, bf16, args.steps),
-                    "eval": lm_eval(cfg, eval_batch, max(6, args.steps // 2))}
+                    "train": lm_training(cfg, batch, bf16, args.steps, x=text[: batch[0]]),
+                    "eval": lm_eval(cfg, eval_batch, max(6, args.steps // 2), x=text[: eval_batch[0]])}
     mt = mt_training(["experiment=table1_mt"], args.steps)
     beam = bench_mt.generation_bench(["experiment=table1_mt"], args.sentences, out=args.out)
     peak_end = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}

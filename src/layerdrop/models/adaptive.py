@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from layerdrop.models.ops import dropout
+from layerdrop.models.ops import cross_entropy, dropout
 
 
 def band_edges(vocab_size: int, cutoffs: Sequence[int]) -> list[int]:
@@ -59,14 +59,20 @@ class TiedAdaptiveSoftmax(nn.Module):
         self.cluster = nn.Linear(adaptive_input.d_model, n_tails, bias=False)
         self.dropout = dropout
 
-    def _head_logp(self, h: torch.Tensor) -> torch.Tensor:  # (N,C) -> (N, c1 + n_tails)
+    def _head_logits(self, h: torch.Tensor) -> torch.Tensor:  # (N,C) -> (N, c1 + n_tails)
         E0 = self.inp[0].embeddings[0].weight
-        return torch.cat([h @ E0.t(), self.cluster(h)], dim=-1).float().log_softmax(-1)
+        return h @ torch.cat([E0, self.cluster.weight]).t()  # one matmul: no (N, c1) copy for the cat
 
-    def _tail_logp(self, h: torch.Tensor, i: int) -> torch.Tensor:  # (N,C) -> (N, band size)
+    def _tail_logits(self, h: torch.Tensor, i: int) -> torch.Tensor:  # (N,C) -> (N, band size)
         P, E = self.inp[0].projections[i].weight, self.inp[0].embeddings[i].weight  # (C,d_i), (V_i,d_i)
         z = dropout(h @ P, self.dropout, self.training)
-        return (z @ E.t()).float().log_softmax(-1)
+        return z @ E.t()
+
+    def _head_logp(self, h: torch.Tensor) -> torch.Tensor:
+        return self._head_logits(h).float().log_softmax(-1)
+
+    def _tail_logp(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        return self._tail_logits(h, i).float().log_softmax(-1)
 
     def nll(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N,C), (N,) -> (N,) negative log-likelihood; only the tails that occur are computed."""
@@ -80,11 +86,11 @@ class TiedAdaptiveSoftmax(nn.Module):
             in_band = (target >= edges[i]) & (target < edges[i + 1])
             head_target[in_band] = edges[1] + i - 1
             tail_rows.append(in_band.nonzero().squeeze(1))
-        out = -self._head_logp(h).gather(1, head_target[:, None]).squeeze(1)
+        out = cross_entropy(self._head_logits(h), head_target)[0]  # blockwise fp32 (models/ops.py)
         for i, rows in enumerate(tail_rows, start=1):
             if rows.numel():
-                tail = self._tail_logp(h[rows], i)
-                out[rows] = out[rows] - tail.gather(1, (target[rows] - edges[i])[:, None]).squeeze(1)
+                tail = cross_entropy(self._tail_logits(h[rows], i), target[rows] - edges[i])[0]
+                out = out.index_add(0, rows, tail)
         return out
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
