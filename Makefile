@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -48,9 +48,11 @@ reproduce-all: reproduce-table1 reproduce-table2 reproduce-figure4 reproduce-fig
 report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
 	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)
 
-bench: data-lm data-mt ## speed of the cpu LM and translation model (training tokens/s, pruned eval/beam search)
-	$(PYTHON) -m layerdrop.bench
-	$(PYTHON) -m layerdrop.bench_mt
+bench: data-lm data-mt ## speed vs the matmul peak, LayerDrop/pruning savings, beam search, bf16 vs fp32 full run -> results/bench/
+	$(PYTHON) -m layerdrop.bench --quality
+
+bench-ablation: data-lm ## each speed measure tried, one at a time -> results/bench/ablation.md
+	$(PYTHON) -m layerdrop.bench --ablation
 
 bench-gpu: ## on a CUDA machine: gpu-marked tests + paper-shape speed -> results/bench/gpu.md (says so if no GPU)
 	$(PYTHON) -m layerdrop.bench_gpu

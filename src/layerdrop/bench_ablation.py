@@ -137,11 +137,14 @@ def run(out: Path, steps: int) -> None:
         print(f"{name}: default {d:,.0f} tokens/s, variant {v:,.0f} tokens/s", flush=True)
 
     compare("attention: PyTorch SDPA (CPU math kernel) instead of ours",
-            _with(lambda: ops.plain(attention=True, dropout=False), lm_trainer(cfg, x, bf16)), False,
+            _with(lambda: ops.plain(attention=True, dropout=False, cross_entropy=False), lm_trainer(cfg, x, bf16)), False,
             "SDPA's CPU math kernel computes bf16 inputs in fp32; kernels by shape below")
     compare("dropout: F.dropout (bernoulli_) instead of ours",
-            _with(lambda: ops.plain(attention=False, dropout=True), lm_trainer(cfg, x, bf16)), False,
+            _with(lambda: ops.plain(attention=False, dropout=True, cross_entropy=False), lm_trainer(cfg, x, bf16)), False,
             "ours reads four 16-bit uniforms from each 64-bit generator call")
+    compare("cross-entropy: fp32 log_softmax of all rows instead of ours (blockwise)",
+            _with(lambda: ops.plain(attention=False, dropout=False, cross_entropy=True), lm_trainer(cfg, x, bf16)),
+            False, "ours never holds the (N, V) fp32 log-probabilities")
     compare("output layer: 4096-way tied softmax instead of the adaptive softmax",
             lm_trainer(replace(cfg, adaptive=False), x, bf16), False,
             "the adaptive softmax is also the paper's LM")

@@ -11,8 +11,12 @@ sequences, head width 32, bf16 autocast on a 2-core CPU):
 
 Off the CPU (CUDA) the fused SDPA kernels are the fast path and are always used.
 
-``plain()`` switches to the reference forms (SDPA's math kernel, ``F.dropout``) for the duration of a
-``with`` block; tests use it to check that the fast forms compute the same loss and gradients.
+- cross-entropy: fp32 log-sum-exp a block of rows at a time instead of an (N, V) fp32 log_softmax
+  and its gradient (results/bench/ablation.md has the measured effect).
+
+``plain()`` switches to the reference forms (SDPA's math kernel, ``F.dropout``, fp32 log_softmax) for
+the duration of a ``with`` block; tests use it to check that the fast forms compute the same loss
+and gradients.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-_plain = {"attention": False, "dropout": False}
+_plain = {"attention": False, "dropout": False, "cross_entropy": False}
 
 
 @contextlib.contextmanager
-def plain(attention: bool = True, dropout: bool = True):
-    """Run attention and/or dropout through PyTorch's reference kernels inside this block."""
+def plain(attention: bool = True, dropout: bool = True, cross_entropy: bool = True):
+    """Run attention, dropout and/or cross-entropy through PyTorch's reference kernels in this block."""
     before = dict(_plain)
-    _plain.update(attention=attention or before["attention"], dropout=dropout or before["dropout"])
+    _plain.update(attention=attention or before["attention"], dropout=dropout or before["dropout"],
+                  cross_entropy=cross_entropy or before["cross_entropy"])
     try:
         yield
     finally:
@@ -163,7 +168,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float = 0
 
     The same numbers as ``log_softmax`` in fp32 followed by fairseq's ``label_smoothed_nll_loss`` (the
     target gets 1 - eps, every other class eps / (V - 1)); the gradient comes back in the logits' dtype."""
-    if _plain["dropout"] and _plain["attention"]:
+    if _plain["cross_entropy"]:
         lprobs = logits.float().log_softmax(-1)
         nll = -lprobs.gather(1, target[:, None]).squeeze(1)
         if not epsilon:

@@ -1,0 +1,68 @@
+"""Held, not held or inconclusive: one stated noise rule for every claim an artefact tests.
+
+A claim compares a *claimed* row (say, the LayerDrop model pruned to 3 layers) with an *other* row
+(the baseline pruned the same way), each measured over seeds. Differences are relative to the other
+row's mean and signed so that positive means "the claimed row is better" (lower perplexity, higher
+BLEU). With d the mean relative difference and se its standard error (Welch: the two rows' seed
+variances added, each over its seed count):
+
+- kind ``better`` (C1, C7, ...): **held** if d > 2 se, **not held** if d < -2 se;
+- kind ``matches`` ("matches or beats", C2): **held** if d - 2 se > -tolerance (confidently no more than
+  ``tolerance`` worse), **not held** if d + 2 se < -tolerance (confidently worse by more);
+- otherwise, or with fewer than ``MIN_SEEDS`` seeds on either side, **inconclusive**.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+MIN_SEEDS = 3
+Z = 2.0
+MATCH_TOLERANCE = 0.01  # "matches": within 1% of the other row
+KINDS = ("better", "matches")
+RULE = (f"held when the mean relative difference exceeds {Z:g} standard errors (Welch) in the claimed "
+        f"direction, not held when it exceeds them the other way, otherwise inconclusive; \"matches\" claims "
+        f"allow {100 * MATCH_TOLERANCE:g}%; at least {MIN_SEEDS} seeds per row")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # "held" | "not held" | "inconclusive"
+    diff: float | None  # mean relative difference, positive = the claimed row is better
+    se: float | None
+    seeds: tuple[int, int]
+    reason: str
+
+    def describe(self) -> str:
+        if self.diff is None:
+            return f"{self.outcome} ({self.reason})"
+        return (f"{self.outcome}: {100 * self.diff:+.1f}% +- {100 * self.se:.1f}% (seeds {self.seeds[0]} vs "
+                f"{self.seeds[1]})")
+
+
+def judge(claimed: list[float], other: list[float], higher_is_better: bool, kind: str = "better",
+          tolerance: float = MATCH_TOLERANCE) -> Verdict:
+    """The verdict on "``claimed`` is better than (or, kind="matches", at least as good as) ``other``"."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
+    seeds = (len(claimed), len(other))
+    if min(seeds) < MIN_SEEDS:
+        diff = None
+        if claimed and other:
+            base = statistics.mean(other)
+            diff = (statistics.mean(claimed) - base) / abs(base) * (1 if higher_is_better else -1)
+        return Verdict("inconclusive", diff, None if diff is None else math.nan, seeds,
+                       f"{min(seeds)} seed(s); the rule needs {MIN_SEEDS}")
+    base = statistics.mean(other)
+    sign = 1.0 if higher_is_better else -1.0
+    diff = sign * (statistics.mean(claimed) - base) / abs(base)
+    se = math.sqrt(statistics.variance(claimed) / len(claimed) + statistics.variance(other) / len(other)) / abs(base)
+    if kind == "better":
+        held, not_held = diff > Z * se, diff < -Z * se
+    else:
+        held, not_held = diff - Z * se > -tolerance, diff + Z * se < -tolerance
+    outcome = "held" if held else "not held" if not_held else "inconclusive"
+    reason = "beyond the noise" if outcome != "inconclusive" else "within the noise"
+    return Verdict(outcome, diff, se, seeds, reason)
