@@ -114,6 +114,31 @@ class TrainThroughput(pl.Callback):
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
+class LearningCurve(pl.Callback):
+    """The validation metrics after every validation, with the step and training tokens they were
+    measured at: the run record's ``train.curve``. Kept in checkpoints, so a resumed run's curve
+    starts where the interrupted one stopped (points past the resumed step are measured again)."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def on_validation_end(self, trainer, lit):
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        point = {"step": trainer.global_step, "tokens_seen": int(getattr(lit, "tokens_seen", 0)), **metrics}
+        self.points = [p for p in self.points if p["step"] != point["step"]] + [point]
+
+    def state_dict(self) -> dict:
+        return {"points": self.points}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.points = list(state.get("points", []))
+
+    def on_train_start(self, trainer, lit):
+        self.points = [p for p in self.points if p["step"] <= trainer.global_step]
+
+
 def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
     """Train (resuming from the run's last checkpoint if there is one) and save the model."""
     lit_cls = get_class(cfg.task.lit_module)
@@ -131,8 +156,8 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
     last = ckpt_dir / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every)
-    throughput = TrainThroughput()
-    callbacks = [checkpoint, throughput]
+    throughput, curve = TrainThroughput(), LearningCurve()
+    callbacks = [checkpoint, throughput, curve]
     average = cfg.optim.get("average") or {}
     averaging = int(average.get("last", 1)) > 1
     if averaging:  # keep the last k checkpoints, `every` steps apart, to average at the end
@@ -153,6 +178,7 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
         "resumed": resumed, "n_params": count_parameters(lit.model),
         "train_tokens_per_s": round(throughput.tokens_per_s, 1),  # this session's steps only
         "final": {k: float(v) for k, v in trainer.callback_metrics.items()}, "world_size": trainer.world_size,
+        "curve": curve.points,
     }
     end_distributed()
     if rank_zero_only.rank != 0:
