@@ -58,7 +58,7 @@ def test_ddp_equals_one_process_accumulating_the_same_batches(tmp_path):
     """Two ranks taking alternate batches of the same plan = one process accumulating 2 batches per
     update (no LayerDrop, no dropout: nothing random). The loss is normalised by the update's token
     count in both, and evaluation after the distributed fit runs once, on rank 0, over every token."""
-    same = [*SMALL, "layerdrop.p=0", "model.dropout=0"]
+    same = [*SMALL, "layerdrop.p=0", "model.dropout=0", "model.adaptive_dropout=0"]
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "layerdrop.train",
           *same, "trainer.devices=2", "trainer.strategy=ddp", *_paths(tmp_path, "ddp")], tmp_path)
     _run([sys.executable, "-m", "layerdrop.train", *same, "trainer.accumulate_grad_batches=2",

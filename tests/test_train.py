@@ -28,6 +28,10 @@ def test_tiny_run_trains_evaluates_every_depth_and_is_cached(smoke_overrides, ca
     assert params == sorted(params) and len(set(params)) == 4
     assert evals[4]["valid_ppl"] < 512  # learned something: below the uniform 512-token vocabulary
     assert evals[4]["test_tokens"] == record["data"]["splits"]["test"]["tokens"]
+    curve = record["train"]["curve"]  # the learning curve: every validation, with its step and tokens
+    steps = [p["step"] for p in curve]
+    assert len(steps) >= 5 and steps == sorted(set(steps)) and steps[-1] <= 20
+    assert all(p["tokens_seen"] == p["step"] * 8 * 32 and p["val/ppl"] > 0 for p in curve)
     model_mtime = (run_dir / "model.pt").stat().st_mtime
 
     with caplog.at_level("INFO", logger="layerdrop"):
@@ -70,8 +74,12 @@ def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_ov
 
     seen.clear()
     uninterrupted = load_config([*overrides, f"paths.runs_dir={tmp_path}/again"])
-    train(uninterrupted)
+    again = train(uninterrupted)
     assert [s for s, _ in seen] == list(range(12))
+    # the learning curve survives the interruption: the same points as the run never stopped
+    curve, curve_again = record["train"]["curve"], again["train"]["curve"]
+    assert [p["step"] for p in curve] == [p["step"] for p in curve_again] and len(curve) >= 3
+    assert all(p["val/ppl"] == pytest.approx(q["val/ppl"], rel=1e-5) for p, q in zip(curve, curve_again))
     assert resumed_batches == [b for _, b in seen[8:]]  # the same batches, in the same order
     a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(runs.run_dir(uninterrupted) / "model.pt", weights_only=True)["state_dict"]
@@ -90,3 +98,30 @@ def test_multirun_sweep_and_wandb_offline(tmp_path):
     assert all(r["artefacts"] == ["table2"] for r in records)
     offline = list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
     assert len(offline) == 2  # `wandb sync` uploads these later
+
+
+def test_best_on_valid_rule_reports_the_best_validation_and_early_stopping_stops(smoke_overrides, tmp_path):
+    """select=best: model.pt holds the weights of the best validation of the learning curve; a run whose
+    validation cannot improve (learning rate 1e-12: updates round away in fp32) stops after early_stop_patience validations."""
+    cfg = load_config([*smoke_overrides, "trainer.max_steps=12", "select=best", "prune.strategies=[]",
+                       "prune.splits=[valid]"])
+    record = train(cfg)
+    curve, selected = record["train"]["curve"], record["train"]["selected"]
+    best = min(curve, key=lambda p: p["val/ppl"])
+    assert selected["rule"] == "best" and selected["step"] == best["step"]
+    assert selected["val/ppl"] == pytest.approx(best["val/ppl"])
+    saved = torch.load(runs.run_dir(cfg) / "model.pt", weights_only=True)["state_dict"]
+    kept = torch.load(runs.run_dir(cfg) / "checkpoints" / "best" / "best.ckpt", weights_only=True)["state_dict"]
+    assert saved.keys() and all(torch.equal(v, kept[f"model.{k}"]) for k, v in saved.items())
+
+    frozen = load_config([*smoke_overrides, "trainer.max_steps=30", "early_stop_patience=2", "optim.optimizer.lr=1e-12",
+                          "prune.strategies=[]", "prune.splits=[valid]", f"paths.runs_dir={tmp_path}/frozen"])
+    stopped = train(frozen)
+    assert [p["step"] for p in stopped["train"]["curve"]] == [3, 6, 9] and stopped["train"]["steps"] == 9
+
+
+def test_select_best_with_checkpoint_averaging_is_refused_at_config_time(smoke_overrides):
+    from layerdrop.train import validate
+
+    with pytest.raises(ValueError, match="select=best"):
+        validate(load_config([*smoke_overrides, "select=best", "+optim.average={last: 3, every: 2}"]))

@@ -196,6 +196,8 @@ class _Run:
     generate: Generate = rule(required=True)
     seed: int = rule(required=True)
     checkpoint_every: int = rule(required=True, ge=1)
+    select: str = rule(required=True, choices=("final", "best"))
+    early_stop_patience: int | None = rule(ge=1)
     role: str | None = rule()
 
 
@@ -328,6 +330,9 @@ def _cross_checks(run: dict, task: str) -> list[str]:
             if data.get(name) is not None and data[name] < longest:
                 errors.append(f"data.{name}={data[name]}: must be >= data.max_source_len + "
                               f"data.max_target_len = {longest} (the longest pair must fit in a batch)")
+    if run.get("select") == "best" and int((run["optim"].get("average") or {}).get("last", 1)) > 1:
+        errors.append(f"select=best: the run would report its best checkpoint, but optim.average.last="
+                      f"{run['optim']['average']['last']} averages the last ones; choose one (optim.average.last=1)")
     sched = run["optim"]["scheduler"]
     if sched["warmup_steps"] >= sched["total_steps"]:
         errors.append(f"optim.scheduler.warmup_steps={sched['warmup_steps']}: must be < "

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from layerdrop.evaluate import done_keys, eval_settings, evaluate_grid, merge_rows
@@ -139,6 +139,11 @@ class LearningCurve(pl.Callback):
         self.points = [p for p in self.points if p["step"] <= trainer.global_step]
 
 
+def min_or_max(curve: LearningCurve, metric: str, mode: str) -> float | None:
+    values = [p[metric] for p in curve.points if metric in p]
+    return (min if mode == "min" else max)(values) if values else None
+
+
 def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
     """Train (resuming from the run's last checkpoint if there is one) and save the model."""
     lit_cls = get_class(cfg.task.lit_module)
@@ -158,6 +163,12 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
                                  every_n_train_steps=cfg.checkpoint_every)
     throughput, curve = TrainThroughput(), LearningCurve()
     callbacks = [checkpoint, throughput, curve]
+    monitor, mode = cfg.task.monitor, cfg.task.mode
+    if cfg.select == "best":  # the best validation so far, kept as it happens (and across a resume)
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "best", filename="best", monitor=monitor, mode=mode,
+                                         save_top_k=1, enable_version_counter=False))
+    if cfg.early_stop_patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(cfg.early_stop_patience)))
     average = cfg.optim.get("average") or {}
     averaging = int(average.get("last", 1)) > 1
     if averaging:  # keep the last k checkpoints, `every` steps apart, to average at the end
@@ -187,6 +198,11 @@ def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Mo
         paths = sorted((ckpt_dir / "average").glob("step=*.ckpt"), key=checkpoint_step)
         average_into(lit.model, paths)
         summary["averaged_checkpoints"] = [checkpoint_step(p) for p in paths]
+    summary["selected"] = {"rule": cfg.select, "step": trainer.global_step}
+    if cfg.select == "best":
+        best = torch.load(ckpt_dir / "best" / "best.ckpt", map_location="cpu", weights_only=True)
+        lit.load_state_dict(best["state_dict"])
+        summary["selected"] = {"rule": "best", "step": int(best["global_step"]), monitor: min_or_max(curve, monitor, mode)}
     save_model(run_dir / "model.pt", lit.model, meta=summary)
     return lit.model, summary
 
