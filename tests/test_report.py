@@ -197,3 +197,27 @@ def test_reports_leave_no_temporary_files(tmp_path):
     write_runs(tmp_path, TABLE2_RUNS)
     report_main(["table2", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figure2_lm.png", "raw.csv", "table2.md"]
+
+
+def regime_record(key, dropout, curve, full_valid, seed=1):
+    """A regime_lm run: ``curve`` lists (step, valid ppl) of its validations, 1000 tokens a step."""
+    r = record(key, 6, 0.0, {6: full_valid / 1.01}, seed=seed, artefacts=("regime_lm",))
+    r["config"]["model"]["dropout"] = dropout
+    r["config"]["data"] = {"max_train_tokens": 50_000}
+    r["train"].update(steps=curve[-1][0], tokens_seen=curve[-1][0] * 1000,
+                      curve=[{"step": s, "tokens_seen": s * 1000, "val/ppl": v} for s, v in curve],
+                      selected={"rule": "best", "step": min(curve, key=lambda p: p[1])[0]})
+    return r
+
+
+def test_regime_report_maps_the_runs_and_picks_dropout_on_valid(tmp_path):
+    write_runs(tmp_path, [regime_record("d1", 0.1, [(100, 90.0), (200, 70.0), (300, 75.0)], 71.0),
+                          regime_record("d2", 0.2, [(100, 95.0), (200, 72.0), (300, 66.0)], 65.0),
+                          regime_record("d3", 0.3, [(100, 99.0), (200, 80.0), (300, 78.0)], 77.0)])
+    report_main(["regime_lm", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_lm.md").read_text()
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    rows = {r["run_key"]: r for r in csv.DictReader((tmp_path / "out" / "raw.csv").open())}
+    assert rows["d1"]["best_step"] == "200" and rows["d1"]["still_improving"] == "False"  # over-fits after 200
+    assert rows["d2"]["still_improving"] == "True" and rows["d2"]["epochs"] == "6.0"  # 300k tokens over 50k
+    assert "dropout **0.2**" in text and "0.1: 71.0 (n=1)" in text

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, table1, table2
+from layerdrop.report import figures, regime, table1, table2
 from layerdrop.report.collect import code_version_note, load_records, select_roles, write_text
 from layerdrop.utils.runs import ROLES
 
@@ -22,6 +22,7 @@ ARTEFACTS = {
     "figure5": ("lm", figures.figure5),
     "figure6": ("lm", figures.figure6),
     "figure7": ("lm", figures.figure7),
+    "regime_lm": ("lm", regime.build),
 }
 REPO = Path(__file__).resolve().parents[3]
 
