@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from layerdrop import bench
+from layerdrop import bench, flops
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
@@ -28,7 +28,7 @@ def test_lm_flop_model_counts_what_the_model_multiplies(adaptive):
     x = torch.randint(0, 300, (4, 16))
     x[0, :5] = 200  # every band occurs
     counted = _counted(lambda: model.nll(model(x), x))
-    modelled = bench.lm_forward_flops(cfg, 3, 16, bench.band_shares(cfg, x)) * x.numel()
+    modelled = flops.lm_forward_flops(cfg, 3, 16, flops.band_shares(cfg, x)) * x.numel()
     assert modelled == pytest.approx(counted, rel=0.01)
 
 
@@ -38,7 +38,7 @@ def test_mt_flop_model_counts_what_the_model_multiplies():
     model = TransformerSeq2Seq(cfg).eval()
     src, tgt = torch.randint(1, 100, (3, 9)), torch.randint(1, 100, (3, 7))
     counted = _counted(lambda: model.logits(model(src, tgt)))
-    assert bench.mt_forward_flops(cfg, 3, 9, 7, 2, 3) == pytest.approx(counted, rel=0.01)
+    assert flops.mt_forward_flops(cfg, 3, 9, 7, 2, 3) == pytest.approx(counted, rel=0.01)
 
 
 def test_a_share_above_the_peak_is_refused():
@@ -48,7 +48,7 @@ def test_a_share_above_the_peak_is_refused():
 
 
 def test_peak_is_the_best_of_its_shapes():
-    out = bench.matmul_peak(torch.float32, shapes=[(64, 64, 64), (128, 32, 64)], repeats=2)
+    out = flops.matmul_peak(torch.float32, shapes=[(64, 64, 64), (128, 32, 64)], repeats=2)
     assert out["peak"] == max(out["64x64x64"], out["128x32x64"]) > 0
 
 

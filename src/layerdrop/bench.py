@@ -32,6 +32,7 @@ from layerdrop.bench_mt import (
     BEAM_BASELINE as BEAM_BEFORE,  # sentences/s at equal work, before the batched search
 )
 from layerdrop.config import load_config
+from layerdrop.flops import PEAK_SHAPES, band_shares, lm_forward_flops, matmul_peak, mt_forward_flops
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
@@ -39,69 +40,12 @@ from layerdrop.report.collect import write_text
 from layerdrop.train import model_config
 from layerdrop.utils.runs import code_version, machine_info
 
-PEAK_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 512, 2048), (4096, 128, 512), (4096, 512, 128)]
 TARGETS = {"lm_share": 0.5, "p05_gap": 0.03, "p05_ideal": 0.6, "eval_half": 1.8, "eval_of_ideal": 0.95,
            "mt_share": 0.5, "beam_speedup": 2.0}
 
 
 class MeasurementError(RuntimeError):
     """A figure that cannot be right (a share of the matmul peak above 100%)."""
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_peak(dtype: torch.dtype, shapes=PEAK_SHAPES, repeats: int = 15) -> dict:
-    """{shape: best GFLOP/s} and the best of all shapes ("peak"), for (m,k) @ (k,n) matmuls."""
-    out = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        out[f"{m}x{k}x{n}"] = 2 * m * k * n / _best(lambda a=a, b=b: a @ b, repeats) / 1e9
-    out["peak"] = max(out.values())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# FLOP models: matmul FLOPs of one forward, per token (training is 3x: the backward is two matmuls)
-
-
-def lm_forward_flops(cfg: LMConfig, kept_layers: float, T: int, band_shares: list[float] | None = None) -> float:
-    """Per token: each kept layer's projections and feed-forward, attention over all T keys (the
-    kernel computes the masked half too), the output layer (the adaptive softmax's head, plus each
-    tail for its share of tokens) and the adaptive input's projections."""
-    C = cfg.d_model
-    layer = 2 * (4 * C * C + 2 * C * cfg.d_ff) + 4 * T * C
-    if not cfg.adaptive:
-        return kept_layers * layer + 2 * C * cfg.vocab_size
-    edges = [0, *cfg.cutoffs, cfg.vocab_size]
-    dims = [int(C // cfg.adaptive_factor**i) for i in range(len(edges) - 1)]
-    shares = band_shares or [0.0] * len(dims)
-    head = 2 * C * (edges[1] + len(dims) - 1)
-    tails = sum(s * (2 * C * d + 2 * d * (b - a)) for s, d, a, b in zip(shares[1:], dims[1:], edges[1:-1], edges[2:]))
-    inputs = sum(s * 2 * d * C for s, d in zip(shares[1:], dims[1:]))
-    return kept_layers * layer + head + tails + inputs
-
-
-def band_shares(cfg: LMConfig, tokens: torch.Tensor) -> list[float] | None:
-    if not cfg.adaptive:
-        return None
-    edges = [0, *cfg.cutoffs, cfg.vocab_size]
-    return [((tokens >= a) & (tokens < b)).float().mean().item() for a, b in zip(edges, edges[1:])]
-
-
-def mt_forward_flops(cfg: Seq2SeqConfig, B: int, S: int, T: int, enc_kept: float, dec_kept: float) -> float:
-    """Per batch of B padded pairs (S source, T target positions)."""
-    C, ff = cfg.d_model, cfg.d_ff
-    enc = B * S * (2 * (4 * C * C + 2 * C * ff) + 4 * S * C)
-    dec = B * T * (2 * (6 * C * C + 2 * C * ff) + 4 * T * C + 4 * S * C) + B * S * 2 * 2 * C * C
-    return enc_kept * enc + dec_kept * dec + B * T * 2 * C * cfg.vocab_size
 
 
 # ---------------------------------------------------------------------------------------------------
