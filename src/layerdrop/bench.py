@@ -58,14 +58,6 @@ def _set_draw(model: torch.nn.Module, draw: int) -> None:
             m.set_draw(draw, seed=1)
 
 
-def zipf_tokens(vocab_size: int, shape: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """Token ids drawn with Zipf frequencies (id k with probability ~ 1/(k+1)), as in frequency-ordered
-    text: the adaptive softmax's cost depends on how many tokens fall in its tail."""
-    g = torch.Generator().manual_seed(seed)
-    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float)
-    return torch.multinomial(1 / ranks, shape[0] * shape[1], replacement=True, generator=g).view(shape)
-
-
 def lm_trainer(cfg: LMConfig, x: torch.Tensor, bf16: bool, optimizer: dict | None = None):
     """A closure that runs one training step of a fresh model on ``x`` and returns its kept layers."""
     torch.manual_seed(0)
@@ -103,9 +95,8 @@ def interleaved(steps: dict, n: int, warmup: int = 3) -> dict:
             for k, t in times.items()}
 
 
-def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, rates=(0.0, 0.2, 0.5),
-                x: torch.Tensor | None = None) -> list[dict]:
-    x = zipf_tokens(cfg.vocab_size, batch) if x is None else x
+def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, x: torch.Tensor,
+                rates=(0.0, 0.2, 0.5)) -> list[dict]:
     shares = band_shares(cfg, x)
     timed = interleaved({p: lm_trainer(replace(cfg, layerdrop=p), x, bf16) for p in rates}, steps)
     rows = []
@@ -122,12 +113,11 @@ def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, r
     return rows
 
 
-def lm_eval(cfg: LMConfig, batch: tuple[int, int], repeats: int, x: torch.Tensor | None = None) -> dict:
+def lm_eval(cfg: LMConfig, batch: tuple[int, int], repeats: int, x: torch.Tensor) -> dict:
     torch.manual_seed(0)
     full = TransformerLM(replace(cfg, layerdrop=0.0)).eval()
     n = cfg.n_layers
     half = prune_model(full, {"decoder": layers_to_keep("every_other", n, n // 2)}).eval()
-    x = zipf_tokens(cfg.vocab_size, batch) if x is None else x
     shares = band_shares(cfg, x)
 
     def scorer(model):

@@ -89,7 +89,7 @@ def attention(
     """q (B,H,T,D), k and v (B,H,S,D); ``key_pad`` (B,S) True at padded keys; -> (B,H,T,D).
 
     Every query must see at least one key (true for causal self-attention and for any source with a
-    token); a query with none gets no output in either form."""
+    token); the fast form gives NaN to a query that sees none."""
     if _plain["attention"] or q.device.type != "cpu":
         mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
         if mask is not None and causal:
@@ -108,8 +108,8 @@ def attention(
     if key_pad is not None:
         pad = torch.zeros(key_pad.shape, dtype=dtype, device=q.device).masked_fill_(key_pad, float("-inf"))
         pad = pad[:, None, None, :]  # (B,1,1,S)
-        bias = pad if bias is None else pad + bias
-        bias = bias.expand(B, H, T, S).reshape(B * H, T, S)
+        bias = pad if bias is None else pad + bias  # (B,1,1,S), or (B,1,T,S) with the causal mask
+        bias = bias.expand(B, H, bias.size(2), S).reshape(B * H, bias.size(2), S)  # baddbmm broadcasts over T
     elif bias is not None:
         bias = bias.expand(B * H, T, S)
     scale = 1.0 / math.sqrt(D)

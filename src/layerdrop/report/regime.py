@@ -48,8 +48,8 @@ def build(records: list[dict], out: Path, scale: str) -> None:
                   key=lambda r: (r["train_tokens"] or 0, r["layerdrop_p"], -r["n_layers"], r["dropout"], r["seed"] or 0))
     write_csv(out / "raw.csv", rows, columns=list(rows[0]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for record, row in zip(sorted(records, key=lambda r: r["run_key"]),
-                           sorted(rows, key=lambda r: r["run_key"])):
+    for record in records:
+        row = run_summary(record)
         curve = [p for p in record["train"].get("curve", []) if METRIC in p]
         if curve:
             ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[METRIC] for p in curve], marker=".",
