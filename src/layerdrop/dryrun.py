@@ -59,6 +59,7 @@ MT_MAX_WORDS = 16  # words per side of a local translation pair
 MT_TOKENS = 512  # padded tokens per batch (paper: 3584), sentences cut at 64 (paper: 1024)
 GENERATE_SENTENCES = 4  # beam search + BLEU on this many test sentences
 WIDTH = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64"]
+GPU = ["trainer.accelerator=gpu", "trainer.precision=16-mixed"]  # the paper's precision, on one GPU
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,8 +298,17 @@ def dry_run(result: DryRun, out: Path, files: dict[str, dict[str, str]], extra: 
     result.steps, result.shrunk_params = record["train"]["steps"], record["train"]["n_params"]
 
 
+def _reuse(folder: Path, suffix: str) -> dict[str, str] | None:
+    """The hub-layout files an earlier ``--hub`` run left in ``folder`` (they depend only on the raw
+    sources), or None if any split is missing. A machine without the raw sources (a GPU box) reads
+    files built elsewhere this way."""
+    files = {split: str(folder / f"{split}{suffix}") for split in ("train", "validation", "test")}
+    return files if all(Path(f).is_file() for f in files.values()) else None
+
+
 def run_all(
-    experiments: list[str], out: Path, extra: list[str] | None = None, verbose: bool = False
+    experiments: list[str], out: Path, extra: list[str] | None = None, verbose: bool = False,
+    hub: Path | None = None,
 ) -> list[DryRun]:
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
@@ -308,10 +318,11 @@ def run_all(
         shutil.rmtree(out / folder, ignore_errors=True)
     tasks = {load_config([f"experiment={e}"]).task.name for e in experiments}
     files = {}
+    hub = hub or out / "hub"
     if "lm" in tasks:
-        files["lm"] = lm_files(raw_dir, out / "hub" / "wikitext")
+        files["lm"] = _reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
     if "mt" in tasks:
-        files["mt"] = mt_files(raw_dir, out / "hub" / "wmt")
+        files["mt"] = _reuse(hub / "wmt", ".jsonl") or mt_files(raw_dir, hub / "wmt")
     results = []
     with datasets_cache(out / "hf"), one_thread(), quiet(verbose):
         for experiment in experiments:
@@ -350,9 +361,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verbose", action="store_true", help="keep Lightning's and datasets' progress output"
     )
+    parser.add_argument(
+        "--hub", default=None, metavar="DIR",
+        help="write the hub-layout files here, or reuse the ones an earlier run wrote (default: under --out)",
+    )
+    parser.add_argument(
+        "--gpu", action="store_true",
+        help="train on CUDA in the paper's precision (16-mixed, with a loss scaler) instead of CPU bf16",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="layerdrop-dryrun-") as tmp:
-        results = run_all(args.experiments, Path(args.out or tmp), args.override, args.verbose)
+        extra = [*(GPU if args.gpu else []), *args.override]
+        hub = Path(args.hub).resolve() if args.hub else None
+        results = run_all(args.experiments, Path(args.out or tmp), extra, args.verbose, hub)
     failed = [r for r in results if r.error is not None]
     for r in failed:
         print(f"\n--- {r.experiment} failed ---\n{r.error}", file=sys.stderr)

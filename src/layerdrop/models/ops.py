@@ -175,5 +175,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float = 0
             return nll, nll.detach()
         eps_i = epsilon / (logits.size(-1) - 1)
         return (1.0 - epsilon - eps_i) * nll - eps_i * lprobs.sum(-1), nll.detach()
-    rows = max(1, (1 << 18) // logits.size(-1))  # about 1 MB of fp32 per block
+    # About 1 MB of fp32 per block on the CPU (cache-sized); 256 MB on an accelerator, where each block
+    # costs kernel launches (a 3584 x 32768 MT batch is 448 blocks of 1 MB, but 2 of 256 MB).
+    budget = 1 << 18 if logits.device.type == "cpu" else 1 << 26
+    rows = max(1, budget // logits.size(-1))
     return _SmoothedCrossEntropy.apply(logits, target, float(epsilon), rows)
