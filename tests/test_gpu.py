@@ -31,6 +31,12 @@ def paper_model(experiment: str, **extra):
     return get_class(cfg.task.lit_module)(model=model).model.cuda()
 
 
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def fp16_steps(model, loss_fn, steps: int = 4) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda")
@@ -71,7 +77,9 @@ def test_paper_lm_trains_in_fp16_evaluates_prunes_and_reloads(experiment, extra,
         save_model(tmp_path / "pruned.pt", pruned)
         again, _ = load_model(tmp_path / "pruned.pt")
         again = again.cuda()
-        torch.testing.assert_close(again(tokens[:, :-1]), pruned(tokens[:, :-1]))
+        assert_same_weights(again, pruned)
+        # the same weights; cuBLAS may pick another reduction order for other buffers (1e-5 seen)
+        torch.testing.assert_close(again(tokens[:, :-1]), pruned(tokens[:, :-1]), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("experiment", ["table1_mt", "table1_mt_deep"])
@@ -93,5 +101,7 @@ def test_paper_transformer_big_trains_in_fp16_beam_searches_prunes_and_reloads(e
     assert len(hyps) == 3 and all(1 <= len(h[0].tokens) + 1 <= 12 for h in hyps)
     save_model(tmp_path / "mt.pt", pruned)
     again, _ = load_model(tmp_path / "mt.pt")
+    again = again.cuda()
+    assert_same_weights(again, pruned)
     with torch.no_grad():
-        torch.testing.assert_close(again.cuda()(src, tgt), pruned(src, tgt))
+        torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
