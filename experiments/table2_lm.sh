@@ -5,15 +5,19 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3)   # from-scratch depths for Figure 2
+# cpu regime: every row reports its best-on-valid checkpoint and stops after 3 validations without a
+# better one (the paper's runs report their final weights)
+SELECT=$([ "$SCALE" = paper ] && echo "" || echo "select=best early_stop_patience=3")
+SELECT=($SELECT)
 
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 1-2: baseline and LayerDrop at the base depth; both pruned every-other at every depth (Fig. 2 a, c)
-train experiment=table2_lm layerdrop.p=0 role=baseline "${@}"
-train experiment=table2_lm layerdrop.p=0.2 role=layerdrop "${@}"
+train experiment=table2_lm layerdrop.p=0 role=baseline "${SELECT[@]}" "${@}"
+train experiment=table2_lm layerdrop.p=0.2 role=layerdrop "${SELECT[@]}" "${@}"
 # row 3: the deeper LayerDrop model (full depth only)
-train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${@}"
+train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${SELECT[@]}" "${@}"
 # Figure 2 (b): models of smaller depth trained from scratch, without LayerDrop (full depth only)
-train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
+train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch prune.strategies=[] "${SELECT[@]}" "${@}"
 
 python -m layerdrop.report table2 --scale "$SCALE"

@@ -83,6 +83,13 @@ def test_a_code_file_pattern_matching_nothing_is_an_error(code_copy, monkeypatch
         runs.code_version()
 
 
+def test_early_stopping_is_part_of_the_key_only_when_on(smoke_overrides):
+    cfg = load_config(smoke_overrides)
+    assert runs.run_key(load_config([*smoke_overrides, "early_stop_patience=null"])) == runs.run_key(cfg)
+    three = runs.run_key(load_config([*smoke_overrides, "early_stop_patience=3"]))
+    assert three != runs.run_key(cfg) and three != runs.run_key(load_config([*smoke_overrides, "early_stop_patience=5"]))
+
+
 def test_later_defaults_still_leave_the_key_unchanged(smoke_overrides):
     cfg = load_config(smoke_overrides)
     assert runs.run_key(load_config([*smoke_overrides, "layerdrop.target=layers"])) == runs.run_key(cfg)

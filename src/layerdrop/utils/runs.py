@@ -109,6 +109,10 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
             value = {k: v for k, v in value.items()
                      if k not in COSMETIC.get(section, ()) and not (k in later and later[k] == v)}
         out[section] = value
+    # Early stopping decides where training ends, so it decides the model; left out when off, so runs
+    # made before it existed keep their keys.
+    if cfg.get("early_stop_patience") is not None:
+        out["early_stop_patience"] = cfg.early_stop_patience
     return out
 
 
