@@ -44,14 +44,35 @@ def test_table2_rows_claims_and_figure(tmp_path):
     assert "Warning" not in table and "± " not in table  # one code version, one seed per row
     assert "| Transformer LM | 6 | 0.01M | 50.00 | 50.50 | 16 | 247M | 18.7 |" in table
     assert "| + LayerDrop 0.2, deeper | 12 | 0.01M | 49.00 |" in table
-    assert "**did not hold**: LayerDrop improves the full 6-layer model (paper 18.7 -> 18.3) (50.00 -> 52.00)" in table
-    assert "**held**: the deeper LayerDrop model (12 layers) is best" in table
-    assert "**held**: pruned without fine-tuning, the LayerDrop model beats the pruned baseline at every depth" in table
-    assert "**did not hold**: the pruned LayerDrop model beats models trained from scratch" in table
+    # one seed per row: every verdict is inconclusive under the noise rule, with the one run's numbers
+    assert "Noise rule: held when" in table
+    assert ("**inconclusive** (C7): LayerDrop 0.2 improves the full 6-layer LM (paper 18.7 -> 18.3). test ppl "
+            "52.00 vs 50.00; inconclusive: -4.0% (1 seed(s); the rule needs 3).") in table
+    assert "**inconclusive** (C8): the deeper LayerDrop model (12 layers) does best" in table
+    assert "**inconclusive** (C1)" in table and "3 layers: 80.00 vs 900.00" in table
+    assert "**inconclusive** (C2)" in table and "**inconclusive** (precondition): depth matters" in table
     assert "4 training runs" in table and "20,000 training tokens" in table
     rows = list(csv.DictReader((out / "raw.csv").open()))
     assert len(rows) == 3 + 3 + 1 + 1 and {r["run_key"] for r in rows} == {"base", "ld", "deep", "s3"}
     assert (out / "figure2_lm.png").stat().st_size > 10_000
+
+
+def test_with_three_seeds_the_verdicts_follow_the_noise_rule(tmp_path):
+    runs = []
+    for seed, jitter in ((1, 0.0), (2, 1.0), (3, -1.0)):
+        runs += [
+            record(f"base{seed}", 6, 0.0, {6: 50.0 + jitter, 3: 900.0 + jitter}, role="baseline", seed=seed),
+            record(f"ld{seed}", 6, 0.2, {6: 40.0 + jitter, 3: 80.0 + jitter}, role="layerdrop", seed=seed),
+            record(f"s3{seed}", 3, 0.0, {3: 70.0 + jitter}, role="scratch", seed=seed),
+            # the deep model is better by less than the seeds' spread
+            record(f"deep{seed}", 12, 0.2, {12: 39.8 + 3 * jitter}, role="deep_layerdrop", seed=seed),
+        ]
+    table = table2(tmp_path, runs)
+    assert "**held** (precondition): depth matters" in table  # 50 vs 70
+    assert "**held** (C7)" in table  # 40 vs 50
+    assert "**held** (C1)" in table  # 80 vs 900 pruned
+    assert "**not held** (C2)" in table  # 80 pruned vs 70 from scratch, beyond the 1% tolerance
+    assert "**inconclusive** (C8)" in table and "inconclusive: +0.5% +- 4.6% (seeds 3 vs 3)" in table
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):
@@ -89,11 +110,13 @@ def test_table1_rows_claims_and_figure(tmp_path):
     table = (out / "table1.md").read_text()
     assert "| Transformer | 6 | 6 | 0.01M | 20.00 | 21.00 | 7.39 | 6/6 | 29.3 |" in table
     assert "| Transformer, deep encoder | 12 | 6 | 0.02M | 0.20 | 1.20 | 7.39 (diverged) | 12/6 | diverges |" in table
-    assert "**held**: LayerDrop improves the 6/6 Transformer (paper 29.3 -> 29.6 BLEU) (20.00 -> 21.00)" in table
-    assert "**held**: the 12-encoder LayerDrop model is the best (paper 30.2)" in table
-    assert "**held**: without LayerDrop the 12-encoder model diverges" in table
-    assert "**held**: decoder pruned without fine-tuning, the LayerDrop model beats the pruned baseline" in table
-    assert "**did not hold**: the pruned LayerDrop model beats models trained from scratch" in table
+    # one seed per row: inconclusive under the noise rule, with the numbers of the one run
+    assert ("**inconclusive** (C7): LayerDrop improves the 6/6 Transformer (paper 29.3 -> 29.6 BLEU). test BLEU "
+            "21.00 vs 20.00; inconclusive: +5.0% (1 seed(s); the rule needs 3).") in table
+    assert "**inconclusive** (C8): the 12-encoder LayerDrop model does best (paper 30.2)" in table
+    assert "**inconclusive** (C8): without LayerDrop the 12-encoder model diverges" in table
+    assert "**inconclusive** (C1)" in table and "3 decoder layers: 15.00 vs 5.00" in table
+    assert "**inconclusive** (C2)" in table and "3 decoder layers: 15.00 vs 17.00" in table
     assert "| 3 | 15.00 | 5.00 | 17.00 | 7.39 | 7.39 | 7.39 |" in table
     assert (out / "figure2_mt.png").stat().st_size > 1000
     with open(out / "raw.csv") as f:
@@ -128,7 +151,7 @@ def test_rows_are_the_recorded_roles_whatever_the_config_says(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="layerdrop"):
         table = table2(tmp_path, [TABLE2_RUNS[0], ld, *TABLE2_RUNS[2:4], stray])
     assert "| + LayerDrop 0.3 | 6 | 0.01M | 52.00 | 52.52 |" in table
-    assert "LayerDrop improves the full 6-layer model (paper 18.7 -> 18.3) (50.00 -> 52.00)" in table
+    assert "test ppl 52.00 vs 50.00" in table
     assert "stray" in caplog.text and "no role" in caplog.text
     rows = list(csv.DictReader((tmp_path / "results" / "raw.csv").open()))
     assert {r["run_key"]: r["role"] for r in rows} == {"base": "baseline", "ld": "layerdrop",
@@ -148,14 +171,14 @@ def test_two_runs_claiming_one_role_is_an_error_naming_both(tmp_path, second):
 
 def test_scratch_runs_of_different_depths_are_different_rows(tmp_path):
     table = table2(tmp_path, [*TABLE2_RUNS, record("s1", 1, 0.0, {1: 300.0}, role="scratch")])
-    assert "1 layers: 400.0 vs 300.0; 3 layers: 80.0 vs 70.0" in table
+    assert "1 layers: 400.00 vs 300.00" in table and "3 layers: 80.00 vs 70.00" in table
 
 
 def test_seeds_of_one_role_are_averaged_with_std_and_n(tmp_path):
     seed2 = record("ld2", 6, 0.2, {6: 54.0, 3: 84.0, 1: 420.0}, role="layerdrop", seed=2)
     table = table2(tmp_path, [*TABLE2_RUNS, seed2])
     assert "| + LayerDrop 0.2 | 6 | 0.01M | 53.00 ± 1.41 (n=2) | 53.53 ± 1.43 (n=2) |" in table
-    assert "(50.00 -> 53.00)" in table and "at 3 layers 82.0 vs 900.0" in table  # verdicts on the means
+    assert "test ppl 53.00 ± 1.41 (n=2) vs 50.00" in table and "3 layers: 82.00 ± 2.83 (n=2) vs 900.00" in table
     assert "average k seeds" in table
     rows = list(csv.DictReader((tmp_path / "results" / "raw.csv").open()))
     assert sorted(r["seed"] for r in rows if r["role"] == "layerdrop") == ["1", "1", "1", "2", "2", "2"]

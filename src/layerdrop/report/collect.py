@@ -174,6 +174,7 @@ def aggregate(rows: list[dict], keys: tuple[str, ...], metrics: tuple[str, ...])
             values = [r[m] for r in members if r[m] is not None]
             merged[m] = statistics.fmean(values) if values else None
             merged[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            merged[f"{m}_values"] = values  # one per seed: the verdicts test differences against their spread
         out.append(merged)
     return out
 

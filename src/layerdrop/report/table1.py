@@ -28,6 +28,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, Verdict, combine, judge  # noqa: E402
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -101,41 +102,68 @@ def diverged(row: dict | None) -> bool:
     return row["test_ppl"] >= row["vocab_size"]
 
 
-def claims(rows: list[dict]) -> list[tuple[str, bool, str]]:
-    """(paper claim, held here?, the numbers behind the verdict)."""
+def _values(row: dict | None, metric: str = "test_bleu") -> list[float]:
+    return list(row.get(f"{metric}_values") or [row[metric]]) if row else []
+
+
+def _vs(a: dict, b: dict, metric: str = "test_bleu") -> str:
+    return f"{mean_text(a, metric)} vs {mean_text(b, metric)}"
+
+
+def claim_rows(rows: list[dict]) -> list[ClaimResult]:
+    """Each claim Table 1 and its Figure 2 panel test, judged by the noise rule (report/verdict.py) on the
+    seeds' test BLEU."""
     ld = layerdrop_row(rows)
     enc, dec = ld["encoder_layers"], ld["decoder_layers"]
     base, deep_base, deep_ld = full(rows, "baseline"), full(rows, "deep_baseline"), full(rows, "deep_layerdrop")
     deep = (deep_ld or deep_base or {}).get("encoder_layers")
     out = []
+
+    def add(claim, statement, verdict, detail):
+        out.append(ClaimResult(claim, "table1", statement, verdict.outcome if isinstance(verdict, Verdict) else verdict,
+                               detail))
+
     if base:
-        out.append((f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)",
-                    ld["test_bleu"] > base["test_bleu"], f"{base['test_bleu']:.2f} -> {ld['test_bleu']:.2f}"))
+        v = judge(_values(ld), _values(base), higher_is_better=True)
+        add("C7", f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)", v,
+            f"test BLEU {_vs(ld, base)}; {v.describe()}.")
     if deep_ld:
-        best_other = max(x["test_bleu"] for x in (ld, base, deep_base) if x)
-        out.append((f"the {deep}-encoder LayerDrop model is the best (paper 30.2)", deep_ld["test_bleu"] > best_other,
-                    f"{deep_ld['test_bleu']:.2f} vs best other {best_other:.2f}"))
+        best = max((x for x in (ld, base, deep_base) if x), key=lambda r: r["test_bleu"])
+        v = judge(_values(deep_ld), _values(best), higher_is_better=True)
+        add("C8", f"the {deep}-encoder LayerDrop model does best (paper 30.2)", v,
+            f"test BLEU {_vs(deep_ld, best)}; {v.describe()}.")
     if deep_base:
-        out.append((f"without LayerDrop the {deep}-encoder model diverges (paper, text)", diverged(deep_base),
-                    f"final train loss {deep_base['final_train_loss']:.3f}, test BLEU {deep_base['test_bleu']:.2f}"
-                    + (f" vs {deep_ld['test_bleu']:.2f} with LayerDrop" if deep_ld else "")))
-    ld_curve, base_curve = decoder_curve(rows, "layerdrop"), decoder_curve(rows, "baseline")
-    shared = sorted(d for d in ld_curve if d in base_curve and d < dec)
+        seeds = deep_base.get("seeds", 1)
+        outcome = ("inconclusive" if seeds < MIN_SEEDS else "held" if diverged(deep_base) else "not held")
+        add("C8", f"without LayerDrop the {deep}-encoder model diverges (paper, text)", outcome,
+            f"final train loss {mean_text(deep_base, 'final_train_loss', 3)}, test BLEU "
+            f"{mean_text(deep_base, 'test_bleu')}" + (f" vs {mean_text(deep_ld, 'test_bleu')} with LayerDrop" if deep_ld else "")
+            + (f"; {seeds} seed(s), the rule needs {MIN_SEEDS}" if seeds < MIN_SEEDS else "") + ".")
+    ld_curve = {d: r for d, r in _decoder_rows(rows, "layerdrop").items() if d < dec}
+    base_curve = {d: r for d, r in _decoder_rows(rows, "baseline").items() if d < dec}
+    shared = sorted(d for d in ld_curve if d in base_curve)
     if shared:
-        wins = [d for d in shared if ld_curve[d] > base_curve[d]]
-        half = dec // 2
-        out.append(("decoder pruned without fine-tuning, the LayerDrop model beats the pruned baseline at every depth",
-                    len(wins) == len(shared),
-                    f"wins at {len(wins)}/{len(shared)} depths; at {half} decoder layers "
-                    f"{ld_curve.get(half, float('nan')):.2f} vs {base_curve.get(half, float('nan')):.2f}"))
-    from_scratch = {d: r["test_bleu"] for d, r in scratch(rows).items()}
-    if from_scratch:
-        wins = [d for d in from_scratch if d in ld_curve and ld_curve[d] > from_scratch[d]]
-        detail = "; ".join(f"{d} decoder layers: {ld_curve.get(d, float('nan')):.2f} vs {s:.2f}"
-                           for d, s in from_scratch.items())
-        out.append(("the pruned LayerDrop model beats models trained from scratch at that decoder depth",
-                    len(wins) == len(from_scratch), detail))
+        verdicts = {d: judge(_values(ld_curve[d]), _values(base_curve[d]), higher_is_better=True) for d in shared}
+        add("C1", "decoder pruned every other layer without fine-tuning, LayerDrop beats the pruned baseline at "
+            "every depth", combine(list(verdicts.values())),
+            "; ".join(f"{d} decoder layers: {_vs(ld_curve[d], base_curve[d])}, {verdicts[d].describe()}"
+                      for d in shared) + ".")
+    from_scratch = scratch(rows)
+    depths = sorted(d for d in from_scratch if d in ld_curve)
+    if depths:
+        verdicts = {d: judge(_values(ld_curve[d]), _values(from_scratch[d]), higher_is_better=True, kind="matches")
+                    for d in depths}
+        add("C2", "the pruned LayerDrop model matches or beats a decoder of that depth trained from scratch",
+            combine(list(verdicts.values())),
+            "; ".join(f"{d} decoder layers: {_vs(ld_curve[d], from_scratch[d])}, {verdicts[d].describe()}"
+                      for d in depths) + ".")
     return out
+
+
+def _decoder_rows(rows: list[dict], role: str) -> dict[int, dict]:
+    """kept decoder layers -> row of the role's model pruned every other decoder layer (full depth included)."""
+    return {r["kept_layers"]: r for r in rows if r["role"] == role and r["stack"] == "decoder"
+            and r["strategy"] in ("every_other", "none")}
 
 
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
@@ -174,8 +202,8 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               "BLEU), for comparison only; the paper's other rows: "
               + "; ".join(f"{p['model']} {p['test_bleu']}" for p in paper if p["row"] in ("vaswani", "dynamicconv"))
               + ".", "", "## Did the paper's claims hold at this scale?", ""]
-    for claim, held, detail in claims(rows):
-        lines.append(f"- **{'held' if held else 'did not hold'}**: {claim} ({detail}).")
+    lines += [f"Noise rule: {RULE}.", ""]
+    lines += [c.line() for c in claim_rows(rows)]
     best = max((r["test_bleu"] for r in rows if r["strategy"] == "none"), default=0.0)
     if best < 10:
         steps = "/".join(map(str, sorted({r["steps"] for r in rows})))

@@ -25,6 +25,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
+from layerdrop.report.verdict import RULE, ClaimResult, Verdict, combine, judge  # noqa: E402
 
 #: one model's sub-network, across seeds
 KEYS = ("role", "n_layers", "strategy", "kept_layers", "layers")
@@ -56,35 +57,57 @@ def layerdrop_row(rows: list[dict]) -> dict:
     return ld
 
 
-def claims(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
-    """(paper claim, held here?, the numbers behind the verdict)."""
+def _values(row: dict | None, metric: str = "test_ppl") -> list[float]:
+    return list(row.get(f"{metric}_values") or [row[metric]]) if row else []
+
+
+def _vs(a: dict, b: dict, metric: str = "test_ppl") -> str:
+    return f"{mean_text(a, metric)} vs {mean_text(b, metric)}"
+
+
+def claim_rows(rows: list[dict]) -> list[ClaimResult]:
+    """Each claim Table 2 and its Figure 2 panel test, judged by the noise rule (report/verdict.py) on the
+    seeds' test perplexities; the precondition that depth matters comes first."""
     ld = layerdrop_row(rows)
     n = ld["n_layers"]
     base, deep = full(rows, "baseline"), full(rows, "deep_layerdrop")
+    from_scratch = scratch(rows)
     out = []
+
+    def add(claim, statement, verdict, detail):
+        out.append(ClaimResult(claim, "table2", statement, verdict.outcome if isinstance(verdict, Verdict) else verdict,
+                               detail))
+
+    half = from_scratch.get(n // 2)
+    if base and half:
+        v = judge(_values(base), _values(half), higher_is_better=False)
+        add("precondition", f"depth matters: the {n}-layer baseline beats {n // 2} layers trained from scratch", v,
+            f"test ppl {_vs(base, half)}; {v.describe()}.")
     if base:
-        out.append((f"LayerDrop improves the full {n}-layer model (paper 18.7 -> 18.3)",
-                    ld["test_ppl"] < base["test_ppl"], f"{base['test_ppl']:.2f} -> {ld['test_ppl']:.2f}"))
+        v = judge(_values(ld), _values(base), higher_is_better=False)
+        add("C7", f"LayerDrop {ld['layerdrop_p']} improves the full {n}-layer LM (paper 18.7 -> 18.3)", v,
+            f"test ppl {_vs(ld, base)}; {v.describe()}.")
     if deep:
-        out.append((f"the deeper LayerDrop model ({deep['n_layers']} layers) is best (paper 17.7)",
-                    deep["test_ppl"] < min(ld["test_ppl"], base["test_ppl"] if base else float("inf")),
-                    f"{deep['test_ppl']:.2f} vs {ld['test_ppl']:.2f}"))
-    ld_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, "layerdrop")}
-    base_curve = {r["kept_layers"]: r["test_ppl"] for r in pruned_curve(rows, "baseline")}
-    shared = sorted(d for d in ld_curve if d in base_curve and d < n)
+        others = [r for r in (ld, base) if r]
+        best = min(others, key=lambda r: r["test_ppl"])
+        v = judge(_values(deep), _values(best), higher_is_better=False)
+        add("C8", f"the deeper LayerDrop model ({deep['n_layers']} layers) does best (paper 17.7)", v,
+            f"test ppl {_vs(deep, best)}; {v.describe()}.")
+    ld_curve = {r["kept_layers"]: r for r in pruned_curve(rows, "layerdrop") if r["strategy"] != "none"}
+    base_curve = {r["kept_layers"]: r for r in pruned_curve(rows, "baseline") if r["strategy"] != "none"}
+    shared = sorted(d for d in ld_curve if d in base_curve)
     if shared:
-        wins = [d for d in shared if ld_curve[d] < base_curve[d]]
-        out.append(("pruned without fine-tuning, the LayerDrop model beats the pruned baseline at every depth",
-                    len(wins) == len(shared),
-                    f"wins at {len(wins)}/{len(shared)} depths; at {n // 2} layers "
-                    f"{ld_curve.get(n // 2, float('nan')):.1f} vs {base_curve.get(n // 2, float('nan')):.1f}"))
-    from_scratch = {d: r["test_ppl"] for d, r in sorted(scratch(rows).items())}
-    if from_scratch:
-        wins = [d for d in from_scratch if d in ld_curve and ld_curve[d] < from_scratch[d]]
-        detail = "; ".join(f"{d} layers: {ld_curve.get(d, float('nan')):.1f} vs {s:.1f}"
-                           for d, s in from_scratch.items())
-        out.append(("the pruned LayerDrop model beats models trained from scratch at that depth",
-                    len(wins) == len(from_scratch), detail))
+        verdicts = {d: judge(_values(ld_curve[d]), _values(base_curve[d]), higher_is_better=False) for d in shared}
+        add("C1", "pruned every other layer without fine-tuning, LayerDrop beats the pruned baseline at every depth",
+            combine(list(verdicts.values())),
+            "; ".join(f"{d} layers: {_vs(ld_curve[d], base_curve[d])}, {verdicts[d].describe()}" for d in shared) + ".")
+    depths = sorted(d for d in from_scratch if d in ld_curve)
+    if depths:
+        verdicts = {d: judge(_values(ld_curve[d]), _values(from_scratch[d]), higher_is_better=False, kind="matches")
+                    for d in depths}
+        add("C2", "the pruned LayerDrop model matches or beats a model of that depth trained from scratch",
+            combine(list(verdicts.values())),
+            "; ".join(f"{d} layers: {_vs(ld_curve[d], from_scratch[d])}, {verdicts[d].describe()}" for d in depths) + ".")
     return out
 
 
@@ -115,8 +138,8 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
         lines.append(f"| {name} | {ours} | {pp['layers']} | {pp['params']} | {pp['test_ppl']} |")
     lines += ["", "Paper numbers: Fan et al. 2020, Table 2 (Wikitext-103 test perplexity), for comparison only.",
               "", "## Did the paper's claims hold at this scale?", ""]
-    for claim, held, detail in claims(rows):
-        lines.append(f"- **{'held' if held else 'did not hold'}**: {claim} ({detail}).")
+    lines += [f"Noise rule: {RULE}.", ""]
+    lines += [c.line() for c in claim_rows(rows)]
     lines += ["", "Figure 2 (LM panel): `figure2_lm.png`; raw numbers: `raw.csv` (every run x pruned depth).", ""]
     return "\n".join(lines)
 

@@ -38,6 +38,8 @@ class Verdict:
     def describe(self) -> str:
         if self.diff is None:
             return f"{self.outcome} ({self.reason})"
+        if self.se is None or math.isnan(self.se):
+            return f"{self.outcome}: {100 * self.diff:+.1f}% ({self.reason})"
         return (f"{self.outcome}: {100 * self.diff:+.1f}% +- {100 * self.se:.1f}% (seeds {self.seeds[0]} vs "
                 f"{self.seeds[1]})")
 
@@ -66,3 +68,41 @@ def judge(claimed: list[float], other: list[float], higher_is_better: bool, kind
     outcome = "held" if held else "not held" if not_held else "inconclusive"
     reason = "beyond the noise" if outcome != "inconclusive" else "within the noise"
     return Verdict(outcome, diff, se, seeds, reason)
+
+
+def combine(verdicts: list[Verdict]) -> str:
+    """One outcome for a claim made "at every depth": held if held at every depth, not held if not held at
+    any depth, otherwise inconclusive."""
+    outcomes = [v.outcome for v in verdicts]
+    if outcomes and all(o == "held" for o in outcomes):
+        return "held"
+    return "not held" if "not held" in outcomes else "inconclusive"
+
+
+#: the paper's claims (../shared/PAPER.md section 7), in our words
+CLAIMS = {
+    "C1": "pruned without fine-tuning, a LayerDrop model beats the baseline pruned the same way, at every depth",
+    "C2": "the pruned LayerDrop model matches or beats models of that depth trained from scratch",
+    "C3": "every-other pruning is hard to beat; first or last half only is much worse",
+    "C4": "sub-layers and whole layers are about equal LayerDrop targets; heads alone are worst",
+    "C5": "layers near the input and the output matter most",
+    "C6": "the more you will prune, the higher the training drop rate should be",
+    "C7": "LayerDrop improves the full model",
+    "C8": "LayerDrop lets deeper models train stably and do better; the 12-encoder MT baseline diverges",
+    "C9": "training at p = 0.5 is almost 2x faster",
+    "C10": "a pruned, fine-tuned LayerDrop encoder beats BERT / DistilBERT of that depth",
+    "C11": "fine-tuning a pruned model helps only marginally",
+}
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim as one artefact tests it: the outcome under the noise rule and the numbers behind it."""
+    claim: str  # "C1" ... "C11", or "precondition"
+    artefact: str
+    statement: str
+    outcome: str  # held | not held | inconclusive
+    detail: str
+
+    def line(self) -> str:
+        return f"- **{self.outcome}** ({self.claim}): {self.statement}. {self.detail}"
