@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% tune-lm bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% claims tune-lm bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -47,6 +47,9 @@ tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid,
 	SCALE=cpu bash experiments/tune_lm.sh
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
+
+claims: ## every paper claim (C1-C11) against every artefact that tests it, by the noise rule -> results/claims.md
+	$(PYTHON) -m layerdrop.report.claims --scale $(SCALE)
 
 report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
 	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)

@@ -1,0 +1,124 @@
+"""The claims page: every claim of the paper (C1-C11, ../shared/PAPER.md section 7) against every
+artefact that tests it, from the run records (`make claims` -> results/claims.md and claims.json).
+
+    python -m layerdrop.report.claims [--scale cpu] [--runs-dir runs] [--out results]
+
+Tables 1 and 2 judge their claims by the noise rule (report/verdict.py) on the seeds of each row. The
+figure artefacts (Figures 4-7) are listed with the claims they test; until they judge seeds themselves,
+their outcome is inconclusive when fewer than MIN_SEEDS seeds stand behind a model, and never better
+than "single-run reading" otherwise. A claim no artefact tests yet says "not built yet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+from layerdrop.report import table1, table2
+from layerdrop.report.collect import aggregate, load_records, select_roles, write_text
+from layerdrop.report.verdict import CLAIMS, MIN_SEEDS, RULE, ClaimResult
+from layerdrop.utils.runs import git_sha
+
+#: artefact -> (task, the claims it tests)
+ARTEFACTS = {
+    "table1": ("mt", ("C1", "C2", "C7", "C8")),
+    "table2": ("lm", ("C1", "C2", "C7", "C8")),
+    "figure4": ("lm", ("C3", "C4")),
+    "figure5": ("lm", ("C5",)),
+    "figure6": ("lm", ("C6",)),
+    "figure7": ("lm", ("C9",)),
+}
+#: claims whose artefact does not exist yet, and what would test them
+NOT_BUILT = {"C10": "Table 7 / Figure 3 (pretraining and GLUE fine-tuning)", "C11": "Table 8 (fine-tuning a pruned LM)"}
+
+
+def table_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
+    records = select_roles(records, artefact)
+    if artefact == "table1":
+        rows = aggregate(table1.tidy_rows(records), table1.KEYS, table1.METRICS)
+        return table1.claim_rows(rows)
+    rows = aggregate(table2.tidy_rows(records, "table2"), table2.KEYS, table2.METRICS)
+    return table2.claim_rows(rows)
+
+
+def figure_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
+    """A figure's claims, with the seeds behind its models: under MIN_SEEDS the noise rule cannot decide."""
+    seeds: dict[str, set] = {}
+    for r in records:
+        cfg = dict(r["config"])
+        seeds.setdefault(json.dumps({k: v for k, v in cfg.items() if k not in ("seed", "code")}, sort_keys=True,
+                                    default=str), set()).add(cfg.get("seed"))
+    fewest = min((len(s) for s in seeds.values()), default=0)
+    out = []
+    for claim in ARTEFACTS[artefact][1]:
+        if fewest < MIN_SEEDS:
+            detail = (f"{len(records)} runs, {fewest} seed(s) per model; the rule needs {MIN_SEEDS}. The one-seed "
+                      f"reading is in `{artefact}/{artefact}.md`.")
+        else:
+            detail = (f"{fewest} seeds per model, but this figure's report does not judge seeds by the noise rule "
+                      f"yet; see `{artefact}/{artefact}.md`.")
+        out.append(ClaimResult(claim, artefact, CLAIMS[claim], "inconclusive", detail))
+    return out
+
+
+def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, int]]:
+    """Every claim result of every built artefact at ``scale``, and how many runs each artefact has."""
+    results, runs = [], {}
+    for artefact, (task, _) in ARTEFACTS.items():
+        records = load_records(runs_dir, task, artefact, scale)
+        runs[artefact] = len(records)
+        if not records:
+            continue
+        if artefact in ("table1", "table2"):
+            results += table_claims(artefact, records)
+        else:
+            results += figure_claims(artefact, records)
+    return results, runs
+
+
+def render(results: list[ClaimResult], runs: dict[str, int], scale: str) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Did the paper's claims hold?", "",
+             f"Scale `{scale}`. Written by `make claims` on {when}, commit {git_sha()}, from the run records of "
+             "every artefact (" + ", ".join(f"{a}: {n} runs" for a, n in runs.items()) + ").", "",
+             f"Noise rule: {RULE}. A row with fewer seeds is inconclusive whatever its one run says; that run's "
+             "numbers are still shown.", "",
+             "Preconditions come first: where a precondition does not hold (say, depth does not matter), the "
+             "claims of that artefact say little either way.", "",
+             "| claim | artefact | outcome | what was compared |", "|---|---|---|---|"]
+    for r in (r for r in results if r.claim == "precondition"):
+        lines.append(f"| precondition: {r.statement} | {r.artefact} | **{r.outcome}** | {r.detail} |")
+    for claim, text in CLAIMS.items():
+        testers = [a for a, (_, cs) in ARTEFACTS.items() if claim in cs]
+        if not testers:
+            lines.append(f"| {claim}: {text} | {NOT_BUILT[claim]} | not built yet | - |")
+        for artefact in testers:
+            mine = [r for r in results if r.claim == claim and r.artefact == artefact]
+            for r in mine:
+                what = artefact if r.statement == text else f"{artefact}: {r.statement}"
+                lines.append(f"| {claim}: {text} | {what} | **{r.outcome}** | {r.detail} |")
+            if not mine:
+                why = "no runs at this scale" if not runs.get(artefact) else "its rows are not run yet"
+                lines.append(f"| {claim}: {text} | {artefact} ({why}) | not built yet | - |")
+    lines += ["", "Each artefact's own page (`results/<artefact>/<artefact>.md`) shows its rows, seeds and curves.",
+              ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m layerdrop.report.claims", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    results, runs = collect(args.runs_dir, args.scale)
+    name = "claims" if args.scale == "cpu" else f"claims_{args.scale}"
+    write_text(args.out / f"{name}.md", render(results, runs, args.scale))
+    write_text(args.out / f"{name}.json", json.dumps([r.__dict__ for r in results], indent=2) + "\n")
+    print(f"wrote {args.out / name}.md: {len(results)} claim results from {sum(runs.values())} runs")
+
+
+if __name__ == "__main__":
+    main()
