@@ -20,4 +20,10 @@ train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${SELEC
 # Figure 2 (b): models of smaller depth trained from scratch, without LayerDrop (full depth only)
 train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch prune.strategies=[] "${SELECT[@]}" "${@}"
 
+# Beyond the paper (ours): the baseline trained for the FLOPs of the LayerDrop run (fewer steps, its own
+# full schedule), for the equal-compute comparison
+ONE=(); for a in "$@"; do [[ $a == *,* ]] || ONE+=("$a"); done   # sweeps (seed=1,2,3) do not change the FLOPs
+EQUAL=$(python -m layerdrop.flops equal-steps 0.2 experiment=table2_lm scale="$SCALE" "${ONE[@]}" | tail -1)
+train experiment=table2_lm layerdrop.p=0 trainer.max_steps="$EQUAL" role=equal_compute prune.strategies=[] "${SELECT[@]}" "${@}"
+
 python -m layerdrop.report table2 --scale "$SCALE"

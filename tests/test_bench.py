@@ -78,3 +78,16 @@ def test_targets_are_marked_from_the_numbers():
     # half depth 1.6x against an ideal of 1.75x is more than 5% short; p=0.5 0.05 away from its ideal
     assert _verdicts(bench.render(_result(half=1.6, p05=0.60, lm_share=0.4, beam=90.0))) == [
         "missed", "missed", "met", "missed", "missed", "missed"]
+
+
+def test_the_equal_flops_baseline_runs_fewer_steps_the_more_layerdrop_drops():
+    from layerdrop.flops import equal_flops_steps, lm_step_ratio, main
+
+    cfg = LMConfig(vocab_size=512, n_layers=4, d_model=32, n_heads=2, d_ff=64, max_len=32, adaptive=True,
+                   cutoffs=[128, 256])
+    ratios = [lm_step_ratio(cfg, p, 32, [0.7, 0.2, 0.1]) for p in (0.0, 0.2, 0.5)]
+    assert ratios[0] == 1.0 and 0.5 < ratios[2] < ratios[1] < 1.0  # the adaptive softmax is never dropped
+    steps, ratio = equal_flops_steps(["debug=smoke", "trainer.max_steps=100"], 0.5)
+    assert steps == round(100 * ratio) and 50 < steps < 100
+    with pytest.raises(SystemExit, match="P=1.5: must be a LayerDrop rate"):
+        main(["equal-steps", "1.5"])

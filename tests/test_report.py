@@ -66,13 +66,20 @@ def test_with_three_seeds_the_verdicts_follow_the_noise_rule(tmp_path):
             record(f"s3{seed}", 3, 0.0, {3: 70.0 + jitter}, role="scratch", seed=seed),
             # the deep model is better by less than the seeds' spread
             record(f"deep{seed}", 12, 0.2, {12: 39.8 + 3 * jitter}, role="deep_layerdrop", seed=seed),
+            record(f"eq{seed}", 6, 0.0, {6: 45.0 + jitter}, role="equal_compute", seed=seed),
         ]
+        for r in runs[-5:]:  # learning curves: two validations each
+            r["train"]["curve"] = [{"step": s, "tokens_seen": 1000 * s, "val/ppl": 100.0 / s + seed} for s in (1, 2)]
     table = table2(tmp_path, runs)
     assert "**held** (precondition): depth matters" in table  # 50 vs 70
     assert "**held** (C7)" in table  # 40 vs 50
     assert "**held** (C1)" in table  # 80 vs 900 pruned
     assert "**not held** (C2)" in table  # 80 pruned vs 70 from scratch, beyond the 1% tolerance
     assert "**inconclusive** (C8)" in table and "inconclusive: +0.5% +- 4.6% (seeds 3 vs 3)" in table
+    # ours: against a baseline trained for the same FLOPs (45), LayerDrop (40) still wins
+    assert "| Transformer LM, trained for the FLOPs of the LayerDrop run (ours) | 6 | 0.01M | 45.00 ± 1.00 (n=3) |" in table
+    assert "- **held** (ours): at equal training FLOPs, LayerDrop 0.2 beats the baseline" in table
+    assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):
@@ -219,7 +226,7 @@ def test_figures_flag_several_code_versions_too(tmp_path):
 def test_reports_leave_no_temporary_files(tmp_path):
     write_runs(tmp_path, TABLE2_RUNS)
     report_main(["table2", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figure2_lm.png", "raw.csv", "table2.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["curves.png", "figure2_lm.png", "raw.csv", "table2.md"]
 
 
 def regime_record(key, dropout, curve, full_valid, seed=1):

@@ -64,3 +64,50 @@ def mt_forward_flops(cfg: Seq2SeqConfig, B: int, S: int, T: int, enc_kept: float
     enc = B * S * (2 * (4 * C * C + 2 * C * ff) + 4 * S * C)
     dec = B * T * (2 * (6 * C * C + 2 * C * ff) + 4 * T * C + 4 * S * C) + B * S * 2 * 2 * C * C
     return enc_kept * enc + dec_kept * dec + B * T * 2 * C * cfg.vocab_size
+
+
+def lm_step_ratio(cfg: LMConfig, p: float, T: int, shares: list[float] | None = None) -> float:
+    """Expected FLOPs of a LayerDrop step at rate ``p`` against a full step (training is 3x the forward
+    for both): only the layers are dropped, the adaptive input and softmax always run."""
+    n = cfg.n_layers
+    return lm_forward_flops(cfg, (1 - p) * n, T, shares) / lm_forward_flops(cfg, n, T, shares)
+
+
+def equal_flops_steps(overrides: list[str], p: float) -> tuple[int, float]:
+    """Steps of the configured LM without LayerDrop that cost the FLOPs of its ``trainer.max_steps``
+    steps at rate ``p`` (band shares measured on the train stream), and the per-step ratio."""
+    from hydra.utils import instantiate
+
+    from layerdrop.config import load_config
+    from layerdrop.train import model_config
+
+    cfg = load_config(overrides)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    model_cfg = LMConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
+    shares = band_shares(model_cfg, dm.train_set.stream.long())
+    ratio = lm_step_ratio(model_cfg, p, cfg.data.block_size, shares)
+    return round(ratio * cfg.trainer.max_steps), ratio
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m layerdrop.flops equal-steps P [OVERRIDES...]``: prints the steps of a baseline with the
+    training FLOPs of a LayerDrop-P run (experiments/table2_lm.sh uses it for the equal-compute row)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "equal-steps":
+        raise SystemExit("usage: python -m layerdrop.flops equal-steps P [HYDRA_OVERRIDES...]")
+    try:
+        p = float(args[1])
+    except ValueError:
+        raise SystemExit(f"P={args[1]!r}: must be a LayerDrop rate in [0, 1)") from None
+    if not 0.0 <= p < 1.0:
+        raise SystemExit(f"P={p}: must be a LayerDrop rate in [0, 1)")
+    steps, _ = equal_flops_steps(args[2:], p)
+    print(steps)
+
+
+if __name__ == "__main__":
+    main()

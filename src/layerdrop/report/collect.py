@@ -203,3 +203,31 @@ def code_version_note(records: list[dict], artefact: str) -> str | None:
     return (f"**Warning: these runs come from {len(versions)} versions of the training code** (`code_version` in "
             "each run's record; `unknown`: trained before it was recorded), so a difference between rows may be a "
             "code change: " + "; ".join(f"`{v}`: {', '.join(keys)}" for v, keys in sorted(versions.items())) + ".")
+
+
+def curves_figure(groups: dict[str, list[dict]], path: Path, title: str, metric: str = "val/ppl",
+                  ylabel: str = "valid perplexity (in-training validation, log scale)") -> None:
+    """Learning curves: for each labelled group of runs (the seeds of one row), ``metric`` against
+    training tokens, the mean over seeds as a line and the seeds' range shaded."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    for label, records in groups.items():
+        curves = [[p for p in r["train"].get("curve", []) if metric in p] for r in records]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)  # early stopping can end seeds at different points
+        x = [curves[0][i]["tokens_seen"] / 1e6 for i in range(n)]
+        values = [[c[i][metric] for c in curves] for i in range(n)]
+        mean = [statistics.fmean(v) for v in values]
+        (line,) = ax.plot(x, mean, label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        if len(curves) > 1:
+            ax.fill_between(x, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)

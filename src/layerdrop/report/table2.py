@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report.collect import (  # noqa: E402
     aggregate,
+    curves_figure,
     mean_text,
     provenance,
     read_csv,
@@ -111,6 +112,30 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     return out
 
 
+def equal_compute(rows: list[dict]) -> ClaimResult | None:
+    """The LayerDrop model against the baseline trained for the same FLOPs (ours, not a paper claim)."""
+    ld, eq = layerdrop_row(rows), full(rows, "equal_compute")
+    if not eq:
+        return None
+    v = judge(_values(ld), _values(eq), higher_is_better=False)
+    return ClaimResult("ours", "table2", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
+                       f"baseline ({eq['steps']} steps against {ld['steps']})", v.outcome,
+                       f"test ppl {_vs(ld, eq)}; {v.describe()}.")
+
+
+def curves(records: list[dict], path: Path, scale: str) -> None:
+    """Valid perplexity during training, for every row (the seeds of a row shaded)."""
+    names = {"baseline": "baseline", "layerdrop": "LayerDrop", "deep_layerdrop": "LayerDrop, deeper",
+             "equal_compute": "baseline, LayerDrop's FLOPs"}
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["config"]["model"]["n_layers"], r["config"].get("seed") or 0)):
+        role = (r.get("roles") or {}).get("table2")
+        n = r["config"]["model"]["n_layers"]
+        label = f"{n} layers from scratch" if role == "scratch" else f"{names.get(role, role)} ({n} layers)"
+        groups.setdefault(label, []).append(r)
+    curves_figure(groups, path, f"Table 2 learning curves ({scale} scale)")
+
+
 def caption(records: list[dict], scale: str) -> str:
     run = provenance(records)
     split_text = ", ".join(f"{k} {v.get('tokens', '?'):,} tokens" for k, v in run["splits"].items()
@@ -128,10 +153,12 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
     lines = ["# Table 2: language modelling with LayerDrop", "", caption(records, scale) + seeds_note(rows), "",
              "| Model | Layers | Params | Test PPL (ours) | Valid PPL (ours) | Paper: layers | Paper: params | "
              "Paper: test PPL |", "|---|---|---|---|---|---|---|---|"]
-    for role, name in [("baseline", "Transformer LM"), ("layerdrop", "+ LayerDrop {p}"),
-                       ("deep_layerdrop", "+ LayerDrop {p}, deeper")]:
+    specs = [("baseline", "Transformer LM"), ("layerdrop", "+ LayerDrop {p}"), ("deep_layerdrop", "+ LayerDrop {p}, deeper")]
+    if full(rows, "equal_compute"):
+        specs.append(("equal_compute", "Transformer LM, trained for the FLOPs of the LayerDrop run (ours)"))
+    for role, name in specs:
         r = full(rows, role)
-        pp = paper_by_row[role]
+        pp = paper_by_row.get(role, {"layers": "-", "params": "-", "test_ppl": "-"})
         ours = (f"{r['n_layers']} | {r['n_params'] / 1e6:.2f}M | {mean_text(r, 'test_ppl')} | "
                 f"{mean_text(r, 'valid_ppl')}" if r else "- | not run | - | -")
         name = name.format(p=(r or ld)["layerdrop_p"])
@@ -140,7 +167,15 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               "", "## Did the paper's claims hold at this scale?", ""]
     lines += [f"Noise rule: {RULE}.", ""]
     lines += [c.line() for c in claim_rows(rows)]
-    lines += ["", "Figure 2 (LM panel): `figure2_lm.png`; raw numbers: `raw.csv` (every run x pruned depth).", ""]
+    equal = equal_compute(rows)
+    if equal:
+        lines += ["", "## Equal compute (ours, beyond the paper)", "",
+                  "A LayerDrop step skips layers, so it costs fewer FLOPs. The paper compares models at equal "
+                  "updates; this row compares the LayerDrop model with a baseline trained, on its own full "
+                  "schedule, for the training FLOPs of the LayerDrop run (`python -m layerdrop.flops "
+                  "equal-steps`).", "", equal.line()]
+    lines += ["", "Learning curves: `curves.png`. Figure 2 (LM panel): `figure2_lm.png`; raw numbers: `raw.csv` "
+              "(every run x pruned depth).", ""]
     return "\n".join(lines)
 
 
@@ -176,3 +211,4 @@ def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> No
     write_csv(out_dir / "raw.csv", raw)
     write_text(out_dir / "table2.md", table_markdown(rows, records, read_csv(paper_csv), scale))
     figure(rows, out_dir / "figure2_lm.png", scale)
+    curves(records, out_dir / "curves.png", scale)

@@ -280,7 +280,7 @@ def locked(run_dir: Path) -> Iterator[None]:
 #: From-scratch runs share the role ``scratch`` and are told apart by depth.
 ROLES = {
     "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch"),
-    "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch"),
+    "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch", "equal_compute"),
 }
 
 
