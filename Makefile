@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-all report-% claims tune-lm bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-all report-% claims tune-lm bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -42,6 +42,9 @@ reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=c
 
 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7: reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
 	SCALE=$(SCALE) bash experiments/figure$*_lm.sh
+
+reproduce-table8: data-lm ## Table 8: the LayerDrop LM pruned to half depth, then fine-tuned -> results/table8/
+	SCALE=$(SCALE) bash experiments/table8_lm.sh
 
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh

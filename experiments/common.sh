@@ -8,3 +8,6 @@ esac
 # A sweep of runs: one Hydra multirun when every run is single-process (cpu), one torchrun per run that
 # needs several GPUs (paper), never a sweep inside the ranks (see src/layerdrop/launch.py).
 train() { python -m layerdrop.launch scale="$SCALE" "$@"; }
+# The LayerDrop rows' own regularisation, picked on valid as the baseline's dropout was (fairseq's tip:
+# about 0.1 less dropout once LayerDrop is on); empty: the model config's dropout.
+LAYERDROP_ROW=()

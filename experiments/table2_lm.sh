@@ -14,7 +14,7 @@ SELECT=($SELECT)
 # seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 1-2: baseline and LayerDrop at the base depth; both pruned every-other at every depth (Fig. 2 a, c)
 train experiment=table2_lm layerdrop.p=0 role=baseline "${SELECT[@]}" "${@}"
-train experiment=table2_lm layerdrop.p=0.2 role=layerdrop "${SELECT[@]}" "${@}"
+train experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=layerdrop "${SELECT[@]}" "${@}"
 # row 3: the deeper LayerDrop model (full depth only)
 train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${SELECT[@]}" "${@}"
 # Figure 2 (b): models of smaller depth trained from scratch, without LayerDrop (full depth only)

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, regime, table1, table2
+from layerdrop.report import figures, regime, table1, table2, table8
 from layerdrop.report.collect import code_version_note, load_records, select_roles, write_text
 from layerdrop.utils.runs import ROLES
 
@@ -23,6 +23,7 @@ ARTEFACTS = {
     "figure6": ("lm", figures.figure6),
     "figure7": ("lm", figures.figure7),
     "regime_lm": ("lm", regime.build),
+    "table8": ("lm_finetune", table8.build),
 }
 REPO = Path(__file__).resolve().parents[3]
 

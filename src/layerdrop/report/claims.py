@@ -16,7 +16,7 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import table1, table2
+from layerdrop.report import table1, table2, table8
 from layerdrop.report.collect import aggregate, load_records, select_roles, write_text
 from layerdrop.report.verdict import CLAIMS, MIN_SEEDS, RULE, ClaimResult
 from layerdrop.utils.runs import git_sha
@@ -29,9 +29,10 @@ ARTEFACTS = {
     "figure5": ("lm", ("C5",)),
     "figure6": ("lm", ("C6",)),
     "figure7": ("lm", ("C9",)),
+    "table8": ("lm_finetune", ("C11",)),
 }
 #: claims whose artefact does not exist yet, and what would test them
-NOT_BUILT = {"C10": "Table 7 / Figure 3 (pretraining and GLUE fine-tuning)", "C11": "Table 8 (fine-tuning a pruned LM)"}
+NOT_BUILT = {"C10": "Table 7 / Figure 3 (pretraining and GLUE fine-tuning)"}
 
 
 def table_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
@@ -73,6 +74,8 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
             continue
         if artefact in ("table1", "table2"):
             results += table_claims(artefact, records)
+        elif artefact == "table8":
+            results.append(table8.c11(table8.tidy_rows(records)))
         else:
             results += figure_claims(artefact, records)
     return results, runs

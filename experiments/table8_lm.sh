@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Table 8: the Table 2 LayerDrop LM (each of its seeds) pruned to half depth, scored, fine-tuned, scored
+# again (python -m layerdrop.finetune). Trains the LayerDrop runs first if the run cache lacks them.
+#   SCALE=cpu|paper bash experiments/table8_lm.sh [extra Hydra overrides, e.g. finetune.steps=800]
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+SEEDS=${SEEDS:-1,2,3}
+SELECT=$([ "$SCALE" = paper ] && echo "" || echo "select=best early_stop_patience=3")
+SELECT=($SELECT)
+LAYERDROP=(experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}")
+train "${LAYERDROP[@]}" role=layerdrop artefact=table2 seed="$SEEDS" "${SELECT[@]}" "${@}"
+python -m layerdrop.finetune -m scale="$SCALE" "${LAYERDROP[@]}" seed="$SEEDS" "${SELECT[@]}" "${@}"
+python -m layerdrop.report table8 --scale "$SCALE"
