@@ -3,10 +3,8 @@ artefact that tests it, from the run records (`make claims` -> results/claims.md
 
     python -m layerdrop.report.claims [--scale cpu] [--runs-dir runs] [--out results]
 
-Tables 1 and 2 judge their claims by the noise rule (report/verdict.py) on the seeds of each row. The
-figure artefacts (Figures 4-7) are listed with the claims they test; until they judge seeds themselves,
-their outcome is inconclusive when fewer than MIN_SEEDS seeds stand behind a model, and never better
-than "single-run reading" otherwise. A claim no artefact tests yet says "not built yet".
+Every artefact judges its claims by the noise rule (report/verdict.py) on the seeds of each row; a
+claim no artefact tests yet says "not built yet".
 """
 
 from __future__ import annotations
@@ -16,9 +14,9 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import table1, table2, table8
-from layerdrop.report.collect import aggregate, load_records, select_roles, write_text
-from layerdrop.report.verdict import CLAIMS, MIN_SEEDS, RULE, ClaimResult
+from layerdrop.report import figures, table1, table2, table8
+from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
+from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
 from layerdrop.utils.runs import git_sha
 
 #: artefact -> (task, the claims it tests)
@@ -44,24 +42,8 @@ def table_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
     return table2.claim_rows(rows)
 
 
-def figure_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
-    """A figure's claims, with the seeds behind its models: under MIN_SEEDS the noise rule cannot decide."""
-    seeds: dict[str, set] = {}
-    for r in records:
-        cfg = dict(r["config"])
-        seeds.setdefault(json.dumps({k: v for k, v in cfg.items() if k not in ("seed", "code")}, sort_keys=True,
-                                    default=str), set()).add(cfg.get("seed"))
-    fewest = min((len(s) for s in seeds.values()), default=0)
-    out = []
-    for claim in ARTEFACTS[artefact][1]:
-        if fewest < MIN_SEEDS:
-            detail = (f"{len(records)} runs, {fewest} seed(s) per model; the rule needs {MIN_SEEDS}. The one-seed "
-                      f"reading is in `{artefact}/{artefact}.md`.")
-        else:
-            detail = (f"{fewest} seeds per model, but this figure's report does not judge seeds by the noise rule "
-                      f"yet; see `{artefact}/{artefact}.md`.")
-        out.append(ClaimResult(claim, artefact, CLAIMS[claim], "inconclusive", detail))
-    return out
+FIGURE_CLAIMS = {"figure4": figures.figure4_claims, "figure5": figures.figure5_claims,
+                 "figure6": figures.figure6_claims, "figure7": figures.figure7_claims}
 
 
 def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, int]]:
@@ -77,7 +59,7 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
         elif artefact == "table8":
             results.append(table8.c11(table8.tidy_rows(records)))
         else:
-            results += figure_claims(artefact, records)
+            results += FIGURE_CLAIMS[artefact](tidy_rows(records))
     return results, runs
 
 

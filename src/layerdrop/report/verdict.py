@@ -106,3 +106,40 @@ class ClaimResult:
 
     def line(self) -> str:
         return f"- **{self.outcome}** ({self.claim}): {self.statement}. {self.detail}"
+
+
+def _noise(diff: float, se: float, seeds: tuple[int, int], held: bool, not_held: bool) -> Verdict:
+    outcome = "held" if held else "not held" if not_held else "inconclusive"
+    return Verdict(outcome, diff, se, seeds, "beyond the noise" if outcome != "inconclusive" else "within the noise")
+
+
+def judge_equal(a: list[float], b: list[float], tolerance: float) -> Verdict:
+    """"``a`` and ``b`` are about equal": held if the relative difference is confidently within
+    ``tolerance`` (|d| + 2 se < tolerance), not held if confidently outside (|d| - 2 se > tolerance)."""
+    v = judge(a, b, higher_is_better=True)
+    if v.se is None or math.isnan(v.se):
+        return v
+    d = abs(v.diff)
+    return _noise(v.diff, v.se, v.seeds, d + Z * v.se < tolerance, d - Z * v.se > tolerance)
+
+
+def judge_small_gain(claimed: list[float], other: list[float], higher_is_better: bool, tolerance: float) -> Verdict:
+    """"``claimed`` gains little over ``other``": held if its relative gain is confidently under
+    ``tolerance`` (a loss counts as little), not held if confidently over."""
+    v = judge(claimed, other, higher_is_better)
+    if v.se is None or math.isnan(v.se):
+        return v
+    return _noise(v.diff, v.se, v.seeds, v.diff + Z * v.se < tolerance, v.diff - Z * v.se > tolerance)
+
+
+def judge_threshold(samples: list[float], threshold: float) -> Verdict:
+    """"the quantity exceeds ``threshold``" from one sample per seed (say, a speed-up): held if the mean
+    is confidently above (mean - 2 se > threshold), not held if confidently below. ``diff`` is the mean
+    relative to the threshold."""
+    n = len(samples)
+    if n < MIN_SEEDS:
+        diff = statistics.mean(samples) / threshold - 1 if samples else None
+        return Verdict("inconclusive", diff, math.nan if samples else None, (n, n),
+                       f"{n} seed(s); the rule needs {MIN_SEEDS}")
+    mean, se = statistics.mean(samples), statistics.stdev(samples) / math.sqrt(n)
+    return _noise(mean / threshold - 1, se / threshold, (n, n), mean - Z * se > threshold, mean + Z * se < threshold)
