@@ -251,3 +251,6 @@ def test_regime_report_maps_the_runs_and_picks_dropout_on_valid(tmp_path):
     assert rows["d1"]["best_step"] == "200" and rows["d1"]["still_improving"] == "False"  # over-fits after 200
     assert rows["d2"]["still_improving"] == "True" and rows["d2"]["epochs"] == "6.0"  # 300k tokens over 50k
     assert "dropout **0.2**" in text and "0.1: 71.0 (n=1)" in text
+    # last fifth of 300 steps: from step 240 (nearest validation: 200) to 300
+    assert float(rows["d2"]["last_fifth_gain"]) == pytest.approx((72.0 - 66.0) / 72.0)
+    assert float(rows["d1"]["last_fifth_gain"]) < 0  # over-fitting: valid rose at the end

@@ -38,9 +38,20 @@ def run_summary(record: dict) -> dict:
         "best_step": best["step"] if best else None, "best_valid_ppl": best[METRIC] if best else None,
         "last_valid_ppl": curve[-1][METRIC] if curve else None,
         "still_improving": bool(best and curve and best["step"] == curve[-1]["step"]),
+        "last_fifth_gain": last_fifth_gain(curve),
         "full_valid_ppl": full.get("valid_ppl"), "full_test_ppl": full.get("test_ppl"),
-        "train_wall_s": train["wall_s"],
+        "train_wall_s": train["wall_s"], "code_version": record.get("code_version"),
     }
+
+
+def last_fifth_gain(curve: list[dict]) -> float | None:
+    """How much valid perplexity fell over the last fifth of the run's steps (relative): near 0 when the
+    run has converged for its schedule, large when more steps would still pay."""
+    if len(curve) < 2:
+        return None
+    end = curve[-1]["step"]
+    start = min(curve, key=lambda p: abs(p["step"] - 0.8 * end))
+    return (start[METRIC] - curve[-1][METRIC]) / start[METRIC]
 
 
 def build(records: list[dict], out: Path, scale: str) -> None:
@@ -67,23 +78,33 @@ def build(records: list[dict], out: Path, scale: str) -> None:
              "perplexity of its learning curve (`curves.png`) and the step it was reached at; *still improving* "
              "means that was the last validation, so the run had not converged. *full valid / test* score the "
              "weights the run reports (`select`) on the whole valid and test sets.", "",
+             "*last fifth* is how much valid perplexity fell over the last 20% of the run's steps: near 0 when "
+             "the run has converged for its schedule.", "",
              "| layers | dropout | LayerDrop | seed | train tokens | steps | epochs | best valid (step) | still improving "
-             "| select | full valid | full test | train min |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| last fifth | select | full valid | full test | train min | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        gain = "-" if r["last_fifth_gain"] is None else f"{100 * r['last_fifth_gain']:.1f}%"
         lines.append(
             f"| {r['n_layers']} | {r['dropout']} | {r['layerdrop_p']} | {r['seed']} | {r['train_tokens']:,} | {r['steps']} "
             f"| {r['epochs']} | {r['best_valid_ppl']:.1f} ({r['best_step']}) | {'yes' if r['still_improving'] else 'no'} "
-            f"| {r['select']} | {r['full_valid_ppl']:.1f} | {r['full_test_ppl']:.1f} | {r['train_wall_s'] / 60:.1f} |")
-    lines += ["", "## Dropout picked on valid (LayerDrop 0, full depth)", ""]
-    budgets = sorted({(r["train_tokens"], r["n_layers"]) for r in rows if r["layerdrop_p"] == 0})
-    for tokens, layers in budgets:
-        cands = [r for r in rows if r["layerdrop_p"] == 0 and r["train_tokens"] == tokens and r["n_layers"] == layers]
+            f"| {gain} | {r['select']} | {r['full_valid_ppl']:.1f} | {r['full_test_ppl']:.1f} | "
+            f"{r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
+    lines += ["", "## Dropout picked on valid (full depth)", "",
+              "The baseline's dropout (LayerDrop 0), and the LayerDrop rows' own (fairseq's tip: about 0.1 less "
+              "once LayerDrop is on), each the lowest full-model valid perplexity of its group.", ""]
+    budgets = sorted({(r["train_tokens"], r["n_layers"], r["layerdrop_p"]) for r in rows})
+    for tokens, layers, p in budgets:
+        cands = [r for r in rows if r["layerdrop_p"] == p and r["train_tokens"] == tokens and r["n_layers"] == layers]
+        if len({r["dropout"] for r in cands}) < 2:
+            continue  # nothing was picked in this group
         by_dropout: dict[float, list[float]] = {}
         for r in cands:
             by_dropout.setdefault(r["dropout"], []).append(r["full_valid_ppl"])
         means = {d: statistics.mean(v) for d, v in by_dropout.items()}
         pick = min(means, key=means.get)
         tried = ", ".join(f"{d}: {m:.1f} (n={len(by_dropout[d])})" for d, m in sorted(means.items()))
-        lines.append(f"- {layers} layers, {tokens:,} train tokens: dropout **{pick}** (valid perplexity {tried})")
+        lines.append(f"- {layers} layers, LayerDrop {p}, {tokens:,} train tokens: dropout **{pick}** (valid "
+                     f"perplexity {tried})")
     lines += ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / "regime_lm.md", "\n".join(lines))
