@@ -3,20 +3,13 @@ claim and artefact, and what is not built."""
 
 import json
 
-from test_report import record, write_runs
+from test_report import record, table2_seeds, write_runs
 
 from layerdrop.report import claims
 
 
 def _table2_seeds():
-    runs = []
-    for seed, jitter in ((1, 0.0), (2, 1.0), (3, -1.0)):
-        runs += [
-            record(f"base{seed}", 6, 0.0, {6: 50.0 + jitter, 3: 900.0 + jitter}, role="baseline", seed=seed),
-            record(f"ld{seed}", 6, 0.2, {6: 45.0 + jitter, 3: 80.0 + jitter}, role="layerdrop", seed=seed),
-            record(f"s3{seed}", 3, 0.0, {3: 82.0 + jitter}, role="scratch", seed=seed),
-        ]
-    return runs
+    return table2_seeds(45.0, 82.0)
 
 
 def test_claims_page_from_a_fake_run_cache(tmp_path):
@@ -44,9 +37,6 @@ def test_claims_page_from_a_fake_run_cache(tmp_path):
 
 
 def test_a_claim_that_loses_beyond_the_noise_is_not_held(tmp_path):
-    runs = [r for r in _table2_seeds() if not r["run_key"].startswith("ld")]
-    for seed, jitter in ((1, 0.0), (2, 1.0), (3, -1.0)):  # LayerDrop now clearly worse at full depth
-        runs.append(record(f"ld{seed}", 6, 0.2, {6: 60.0 + jitter, 3: 80.0 + jitter}, role="layerdrop", seed=seed))
-    write_runs(tmp_path, runs)
+    write_runs(tmp_path, table2_seeds(60.0, 82.0))  # LayerDrop now clearly worse at full depth
     results, _ = claims.collect(tmp_path / "runs", "cpu")
     assert {r.claim: r.outcome for r in results}["C7"] == "not held"

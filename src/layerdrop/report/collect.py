@@ -231,3 +231,26 @@ def curves_figure(groups: dict[str, list[dict]], path: Path, title: str, metric:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     save_figure(fig, path)
+
+
+def seed_values(row: dict | None, metric: str) -> list[float]:
+    """One value per seed of an aggregated row (``aggregate``), or the row's one value."""
+    return list(row.get(f"{metric}_values") or [row[metric]]) if row else []
+
+
+def versus(a: dict, b: dict, metric: str) -> str:
+    return f"{mean_text(a, metric)} vs {mean_text(b, metric)}"
+
+
+def depth_verdicts(claimed: dict[int, dict], other: dict[int, dict], metric: str, higher_is_better: bool,
+                   label: str, kind: str = "better") -> tuple[str, str]:
+    """A claim made "at every depth" (C1, C2): the noise rule at each depth both rows have, combined;
+    returns (outcome, the numbers behind it)."""
+    from layerdrop.report.verdict import combine, judge
+
+    depths = sorted(d for d in claimed if d in other)
+    verdicts = {d: judge(seed_values(claimed[d], metric), seed_values(other[d], metric), higher_is_better, kind)
+                for d in depths}
+    detail = "; ".join(f"{d} {label}: {versus(claimed[d], other[d], metric)}, {verdicts[d].describe()}"
+                       for d in depths)
+    return combine(list(verdicts.values())), detail + "."

@@ -19,16 +19,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import (  # noqa: E402
     aggregate,
     code_version_of,
+    depth_verdicts,
     mean_text,
     provenance,
     read_csv,
     role_of,
     save_figure,
+    seed_values,
     seeds_note,
+    versus,
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, Verdict, combine, judge  # noqa: E402
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, Verdict, judge  # noqa: E402
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -102,12 +105,12 @@ def diverged(row: dict | None) -> bool:
     return row["test_ppl"] >= row["vocab_size"]
 
 
-def _values(row: dict | None, metric: str = "test_bleu") -> list[float]:
-    return list(row.get(f"{metric}_values") or [row[metric]]) if row else []
+def _values(row: dict | None) -> list[float]:
+    return seed_values(row, "test_bleu")
 
 
 def _vs(a: dict, b: dict, metric: str = "test_bleu") -> str:
-    return f"{mean_text(a, metric)} vs {mean_text(b, metric)}"
+    return versus(a, b, metric)
 
 
 def claim_rows(rows: list[dict]) -> list[ClaimResult]:
@@ -143,20 +146,12 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     base_curve = {d: r for d, r in _decoder_rows(rows, "baseline").items() if d < dec}
     shared = sorted(d for d in ld_curve if d in base_curve)
     if shared:
-        verdicts = {d: judge(_values(ld_curve[d]), _values(base_curve[d]), higher_is_better=True) for d in shared}
         add("C1", "decoder pruned every other layer without fine-tuning, LayerDrop beats the pruned baseline at "
-            "every depth", combine(list(verdicts.values())),
-            "; ".join(f"{d} decoder layers: {_vs(ld_curve[d], base_curve[d])}, {verdicts[d].describe()}"
-                      for d in shared) + ".")
+            "every depth", *depth_verdicts(ld_curve, base_curve, "test_bleu", True, "decoder layers"))
     from_scratch = scratch(rows)
-    depths = sorted(d for d in from_scratch if d in ld_curve)
-    if depths:
-        verdicts = {d: judge(_values(ld_curve[d]), _values(from_scratch[d]), higher_is_better=True, kind="matches")
-                    for d in depths}
+    if any(d in ld_curve for d in from_scratch):
         add("C2", "the pruned LayerDrop model matches or beats a decoder of that depth trained from scratch",
-            combine(list(verdicts.values())),
-            "; ".join(f"{d} decoder layers: {_vs(ld_curve[d], from_scratch[d])}, {verdicts[d].describe()}"
-                      for d in depths) + ".")
+            *depth_verdicts(ld_curve, from_scratch, "test_bleu", True, "decoder layers", kind="matches"))
     return out
 
 

@@ -17,16 +17,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import (  # noqa: E402
     aggregate,
     curves_figure,
+    depth_verdicts,
     mean_text,
     provenance,
     read_csv,
     save_figure,
+    seed_values,
     seeds_note,
     tidy_rows,
+    versus,
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import RULE, ClaimResult, Verdict, combine, judge  # noqa: E402
+from layerdrop.report.verdict import RULE, ClaimResult, Verdict, judge  # noqa: E402
 
 #: one model's sub-network, across seeds
 KEYS = ("role", "n_layers", "strategy", "kept_layers", "layers")
@@ -58,12 +61,12 @@ def layerdrop_row(rows: list[dict]) -> dict:
     return ld
 
 
-def _values(row: dict | None, metric: str = "test_ppl") -> list[float]:
-    return list(row.get(f"{metric}_values") or [row[metric]]) if row else []
+def _values(row: dict | None) -> list[float]:
+    return seed_values(row, "test_ppl")
 
 
 def _vs(a: dict, b: dict, metric: str = "test_ppl") -> str:
-    return f"{mean_text(a, metric)} vs {mean_text(b, metric)}"
+    return versus(a, b, metric)
 
 
 def claim_rows(rows: list[dict]) -> list[ClaimResult]:
@@ -98,17 +101,11 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     base_curve = {r["kept_layers"]: r for r in pruned_curve(rows, "baseline") if r["strategy"] != "none"}
     shared = sorted(d for d in ld_curve if d in base_curve)
     if shared:
-        verdicts = {d: judge(_values(ld_curve[d]), _values(base_curve[d]), higher_is_better=False) for d in shared}
         add("C1", "pruned every other layer without fine-tuning, LayerDrop beats the pruned baseline at every depth",
-            combine(list(verdicts.values())),
-            "; ".join(f"{d} layers: {_vs(ld_curve[d], base_curve[d])}, {verdicts[d].describe()}" for d in shared) + ".")
-    depths = sorted(d for d in from_scratch if d in ld_curve)
-    if depths:
-        verdicts = {d: judge(_values(ld_curve[d]), _values(from_scratch[d]), higher_is_better=False, kind="matches")
-                    for d in depths}
+            *depth_verdicts(ld_curve, base_curve, "test_ppl", False, "layers"))
+    if any(d in ld_curve for d in from_scratch):
         add("C2", "the pruned LayerDrop model matches or beats a model of that depth trained from scratch",
-            combine(list(verdicts.values())),
-            "; ".join(f"{d} layers: {_vs(ld_curve[d], from_scratch[d])}, {verdicts[d].describe()}" for d in depths) + ".")
+            *depth_verdicts(ld_curve, from_scratch, "test_ppl", False, "layers", kind="matches"))
     return out
 
 
