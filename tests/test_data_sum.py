@@ -154,7 +154,11 @@ def test_ddtp_summary_pairs_exact_output_and_drops():
 
 
 def test_synopsis_in_source_is_kept_and_counted():
-    index = "Package: ed\nDescription-en: Line editor\n The classic line editor of Unix, ed is small, old and still useful.\n"
+    index = (
+        "Package: ed\n"
+        "Description-en: Line editor\n"
+        " The classic line editor of Unix, ed is small, old and still useful.\n"
+    )
     pairs, stats = ddtp_summary_pairs(index.splitlines())
     assert len(pairs) == 1 and stats["synopsis_in_source"] == 1
 
