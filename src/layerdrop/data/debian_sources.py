@@ -162,7 +162,7 @@ def _release_fields(text: str) -> Iterator[tuple[str, str]]:
 # All Debian sources together
 
 
-def _package_provenance(deb: Path) -> dict:
+def package_provenance(deb: Path) -> dict:
     return {
         "version": deb_version(deb),
         "deb": deb.name,
@@ -192,13 +192,13 @@ def debian_pairs(
         ding, ding_stats = ding_pairs(itertools.islice(lines, ding_lines))
     sources = {
         "libreoffice": {
-            "packages": {name: _package_provenance(debs[name]) for name in (LIBREOFFICE_EN, LIBREOFFICE_DE)},
+            "packages": {name: package_provenance(debs[name]) for name in (LIBREOFFICE_EN, LIBREOFFICE_DE)},
             "format": "generated HTML help pages; <p>/<h1-6> paired by element id within the same page",
             "license": LICENSES["libreoffice"],
             "extracted": lo_stats,
         },
         "ding": {
-            "packages": {DING: _package_provenance(debs[DING])},
+            "packages": {DING: package_provenance(debs[DING])},
             "format": f"{DING_FILE}: 'German :: English' per entry, '|' between parallel sub-entries",
             "license": LICENSES["ding"],
             "extracted": ding_stats,

@@ -49,7 +49,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from layerdrop.data.debian_sources import _package_provenance, fetch_debs, unpack_deb
+from layerdrop.data.debian_sources import fetch_debs, package_provenance, unpack_deb
 from layerdrop.data.mt_sources import Pair, normalise
 
 DICTIONARIES = {"foldoc": "dict-foldoc", "jargon": "dict-jargon"}  # source -> Debian package
@@ -213,7 +213,7 @@ def debian_qa_pairs(raw_dir: Path) -> tuple[list[Pair], dict]:
     foldoc = drop_questions_in(foldoc, jargon, foldoc_stats, "in_jargon")
     sources = {
         source: {
-            "packages": {package: _package_provenance(debs[package])},
+            "packages": {package: package_provenance(debs[package])},
             "format": f"dictd {DICTD_DIR}/{source}.index + {source}.dict.dz; 'What is <headword>?' -> "
             f"definition of >= {MIN_ANSWER_WORDS} words",
             "license": LICENSES[source],
