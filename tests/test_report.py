@@ -263,3 +263,19 @@ def test_regime_report_maps_the_runs_and_picks_dropout_on_valid(tmp_path):
     # last fifth of 300 steps: from step 240 (nearest validation: 200) to 300
     assert float(rows["d2"]["last_fifth_gain"]) == pytest.approx((72.0 - 66.0) / 72.0)
     assert float(rows["d1"]["last_fifth_gain"]) < 0  # over-fitting: valid rose at the end
+
+
+def test_every_artefact_gets_learning_curves_labelled_by_what_varies(tmp_path):
+    from layerdrop.report.collect import varying_label
+
+    runs_ = []
+    for p in (0.0, 0.5):
+        for seed in (1, 2):
+            r = record(f"p{p}s{seed}", 6, p, {6: 50.0}, seed=seed, artefacts=("figure6",))
+            r["train"]["curve"] = [{"step": s, "tokens_seen": 100 * s, "val/ppl": 90.0 / s + seed} for s in (1, 2, 3)]
+            runs_.append(r)
+    labels = varying_label(runs_)
+    assert labels["p0.0s1"] == labels["p0.0s2"] == "p=0.0" and labels["p0.5s1"] == "p=0.5"
+    write_runs(tmp_path, runs_)
+    report_main(["figure6", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000

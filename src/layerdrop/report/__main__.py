@@ -10,7 +10,13 @@ import logging
 from pathlib import Path
 
 from layerdrop.report import figures, regime, table1, table2, table8
-from layerdrop.report.collect import code_version_note, load_records, select_roles, write_text
+from layerdrop.report.collect import (
+    artefact_curves,
+    code_version_note,
+    load_records,
+    select_roles,
+    write_text,
+)
 from layerdrop.utils.runs import ROLES
 
 log = logging.getLogger("layerdrop")
@@ -26,6 +32,8 @@ ARTEFACTS = {
     "table8": ("lm_finetune", table8.build),
 }
 REPO = Path(__file__).resolve().parents[3]
+#: artefacts that draw their own curves.png (the others get one grouped by what varies between runs)
+OWN_CURVES = {"table2", "table8", "regime_lm"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
     else:
         build(records, out, args.scale)
+    if args.artefact not in OWN_CURVES:
+        artefact_curves(records, out / "curves.png", f"{args.artefact}: learning curves ({args.scale} scale)")
     note = code_version_note(records, args.artefact)
     if note:
         log.warning(note.replace("**", ""))

@@ -254,3 +254,40 @@ def depth_verdicts(claimed: dict[int, dict], other: dict[int, dict], metric: str
     detail = "; ".join(f"{d} {label}: {versus(claimed[d], other[d], metric)}, {verdicts[d].describe()}"
                        for d in depths)
     return combine(list(verdicts.values())), detail + "."
+
+
+def varying_label(records: list[dict]) -> dict[str, str]:
+    """run_key -> a label naming what sets the run apart from the artefact's other runs (its role, or
+    the config values that differ between runs; the seed is left out, so seeds share a label)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            elif k not in ("seed", "code"):
+                out[f"{prefix}{k}"] = json.dumps(v, default=str)
+        return out
+
+    configs = {r["run_key"]: flat(r.get("config") or {}) for r in records}
+    keys = sorted({k for c in configs.values() for k in c})
+    varying = [k for k in keys if len({c.get(k) for c in configs.values()}) > 1]
+    labels = {}
+    for r in records:
+        roles = ", ".join(sorted(set((r.get("roles") or {}).values())))
+        parts = [f"{k.split('.')[-1]}={json.loads(configs[r['run_key']][k])}" for k in varying
+                 if k in configs[r["run_key"]]]
+        labels[r["run_key"]] = " ".join(([roles] if roles else []) + parts) or "run"
+    return labels
+
+
+def artefact_curves(records: list[dict], path: Path, title: str) -> None:
+    """``curves.png`` for any artefact: its runs' learning curves, the seeds of one configuration shaded
+    together; perplexity where the runs validated it, else the validation loss."""
+    labels = varying_label(records)
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: labels[r["run_key"]]):
+        groups.setdefault(labels[r["run_key"]], []).append(r)
+    has_ppl = any("val/ppl" in p for r in records for p in r["train"].get("curve", []))
+    metric, ylabel = ("val/ppl", "valid perplexity (in-training validation, log scale)") if has_ppl else (
+        "val/loss", "valid loss (in-training validation, log scale)")
+    curves_figure(groups, path, title, metric=metric, ylabel=ylabel)
