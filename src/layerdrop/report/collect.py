@@ -212,11 +212,13 @@ def curves_figure(groups: dict[str, list[dict]], path: Path, title: str, metric:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    drawn = 0
     for label, records in groups.items():
         curves = [[p for p in r["train"].get("curve", []) if metric in p] for r in records]
         curves = [c for c in curves if c]
         if not curves:
             continue
+        drawn += 1
         n = min(len(c) for c in curves)  # early stopping can end seeds at different points
         x = [curves[0][i]["tokens_seen"] / 1e6 for i in range(n)]
         values = [[c[i][metric] for c in curves] for i in range(n)]
@@ -224,12 +226,15 @@ def curves_figure(groups: dict[str, list[dict]], path: Path, title: str, metric:
         (line,) = ax.plot(x, mean, label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
         if len(curves) > 1:
             ax.fill_between(x, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
-    ax.set_yscale("log")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if drawn:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    else:  # runs made before learning curves were recorded
+        ax.text(0.5, 0.5, "no learning curve recorded by these runs", ha="center", va="center", transform=ax.transAxes)
     save_figure(fig, path)
 
 
