@@ -15,6 +15,7 @@ def _table2_seeds():
 def test_claims_page_from_a_fake_run_cache(tmp_path):
     fig6 = record("f6", 6, 0.5, {6: 60.0}, artefacts=("figure6",))
     write_runs(tmp_path, [*_table2_seeds(), fig6])
+    (tmp_path / "results" / "figure5").mkdir(parents=True)  # a page from an earlier regime, no runs left
     claims.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
     page = (tmp_path / "results" / "claims.md").read_text()
     lines = page.splitlines()
@@ -32,6 +33,8 @@ def test_claims_page_from_a_fake_run_cache(tmp_path):
     assert "table8 (no runs at this scale) | not built yet" in next(line for line in lines if line.startswith("| C11:"))
     assert "table1 (no runs at this scale)" in next(line for line in lines if line.startswith("| C7:") and "table1" in line)
     assert "table1: 0 runs, table2: 9 runs" in page
+    five = next(line for line in lines if line.startswith("| C5:"))
+    assert "`results/figure5/` predates the current regime and is not judged here" in five
     data = json.loads((tmp_path / "results" / "claims.json").read_text())
     assert {(d["claim"], d["outcome"]) for d in data if d["artefact"] == "table2"} >= {("C7", "held"), ("C1", "held")}
 

@@ -63,7 +63,9 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
     return results, runs
 
 
-def render(results: list[ClaimResult], runs: dict[str, int], scale: str) -> str:
+def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: set[str] = frozenset()) -> str:
+    """``stale``: artefacts whose results/ page exists but none of whose runs are in the run cache (a page
+    made by earlier code or an earlier regime, not judged here)."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Did the paper's claims hold?", "",
              f"Scale `{scale}`. Written by `make claims` on {when}, commit {git_sha()}, from the run records of "
@@ -85,7 +87,9 @@ def render(results: list[ClaimResult], runs: dict[str, int], scale: str) -> str:
                 what = artefact if r.statement == text else f"{artefact}: {r.statement}"
                 lines.append(f"| {claim}: {text} | {what} | **{r.outcome}** | {r.detail} |")
             if not mine:
-                why = "no runs at this scale" if not runs.get(artefact) else "its rows are not run yet"
+                why = ("its rows are not run yet" if runs.get(artefact) else
+                       f"no runs in the run cache; `results/{artefact}/` predates the current regime and is "
+                       "not judged here" if artefact in stale else "no runs at this scale")
                 lines.append(f"| {claim}: {text} | {artefact} ({why}) | not built yet | - |")
     lines += ["", "Each artefact's own page (`results/<artefact>/<artefact>.md`) shows its rows, seeds and curves.",
               ""]
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results, runs = collect(args.runs_dir, args.scale)
     name = "claims" if args.scale == "cpu" else f"claims_{args.scale}"
-    write_text(args.out / f"{name}.md", render(results, runs, args.scale))
+    stale = {a for a, n in runs.items() if not n and (args.out / (a if args.scale == "cpu" else f"{a}_{args.scale}")).is_dir()}
+    write_text(args.out / f"{name}.md", render(results, runs, args.scale, stale))
     write_text(args.out / f"{name}.json", json.dumps([r.__dict__ for r in results], indent=2) + "\n")
     print(f"wrote {args.out / name}.md: {len(results)} claim results from {sum(runs.values())} runs")
 
