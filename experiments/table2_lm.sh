@@ -16,7 +16,7 @@ SELECT=($SELECT)
 train experiment=table2_lm layerdrop.p=0 role=baseline "${SELECT[@]}" "${@}"
 train experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=layerdrop "${SELECT[@]}" "${@}"
 # row 3: the deeper LayerDrop model (full depth only)
-train experiment=table2_lm_deep role=deep_layerdrop prune.strategies=[] "${SELECT[@]}" "${@}"
+train experiment=table2_lm_deep "${LAYERDROP_ROW[@]}" role=deep_layerdrop prune.strategies=[] "${SELECT[@]}" "${@}"
 # Figure 2 (b): models of smaller depth trained from scratch, without LayerDrop (full depth only)
 train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch prune.strategies=[] "${SELECT[@]}" "${@}"
 
