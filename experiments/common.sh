@@ -13,3 +13,8 @@ train() { python -m layerdrop.launch scale="$SCALE" "$@"; }
 # dropout 0.0 gives valid ppl 104.7, dropout 0.1 gives 111.0.
 LAYERDROP_ROW=()
 if [ "$SCALE" = cpu ]; then LAYERDROP_ROW=(model.dropout=0.0); fi
+# The cpu regime: every run reports its best-on-valid checkpoint and stops after 3 validations without
+# a better one (the paper's runs report their final weights). Runs of different artefacts with the same
+# settings are one run in the cache.
+SELECT=()
+if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi

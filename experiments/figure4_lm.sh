@@ -5,11 +5,11 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 # left: the same drop budget p = 0.2 spent on heads, sub-layers, layers and their combinations
 train experiment=figure4_lm layerdrop.target=layers,sublayers,heads,heads+layers,heads+sublayers \
-  prune.strategies=[] "$@"
+  prune.strategies=[] "${SELECT[@]}" "$@"
 # right: every strategy picks half the layers of the LayerDrop model (the Table 2 model, reused) ...
 train experiment=figure4_lm "prune.strategies=[every_other,first,last,search_on_valid]" \
-  "prune.depths=[$HALF]" "$@"
+  "prune.depths=[$HALF]" "${SELECT[@]}" "$@"
 # ... and data-driven pruning keeps the top half of a model trained with learned per-layer rates
 train experiment=figure4_lm layerdrop.learned=true "prune.strategies=[data_driven,every_other]" \
-  "prune.depths=[$HALF]" "$@"
+  "prune.depths=[$HALF]" "${SELECT[@]}" "$@"
 python -m layerdrop.report figure4 --scale "$SCALE"

@@ -5,10 +5,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 SCRATCH=$([ "$SCALE" = paper ] && echo 4,8,12 || echo 2,3)   # from-scratch depths for Figure 2
-# cpu regime: every row reports its best-on-valid checkpoint and stops after 3 validations without a
-# better one (the paper's runs report their final weights)
-SELECT=$([ "$SCALE" = paper ] && echo "" || echo "select=best early_stop_patience=3")
-SELECT=($SELECT)
 
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.

@@ -4,10 +4,9 @@
 #   SCALE=cpu|paper bash experiments/table8_lm.sh [extra Hydra overrides, e.g. finetune.steps=800]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-SEEDS=${SEEDS:-1,2,3}
-SELECT=$([ "$SCALE" = paper ] && echo "" || echo "select=best early_stop_patience=3")
-SELECT=($SELECT)
+# every seed of the Table 2 LayerDrop row, unless the overrides name seeds themselves
+case " $* " in *" seed="*) SEEDS=() ;; *) SEEDS=(seed=1,2,3) ;; esac
 LAYERDROP=(experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}")
-train "${LAYERDROP[@]}" role=layerdrop artefact=table2 seed="$SEEDS" "${SELECT[@]}" "${@}"
-python -m layerdrop.finetune -m scale="$SCALE" "${LAYERDROP[@]}" seed="$SEEDS" "${SELECT[@]}" "${@}"
+train "${LAYERDROP[@]}" role=layerdrop artefact=table2 "${SEEDS[@]}" "${SELECT[@]}" "${@}"
+python -m layerdrop.finetune -m scale="$SCALE" "${LAYERDROP[@]}" "${SEEDS[@]}" "${SELECT[@]}" "${@}"
 python -m layerdrop.report table8 --scale "$SCALE"
