@@ -13,25 +13,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from layerdrop.models.lm import LMConfig, TransformerLM
-from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 from layerdrop.utils.atomic import atomic_path
+from layerdrop.utils.registry import Registry
 
 FORMAT = "layerdrop-model/1"
-ARCHS: dict[str, tuple[type[nn.Module], type]] = {"lm": (TransformerLM, LMConfig), "mt": (TransformerSeq2Seq, Seq2SeqConfig)}
+#: saved ``arch`` name -> model class; a model module registers its class with ``@register_arch(name)``
+#: (the class sets ``config_class``, its config dataclass). The name is written into model files: never
+#: rename one.
+ARCHS: Registry[type[nn.Module]] = Registry("architecture", "layerdrop.models")
+register_arch = ARCHS.register
 
 
 def arch_of(model: nn.Module) -> str:
-    for name, (cls, _) in ARCHS.items():
+    for name, cls in ARCHS.items():
         if isinstance(model, cls):
             return name
-    raise TypeError(f"no saved-model format for {type(model).__name__}; known: {', '.join(ARCHS)}")
+    raise TypeError(f"no saved-model format for {type(model).__name__}; known: {', '.join(ARCHS.names())}")
 
 
 def build_model(arch: str, config: dict) -> nn.Module:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
-    cls, cfg_cls = ARCHS[arch]
+    cls = ARCHS[arch]
+    cfg_cls = cls.config_class
     known = {f.name for f in fields(cfg_cls)}
     unknown = set(config) - known
     if unknown:
@@ -52,7 +54,7 @@ def save_model(path: str | Path, model: nn.Module, meta: dict | None = None) -> 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """(model, meta) from a layerdrop model file or a Lightning checkpoint of this project."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "hyper_parameters" in ckpt:  # Lightning checkpoint of an LMLitModule or MTLitModule
+    if "hyper_parameters" in ckpt:  # Lightning checkpoint of an LMLitModule or Seq2SeqLitModule
         hp = ckpt["hyper_parameters"]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         arch, config, meta = hp.get("arch", "lm"), hp["model"], {"lightning_step": ckpt.get("global_step")}

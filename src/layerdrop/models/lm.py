@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from layerdrop.models.adaptive import AdaptiveInput, TiedAdaptiveSoftmax
+from layerdrop.models.checkpoint import register_arch
 from layerdrop.models.ops import cross_entropy, dropout
 from layerdrop.models.transformer import make_stack, sinusoidal_positions
 
@@ -37,8 +38,11 @@ class LMConfig:
     head_drop: float = 0.0  # ... and attention heads
 
 
+@register_arch("lm")
 class TransformerLM(nn.Module):
     """tokens (B,T) -> hidden (B,T,C); ``nll`` scores hidden states against targets."""
+
+    config_class = LMConfig
 
     #: the layer stacks pruning may shorten: name -> (state-dict prefix, depth field, LayerDrop field)
     stacks = {"decoder": ("layers.", "n_layers", "layerdrop")}

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerdrop.models.checkpoint import register_arch
 from layerdrop.models.ops import dropout
 from layerdrop.models.transformer import KVCache, make_stack, select_rows_, sinusoidal_positions
 
@@ -53,8 +54,11 @@ class Seq2SeqConfig:
 ENCODER_SALT, DECODER_SALT = 1, 2  # separate draws for the two stacks
 
 
+@register_arch("mt")
 class TransformerSeq2Seq(nn.Module):
     """(src (B,S), tgt_in (B,T)) -> decoder hidden states (B,T,C)."""
+
+    config_class = Seq2SeqConfig
 
     #: the layer stacks pruning may shorten: name -> (state-dict prefix, depth field, LayerDrop field)
     stacks = {
