@@ -44,6 +44,29 @@ def check_generation(beam: int, lenpen: float, max_len_a: float, max_len_b: int)
         raise ValueError(f"max length a*src+b needs a >= 0 and b >= 1, got a={max_len_a}, b={max_len_b}")
 
 
+@dataclass(frozen=True)
+class Generator:
+    """Beam search with fixed settings: the one generator translation, summarisation and long-form QA
+    share, each choosing its settings in config (``generate.*``). Bad settings fail when it is made."""
+
+    bos: int
+    eos: int
+    beam: int = 8
+    lenpen: float = 0.6
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    min_len: int = 1
+
+    def __post_init__(self) -> None:
+        check_generation(self.beam, self.lenpen, self.max_len_a, self.max_len_b)
+
+    def __call__(self, model: TransformerSeq2Seq, src: torch.Tensor) -> list[list[int]]:
+        """src (B,S) -> the best hypothesis' tokens of each sentence."""
+        hyps = beam_search(model, src, bos=self.bos, eos=self.eos, beam=self.beam, lenpen=self.lenpen,
+                           max_len_a=self.max_len_a, max_len_b=self.max_len_b, min_len=self.min_len)
+        return [h[0].tokens for h in hyps]
+
+
 @torch.no_grad()
 def beam_search(
     model: TransformerSeq2Seq, src: torch.Tensor, *, bos: int, eos: int, beam: int = 8, lenpen: float = 0.6,
