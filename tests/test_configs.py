@@ -10,7 +10,6 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
 from layerdrop import schema
-from layerdrop import train as train_module
 from layerdrop.config import CONF_DIR, load_config
 from layerdrop.data.lm import LMDataModule
 from layerdrop.data.mt import MTDataModule
@@ -18,6 +17,7 @@ from layerdrop.models.lm import LMConfig
 from layerdrop.models.seq2seq import Seq2SeqConfig
 from layerdrop.optim import build_optimizer
 from layerdrop.params import count_for
+from layerdrop.tasks import Task
 from layerdrop.train import train, validate
 
 # pathlib, not Hydra's glob: Hydra lists only files directly inside a group folder
@@ -105,7 +105,7 @@ def test_bad_values_fail_before_any_work_naming_key_value_and_allowed(base, bad,
     def no_work(*args, **kwargs):  # a check that lets the value through must fail here, not train
         raise AssertionError(f"{bad} reached the data module")
 
-    monkeypatch.setattr(train_module, "instantiate", no_work)
+    monkeypatch.setattr(Task, "build_data", no_work)
     paths = [f"paths.data_dir={tmp_path}/nothing-here", f"paths.runs_dir={tmp_path}/runs"]
     cfg = load_config([*base, bad, *paths])
     with pytest.raises(ValueError) as err:

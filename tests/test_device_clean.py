@@ -5,7 +5,7 @@ import pytest
 import torch
 from device_check import ImplicitDeviceTensor, device_clean
 
-from layerdrop.lit.mt import label_smoothed_nll
+from layerdrop.lit.seq2seq import label_smoothed_nll
 from layerdrop.models.generate import beam_search, greedy_search
 from layerdrop.models.lm import LMConfig, TransformerLM
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from layerdrop.config import load_config
-from layerdrop.lit.mt import label_smoothed_nll
+from layerdrop.lit.seq2seq import label_smoothed_nll
 from layerdrop.models.checkpoint import load_model, save_model
 from layerdrop.models.generate import beam_search
 from layerdrop.models.pruning import layers_to_keep, prune_model

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from layerdrop.lit.mt import IGNORE, MTLitModule, label_smoothed_nll
+from layerdrop.lit.seq2seq import IGNORE, Seq2SeqLitModule, label_smoothed_nll
 
 MODEL = dict(vocab_size=30, encoder_layers=1, decoder_layers=1, d_model=16, n_heads=2, d_ff=32, max_len=32,
              dropout=0.0, attn_dropout=0.0)
@@ -27,7 +27,7 @@ def batch(rows: int, tgt_len: int, pad_from: int | None, seed: int) -> dict:
 
 def test_an_update_is_normalised_by_its_token_count_not_per_micro_batch():
     torch.manual_seed(0)
-    lit = MTLitModule(model=MODEL, optim=OPTIM, seed=0, label_smoothing=0.1)
+    lit = Seq2SeqLitModule(model=MODEL, optim=OPTIM, seed=0, label_smoothing=0.1)
     before = copy.deepcopy(lit.model)
     small, large = batch(1, 3, None, 1), batch(4, 9, 2, 2)  # 3 and 29 target tokens
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=2, logger=False,

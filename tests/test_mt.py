@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerdrop.lit.mt import label_smoothed_nll
+from layerdrop.lit.seq2seq import label_smoothed_nll
 from layerdrop.metrics.bleu import compound_split, detok_bleu, tokenized_bleu
 from layerdrop.models.generate import beam_search, greedy_search
 from layerdrop.models.layerdrop import LayerDropList
@@ -312,22 +312,34 @@ def test_side_rates_reach_the_model():
 
 
 def test_bleu_subset_is_seeded_and_the_same_for_every_model():
-    from layerdrop.lit.mt import MTLitModule
+    from layerdrop.lit.seq2seq import Seq2SeqLitModule
+    from layerdrop.models.generate import Generator
+    from layerdrop.tasks.seq2seq import bleu_scores
 
     refs = [f"sentence {i}" for i in range(50)]
+    generate = dict(references=refs, decode=str, score=bleu_scores)
+    generator = Generator(bos=BOS, eos=EOS, beam=2, lenpen=0.6, max_len_a=0, max_len_b=3)
     subsets = []
     for model_seed in (0, 1):
-        lit = MTLitModule.wrap(tiny(seed=model_seed))
-        lit.set_generation(references=refs, decode=str, bos=BOS, eos=EOS, beam=2, lenpen=0.6, max_len_a=0,
-                           max_len_b=3, max_sentences=10, seed=4)
+        lit = Seq2SeqLitModule.wrap(tiny(seed=model_seed))
+        lit.set_generation(generator, **generate, max_sentences=10, seed=4)
         subsets.append(sorted(lit.generation["subset"].tolist()))
     assert subsets[0] == subsets[1] and len(set(subsets[0])) == 10
-    lit.set_generation(references=refs, decode=str, bos=BOS, eos=EOS, beam=2, lenpen=0.6, max_len_a=0, max_len_b=3,
-                       max_sentences=100)
+    lit.set_generation(generator, **generate, max_sentences=100)
     assert lit.generation["subset"] is None  # more than there are: every sentence
     with pytest.raises(ValueError, match="max_sentences must be positive"):
-        lit.set_generation(references=refs, decode=str, bos=BOS, eos=EOS, beam=2, lenpen=0.6, max_len_a=0,
-                           max_len_b=3, max_sentences=0)
+        lit.set_generation(generator, **generate, max_sentences=0)
+
+
+def test_the_generator_is_beam_search_with_its_settings_and_checks_them_when_made():
+    from layerdrop.models.generate import Generator
+
+    model, src = tiny(), sources()
+    generator = Generator(bos=BOS, eos=EOS, beam=3, lenpen=0.6, max_len_a=0, max_len_b=7)
+    expected = beam_search(model, src, bos=BOS, eos=EOS, beam=3, lenpen=0.6, max_len_a=0, max_len_b=7)
+    assert generator(model, src) == [h[0].tokens for h in expected]
+    with pytest.raises(ValueError, match="beam size must be >= 1"):
+        Generator(bos=BOS, eos=EOS, beam=0)
 
 
 def test_prune_command_prunes_one_side_of_a_translation_model(tmp_path):

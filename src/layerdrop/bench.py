@@ -138,7 +138,7 @@ def mt_training(overrides: list[str], steps: int, rates=(0.0, 0.5)) -> dict:
     """Target tokens/s and share of peak of the translation model on real batches of the corpus."""
     from hydra.utils import instantiate
 
-    from layerdrop.lit.mt import label_smoothed_nll
+    from layerdrop.lit.seq2seq import label_smoothed_nll
 
     cfg = load_config(overrides)
     dm = instantiate(cfg.data)

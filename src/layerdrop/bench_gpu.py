@@ -34,7 +34,7 @@ from hydra.utils import get_class
 from torch.utils.flop_counter import FlopCounterMode
 
 from layerdrop.config import load_config
-from layerdrop.lit.mt import label_smoothed_nll
+from layerdrop.lit.seq2seq import label_smoothed_nll
 from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.report.collect import write_text
 from layerdrop.train import model_config

@@ -34,7 +34,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from layerdrop.config import CONF_DIR, load_config
@@ -42,7 +41,8 @@ from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import clean_pairs, split_pairs
 from layerdrop.data.sources import news_documents, split_documents
 from layerdrop.params import count_for
-from layerdrop.train import stack_depths, train
+from layerdrop.tasks import get_task
+from layerdrop.train import train
 
 EXPERIMENTS = tuple(sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
 #: sweep axes of experiments/<name>.sh that reach code the experiment file alone does not
@@ -178,7 +178,7 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
     """Size, device and path overrides that turn a composed paper config into its CPU dry run.
     The model's vocabulary is set later, once the tokenizer exists (`vocab_overrides`)."""
     accumulate = min(int(full.trainer.accumulate_grad_batches), MAX_ACCUMULATE)
-    half = max(1, stack_depths(full)[full.prune.get("stack", "decoder")] // 2)
+    half = max(1, get_task(full).stacks[full.prune.get("stack", "decoder")] // 2)
     out = [
         *WIDTH,
         "logger=none",
@@ -227,7 +227,7 @@ def vocab_overrides(full: DictConfig, cfg: DictConfig) -> list[str]:
     paper's proportion. Translation sizes its model from ``data.vocab_size`` already."""
     if "cutoffs" not in cfg.model:
         return []
-    datamodule = instantiate(cfg.data)
+    datamodule = get_task(cfg).build_data()
     datamodule.prepare_data()
     datamodule.setup("fit")
     vocab = -(-datamodule.vocab_size // 8) * 8

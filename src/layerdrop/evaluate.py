@@ -9,8 +9,9 @@ so its honest number is the test one).
 
 ``prune.stack`` names the stack the depths apply to (the LM has one, ``decoder``; the translation
 model prunes its ``decoder`` by default, as in the paper, or its ``encoder``); the other stack keeps
-every layer. Translation sub-networks are scored by beam search + BLEU (``generate.*`` settings),
-each row recording the settings it was made with, so changing them re-evaluates.
+every layer. How a sub-network is scored is the task's (``layerdrop.tasks``): perplexity for the LM;
+perplexity, generation and a text metric for translation (``generate.*``, ``task.metric``). Each row
+records the settings it was made with, so changing them re-evaluates.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import nn
 
@@ -33,9 +33,9 @@ from layerdrop.models.pruning import (
     random_subsets,
     search_layers,
 )
+from layerdrop.tasks import SPLITS, Task, get_task
 
 log = logging.getLogger("layerdrop")
-SPLITS = {"valid": "val_dataloader", "test": "test_dataloader"}
 
 
 def learned_rates(model: nn.Module, stack_name: str = "decoder") -> list[float] | None:
@@ -80,28 +80,15 @@ def prune_grid(cfg: DictConfig, model: nn.Module) -> list[tuple[str, list[int] |
     return grid
 
 
-def eval_settings(cfg: DictConfig, lit_cls) -> dict:
-    """Settings an evaluation row depends on beyond the kept layers: the LM's context window
-    (sliding-window perplexity), generation for translation."""
-    if "bleu" not in lit_cls.eval_metrics:
-        window = int(cfg.data.get("context_window") or 0)
-        return {"context_window": window} if window else {}  # 0: rows made before the setting existed
-    settings = {k: cfg.generate[k] for k in ("beam", "lenpen", "max_len_a", "max_len_b")}
-    if cfg.generate.get("max_sentences") is not None:  # absent from rows made before the setting existed
-        settings.update(max_sentences=int(cfg.generate.max_sentences), seed=int(cfg.generate.seed))
-    return settings
-
-
 class SubnetEvaluator:
-    """Scores of pruned copies of one model on the data module's splits, through Lightning:
-    perplexity for the LM; perplexity, beam search and BLEU for translation."""
+    """Scores of pruned copies of one model on the data module's splits, through Lightning, as its task
+    scores them."""
 
-    def __init__(self, model: nn.Module, datamodule, cfg: DictConfig):
+    def __init__(self, model: nn.Module, datamodule, cfg: DictConfig, task: Task | None = None):
         self.model, self.datamodule = model, datamodule
-        self.lit_cls = get_class(cfg.task.lit_module)
+        self.task = task or get_task(cfg)
         self.stack = cfg.prune.get("stack", "decoder")
-        self.settings = eval_settings(cfg, self.lit_cls)
-        self.generates = "bleu" in self.lit_cls.eval_metrics
+        self.settings = self.task.eval_settings()
         self.trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.prune.precision,
                                   logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                                   enable_model_summary=False, enable_checkpointing=False)
@@ -112,42 +99,29 @@ class SubnetEvaluator:
 
     def evaluate(self, keep: list[int], splits) -> dict:
         pruned = self.subnet(keep)
-        lit = self.lit_cls.wrap(pruned)
+        lit = self.task.wrap(pruned)
         row = {"depth": len(keep), "layers": list(keep), "n_params": count_parameters(pruned)}
-        if self.generates:
-            row.update(stack=self.stack, generate=self.settings)
-        elif self.settings:
-            row.update(settings=self.settings)
+        if len(self.model.stacks) > 1:  # a single-stack row names none: it can only be the decoder
+            row["stack"] = self.stack
+        if self.settings:
+            row[self.task.settings_key] = self.settings
         for split in splits:
-            if self.generates:
-                dm = self.datamodule
-                lit.set_generation(references=dm.references(split), decode=dm.decode, bos=dm.bos_id,
-                                   eos=dm.eos_id, **self.settings)
-            start = time.time()
-            result = self.trainer.test(lit, dataloaders=getattr(self.datamodule, SPLITS[split])(), verbose=False)[0]
-            seconds = time.time() - start
-            for metric in self.lit_cls.eval_metrics:
-                row[f"{split}_{metric}"] = result[f"test/{metric}"]
-            row[f"{split}_tokens"] = int(lit.eval_tokens)
-            row[f"{split}_tokens_per_s"] = round(lit.eval_tokens / seconds, 1)
-            if self.generates:
-                row[f"{split}_sentences"] = len(lit.hypotheses)
-                row[f"{split}_generate_s"] = round(lit.generate_seconds, 2)
-                row[f"{split}_sentences_per_s"] = round(len(lit.hypotheses) / max(lit.generate_seconds, 1e-9), 2)
+            row.update(self.task.evaluate(lit, self.datamodule, split, self.trainer))
         return row
 
     def search_score(self, keep: list[int]) -> float:
         """What the layer search minimises: the valid metric, negated when higher is better."""
-        value = self.evaluate(keep, ["valid"])[f"valid_{self.lit_cls.search_metric}"]
-        return -value if self.lit_cls.search_higher_is_better else value
+        value = self.evaluate(keep, ["valid"])[f"valid_{self.task.search_metric}"]
+        return -value if self.task.higher_is_better else value
 
 
-def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set | None = None) -> list[dict]:
+def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set | None = None,
+                  task: Task | None = None) -> list[dict]:
     """New rows for every grid entry not in ``skip`` ((strategy, layers) or (strategy, depth) pairs)."""
     bad = set(cfg.prune.splits) - set(SPLITS)
     if bad:
         raise ValueError(f"prune.splits {sorted(bad)} not allowed; choose from {', '.join(SPLITS)}")
-    evaluator = SubnetEvaluator(model, datamodule, cfg)
+    evaluator = SubnetEvaluator(model, datamodule, cfg, task)
     skip = skip if skip is not None else set()
     n_layers = stack_size(model, evaluator.stack)
     rows = []
@@ -166,7 +140,7 @@ def evaluate_grid(model: nn.Module, datamodule, cfg: DictConfig, skip: set | Non
         row = {"strategy": strategy, **evaluator.evaluate(keep, cfg.prune.splits), **extra}
         if strategy == "data_driven":
             row["learned_rates"] = learned_rates(model, evaluator.stack)
-        metric = evaluator.lit_cls.eval_metrics[0]
+        metric = evaluator.task.eval_metrics[0]
         log.info("%s %s %s: %d params, %s", evaluator.stack, strategy, keep, row["n_params"],
                  ", ".join(f"{s} {metric} {row[f'{s}_{metric}']:.2f}" for s in cfg.prune.splits))
         rows.append(row)

@@ -9,27 +9,26 @@ from __future__ import annotations
 import sys
 
 import torch
-from hydra.utils import get_class
 
 from layerdrop.config import load_config
-from layerdrop.train import model_config, stack_depths
+from layerdrop.tasks import get_task
+from layerdrop.train import model_config
 
 
 def count_for(overrides: list[str]) -> int:
     cfg = load_config(overrides)
     with torch.device("meta"):
-        lit = get_class(cfg.task.lit_module)(model=model_config(cfg))
+        lit = get_task(cfg).build_module(model_config(cfg))
     return sum(p.numel() for p in lit.model.parameters())
 
 
 def describe(overrides: list[str]) -> str:
     cfg = load_config(overrides)
+    task = get_task(cfg)
     n = count_for(overrides)
-    field = {"encoder": "model.encoder_layers", "decoder": "model.decoder_layers"}
     stacks = []
-    for stack, depth in stack_depths(cfg).items():
-        key = field[stack] if "encoder_layers" in cfg.model else "model.n_layers"
-        per_layer = n - count_for([*overrides, f"{key}={depth - 1}"])
+    for stack, depth in task.stacks.items():  # a layer's size: the model with one layer fewer in that stack
+        per_layer = n - count_for([*overrides, f"model.{task.depth_key(stack)}={depth - 1}"])
         stacks.append(f"{depth} {stack} layers of {per_layer:,}")
     return (f"{cfg.experiment_name} [{cfg.scale.name}] {cfg.task.name}: {n:,} parameters "
             f"({'; '.join(stacks)}; d={cfg.model.d_model}, ffn={cfg.model.d_ff}, vocab={cfg.model.vocab_size})")

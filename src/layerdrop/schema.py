@@ -26,8 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from layerdrop.data import lm as lm_data
 from layerdrop.data import mt as mt_data
 from layerdrop.data.mt_corpus import DIRECTIONS
-from layerdrop.evaluate import SPLITS
 from layerdrop.models.pruning import SEARCHED, STRATEGIES
+from layerdrop.tasks.base import SPLITS, TASKS, Task
 
 
 def rule(*, required: bool = False, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -213,8 +213,6 @@ class MTRun(_Run):
     data: MTData = rule(required=True)
 
 
-RUNS = {"lm": LMRun, "mt": MTRun}  # task.name -> schema
-
 
 # --- the checker
 
@@ -305,31 +303,13 @@ def check_section(values: dict, schema: type, prefix: str = "") -> list[str]:
     return errors
 
 
-def _cross_checks(run: dict, task: str) -> list[str]:
-    """Constraints between keys (run only once every key has a valid type)."""
-    model, data, errors = run["model"], run["data"], []
+def _cross_checks(run: dict, task: Task) -> list[str]:
+    """Constraints between keys (run only once every key has a valid type); the task adds its own."""
+    model, errors = run["model"], []
     if model.get("d_model", 0) % model.get("n_heads", 1):
         errors.append(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")
-    if task == "lm":
-        depths = {"decoder": model.get("n_layers")}
-        if model.get("max_len") is not None and model["max_len"] < data.get("block_size", 0):
-            errors.append(f"model.max_len={model['max_len']}: must be >= "
-                          f"data.block_size={data['block_size']} (a position for every token of a block)")
-        if data.get("context_window", 0) >= data.get("block_size", 1):
-            errors.append(f"data.context_window={data['context_window']}: must be below "
-                          f"data.block_size={data['block_size']} (each block scores at least one new token)")
-        cutoffs = model.get("cutoffs") or []
-        too_big = bool(cutoffs) and cutoffs[-1] >= model["vocab_size"]
-        if model.get("adaptive") and (cutoffs != sorted(set(cutoffs)) or too_big):
-            errors.append(f"model.cutoffs={cutoffs}: must increase and stay below "
-                          f"model.vocab_size={model['vocab_size']}")
-    else:
-        depths = {"encoder": model.get("encoder_layers"), "decoder": model.get("decoder_layers")}
-        longest = data.get("max_source_len", 0) + data.get("max_target_len", 0)
-        for name in ("max_tokens", "eval_max_tokens"):
-            if data.get(name) is not None and data[name] < longest:
-                errors.append(f"data.{name}={data[name]}: must be >= data.max_source_len + "
-                              f"data.max_target_len = {longest} (the longest pair must fit in a batch)")
+    depths = {stack: model.get(task.depth_key(stack)) for stack in task.model_class.stacks}
+    errors += task.config_errors(run)
     if run.get("select") == "best" and int((run["optim"].get("average") or {}).get("last", 1)) > 1:
         errors.append(f"select=best: the run would report its best checkpoint, but optim.average.last="
                       f"{run['optim']['average']['last']} averages the last ones; choose one (optim.average.last=1)")
@@ -359,11 +339,13 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise one ValueError listing every bad key of ``cfg`` (resolved values), or return."""
-    task = cfg.task.name
-    if task not in RUNS:
-        raise ValueError(f"invalid config:\n  task.name={task!r}: expected one of {', '.join(RUNS)}")
-    schema, run, errors, failed = RUNS[task], {}, [], set()
+    """Raise one ValueError listing every bad key of ``cfg`` (resolved values), or return. The schema and
+    the task's own cross-checks come from the task ``task.name`` names."""
+    name = cfg.task.name
+    if name not in TASKS:
+        raise ValueError(f"invalid config:\n  task.name={name!r}: expected one of {', '.join(TASKS.names())}")
+    task = TASKS[name](cfg)
+    schema, run, errors, failed = task.schema, {}, [], set()
     for f in fields(schema):
         if f.name in cfg:
             try:

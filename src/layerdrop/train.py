@@ -14,16 +14,16 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from layerdrop.evaluate import done_keys, eval_settings, evaluate_grid, merge_rows
+from layerdrop.evaluate import done_keys, evaluate_grid, merge_rows
 from layerdrop.models.checkpoint import average_into, checkpoint_step, load_model, save_model
 from layerdrop.models.layerdrop import check_rates
 from layerdrop.models.pruning import count_parameters
 from layerdrop.schema import check_config
+from layerdrop.tasks import Task, get_task
 from layerdrop.utils import runs
 from layerdrop.utils.loggers import build_logger, log_prune_curve
 
@@ -40,14 +40,6 @@ DROP_TARGETS = {
 }
 
 
-def stack_depths(cfg: DictConfig) -> dict[str, int]:
-    """Layer stacks of the configured model and their depths: the LM has a decoder; the translation
-    model an encoder and a decoder."""
-    if "encoder_layers" in cfg.model:
-        return {"encoder": int(cfg.model.encoder_layers), "decoder": int(cfg.model.decoder_layers)}
-    return {"decoder": int(cfg.model.n_layers)}
-
-
 def side_rate(cfg: DictConfig, stack: str) -> float:
     """The LayerDrop budget of one stack: ``layerdrop.<stack>_p`` if set, else ``layerdrop.p``."""
     side = cfg.layerdrop.get(f"{stack}_p")
@@ -57,12 +49,13 @@ def side_rate(cfg: DictConfig, stack: str) -> float:
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra's structure checks cannot see."""
     check_config(cfg)  # types, bounds and choices of every key, prune.stack, layerdrop.target (layerdrop.schema)
-    depths = stack_depths(cfg)
+    depths = get_task(cfg).stacks
     if cfg.layerdrop.rates is not None:
         if len(depths) > 1:
             raise ValueError("layerdrop.rates (one rate per layer) is for single-stack models; an encoder-decoder "
                              "takes layerdrop.encoder_p and layerdrop.decoder_p")
-        check_rates(cfg.layerdrop.rates, depths["decoder"])
+        (depth,) = depths.values()
+        check_rates(cfg.layerdrop.rates, depth)
     for stack, n in depths.items():
         check_rates(side_rate(cfg, stack), n)
     if cfg.layerdrop.learned and (cfg.layerdrop.target != "layers" or cfg.layerdrop.rates is not None):
@@ -75,7 +68,7 @@ def model_config(cfg: DictConfig) -> dict:
     """The model's constructor arguments: its shape config plus the structured-dropout rates."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     ld = cfg.layerdrop
-    depths = stack_depths(cfg)
+    depths = get_task(cfg).stacks
     if ld.rates is not None:
         model["layerdrop"] = [float(r) for r in ld.rates]
     else:
@@ -90,24 +83,25 @@ def model_config(cfg: DictConfig) -> dict:
     return model
 
 
-def run_name(cfg: DictConfig) -> str:
-    depth = "-".join(f"{s[0].upper()}{n}" for s, n in stack_depths(cfg).items())  # D6 (LM), E6-D6 (MT)
+def run_name(cfg: DictConfig, task: Task) -> str:
+    depth = "-".join(f"{s[0].upper()}{n}" for s, n in task.stacks.items())  # D6 (LM), E6-D6 (MT)
     return f"{cfg.task.name}-{cfg.scale.name}-{depth}-ld{cfg.layerdrop.p}-{runs.run_key(cfg)}"
 
 
 class TrainThroughput(pl.Callback):
-    """Training tokens/s over the training batches alone (forward, backward, optimizer step)."""
+    """Training tokens/s over the training batches alone (forward, backward, optimizer step). The tokens
+    are what the module counts in ``tokens_seen`` (target tokens of every rank), whatever its batches hold."""
 
     def __init__(self):
-        self.seconds, self.tokens, self._start = 0.0, 0, 0.0
+        self.seconds, self.tokens, self._start, self._seen = 0.0, 0, 0.0, 0
 
     def on_train_batch_start(self, trainer, lit, batch, batch_idx):
+        self._seen = int(lit.tokens_seen)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, lit, outputs, batch, batch_idx):
         self.seconds += time.perf_counter() - self._start
-        target = batch["target"] if "target" in batch else batch["tgt_out"]
-        self.tokens += int((target != -100).sum()) * trainer.world_size
+        self.tokens += int(lit.tokens_seen) - self._seen
 
     @property
     def tokens_per_s(self) -> float:
@@ -144,13 +138,9 @@ def min_or_max(curve: LearningCurve, metric: str, mode: str) -> float | None:
     return (min if mode == "min" else max)(values) if values else None
 
 
-def fit(cfg: DictConfig, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
+def fit(cfg: DictConfig, task: Task, datamodule, run_dir: Path, logger) -> tuple[torch.nn.Module, dict]:
     """Train (resuming from the run's last checkpoint if there is one) and save the model."""
-    lit_cls = get_class(cfg.task.lit_module)
-    args = cfg.task.get("module_args")
-    module_args = OmegaConf.to_container(args, resolve=True) if args is not None else {}
-    lit = lit_cls(model=model_config(cfg), optim=OmegaConf.to_container(cfg.optim, resolve=True), seed=cfg.seed,
-                  **module_args)
+    lit = task.build_module(model_config(cfg), optim=OmegaConf.to_container(cfg.optim, resolve=True), seed=cfg.seed)
     if lit.model.config.vocab_size < datamodule.vocab_size:
         raise ValueError(f"model.vocab_size={lit.model.config.vocab_size} is smaller than the tokenizer's "
                          f"{datamodule.vocab_size} tokens")
@@ -234,11 +224,12 @@ def train_locked(cfg: DictConfig) -> dict:
     }
     runs.tag(record, cfg.artefact, cfg.role)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    task = get_task(cfg)
+    datamodule = task.build_data()
     with runs.file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # ranks of one node build a corpus once
         datamodule.prepare_data()
     datamodule.setup("fit")
-    logger = build_logger(cfg, run_name(cfg))
+    logger = build_logger(cfg, run_name(cfg, task))
     try:
         if (run_dir / "model.pt").exists():
             if rank_zero_only.rank != 0:  # a distributed launch of a trained run: rank 0 alone evaluates
@@ -249,14 +240,13 @@ def train_locked(cfg: DictConfig) -> dict:
                 record.update(train=meta, machine=runs.machine_info(), git_sha=runs.git_sha(),
                               data=getattr(datamodule, "corpus_manifest", None))
         else:
-            model, record["train"] = fit(cfg, datamodule, run_dir, logger)
+            model, record["train"] = fit(cfg, task, datamodule, run_dir, logger)
             if rank_zero_only.rank != 0:  # under DDP, rank 0 alone evaluates and writes
                 return record
             record.update(machine=runs.machine_info(), git_sha=runs.git_sha(),
                           data=getattr(datamodule, "corpus_manifest", None))
-        settings = eval_settings(cfg, get_class(cfg.task.lit_module))
-        skip = done_keys(record["eval"], cfg.prune.get("stack", "decoder"), settings)
-        new = evaluate_grid(model, datamodule, cfg, skip=skip)
+        skip = done_keys(record["eval"], cfg.prune.get("stack", "decoder"), task.eval_settings())
+        new = evaluate_grid(model, datamodule, cfg, skip=skip, task=task)
         record["eval"] = sorted(merge_rows(record["eval"], new),
                                 key=lambda e: (e.get("stack", "decoder"), e["strategy"], e["depth"]))
         runs.write_json(run_dir / "metrics.json", record)
@@ -290,8 +280,7 @@ def main(cfg: DictConfig) -> float | None:
     check_launch(cfg)
     record = train(cfg)
     full = [e for e in record["eval"] if e["strategy"] == "none"]
-    metric = "valid_ppl" if cfg.task.name == "lm" else "valid_loss"
-    return full[0].get(metric) if full else None
+    return full[0].get(get_task(cfg).sweep_metric) if full else None
 
 
 if __name__ == "__main__":

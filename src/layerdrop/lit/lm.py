@@ -15,10 +15,6 @@ class LMLitModule(LayerDropModule):
     model: ``LMConfig`` fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``;
     seed: base seed of the synchronised LayerDrop draws."""
 
-    #: what an evaluation of a sub-network reports, and the metric a layer search optimises
-    eval_metrics = ("ppl", "loss")
-    search_metric, search_higher_is_better = "ppl", False
-
     def __init__(self, model: dict, optim: dict | None = None, seed: int = 0, arch: str = "lm"):
         super().__init__()
         self.save_hyperparameters(logger=False)

@@ -40,6 +40,7 @@ TRAIN_SECTIONS = ("scale", "task", "model", "data", "optim", "trainer", "layerdr
 #: keys that change how a run looks or where it lives, not what it learns
 COSMETIC = {
     "data": {"data_dir", "num_workers", "eval_batch_size", "eval_max_tokens", "context_window"},  # evaluation only
+    "task": {"metric"},  # evaluation only
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary", "val_check_interval",
                 "limit_val_batches", "num_sanity_val_steps"},
 }
@@ -52,11 +53,12 @@ LATER_DEFAULTS = {
 
 
 #: the source files (globs under src/layerdrop/) whose code decides the trained model: the models, the
-#: training modules, the optimizer, the training loop and the data modules that batch the corpus. Not
-#: listed: corpus building (data/corpus.py, mt_corpus.py, sources): each corpus carries its own format
-#: version and checksums in its manifest, which the record keeps; and evaluation-only code (evaluate.py,
-#: metrics/), which does not change the weights (models/generate.py is covered, being in models/).
-CODE_FILES = ("models/*.py", "lit/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py")
+#: training modules, the tasks that build them, the optimizer, the training loop and the data modules that
+#: batch the corpus. Not listed: corpus building (data/corpus.py, mt_corpus.py, sources): each corpus
+#: carries its own format version and checksums in its manifest, which the record keeps; and
+#: evaluation-only code (evaluate.py, metrics/), which does not change the weights (models/generate.py is
+#: covered, being in models/).
+CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
