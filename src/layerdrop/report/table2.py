@@ -29,7 +29,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import RULE, ClaimResult, Verdict, judge  # noqa: E402
+from layerdrop.report.verdict import RULE, ClaimResult, judge  # noqa: E402
 
 #: one model's sub-network, across seeds
 KEYS = ("role", "n_layers", "strategy", "kept_layers", "layers")
@@ -79,8 +79,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     out = []
 
     def add(claim, statement, verdict, detail):
-        out.append(ClaimResult(claim, "table2", statement, verdict.outcome if isinstance(verdict, Verdict) else verdict,
-                               detail))
+        out.append(ClaimResult.of(claim, "table2", statement, verdict, detail))
 
     half = from_scratch.get(n // 2)
     if base and half:
@@ -115,8 +114,8 @@ def equal_compute(rows: list[dict]) -> ClaimResult | None:
     if not eq:
         return None
     v = judge(_values(ld), _values(eq), higher_is_better=False)
-    return ClaimResult("ours", "table2", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
-                       f"baseline ({eq['steps']} steps against {ld['steps']})", v.outcome,
+    return ClaimResult.of("ours", "table2", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
+                       f"baseline ({eq['steps']} steps against {ld['steps']})", v,
                        f"test ppl {_vs(ld, eq)}; {v.describe()}.")
 
 
