@@ -200,6 +200,17 @@ def test_seeds_of_one_role_are_averaged_with_std_and_n(tmp_path):
     assert sorted(r["seed"] for r in rows if r["role"] == "layerdrop") == ["1", "1", "1", "2", "2", "2"]
 
 
+def test_seeds_differ_in_their_training_order_too(tmp_path):
+    # data.shuffle_seed follows ${seed}: two seeds of one row differ there as well, and are one row
+    runs_ = list(TABLE2_RUNS)
+    seed2 = record("ld2", 6, 0.2, {6: 54.0, 3: 84.0, 1: 420.0}, role="layerdrop", seed=2)
+    for r, s in ((runs_[1], 1), (seed2, 2)):
+        r = dict(r, config={**r["config"], "data": {"shuffle_seed": s}})
+        runs_ = [x for x in runs_ if x["run_key"] != r["run_key"]] + [r]
+    table = table2(tmp_path, runs_)
+    assert "53.00 ± 1.41 (n=2)" in table
+
+
 def test_seeds_of_one_role_must_differ_only_in_seed(tmp_path):
     other = record("ld2", 6, 0.5, {6: 54.0}, role="layerdrop", seed=2)
     with pytest.raises(ValueError, match=r"runs/lm/ld .*runs/lm/ld2 .*both claim role 'layerdrop'.*layerdrop\.p"):

@@ -129,6 +129,11 @@ def _where(record: dict) -> str:
     return f"runs/{record.get('task', '?')}/{record['run_key']} (code {code_version_of(record)})"
 
 
+#: config keys in which the seeds of one row differ: the seed, the training order that follows it
+#: (data.shuffle_seed: ${seed}), and the code version
+SEED_KEYS = ("seed", "data.shuffle_seed", "code")
+
+
 def select_roles(records: list[dict], artefact: str) -> list[dict]:
     """The runs holding a role in ``artefact``. A role (from-scratch runs: a role per depth) may have several
     runs only with different seeds and otherwise equal settings: they are averaged into one row. Two runs of
@@ -153,7 +158,7 @@ def select_roles(records: list[dict], artefact: str) -> list[dict]:
                     f"delete {artefact!r} from the other's `artefacts` and `roles` in its metrics.json (or its folder).")
             seeds[seed] = r
             a, b = _flat(first["config"]), _flat(r["config"])
-            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in ("seed", "code"))
+            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in SEED_KEYS)
             if differ:
                 raise ValueError(f"runs {_where(first)} and {_where(r)} both claim {name} but differ in "
                                  f"{', '.join(differ)}; the seeds of one role are averaged, so they may differ only "

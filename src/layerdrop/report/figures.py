@@ -59,10 +59,6 @@ def _mean(values: list[float]) -> str:
     return text if len(values) == 1 else f"{text} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def _claim(claim: str, artefact: str, statement: str, outcome, detail: str) -> ClaimResult:
-    return ClaimResult(claim, artefact, statement, outcome if isinstance(outcome, str) else outcome.outcome, detail)
-
-
 save = save_figure
 
 
@@ -95,27 +91,27 @@ def figure4_claims(rows: list[dict], p: float = 0.2) -> list[ClaimResult]:
     if len(full) == len(TARGETS):
         others = [t for t in TARGETS if t != "heads"]
         vs = {t: judge(full[t], full["heads"], higher_is_better=False) for t in others}
-        out.append(_claim("C4", "figure4", "dropping heads alone is worst", combine(list(vs.values())),
+        out.append(ClaimResult.of("C4", "figure4", "dropping heads alone is worst", combine(list(vs.values())),
                           f"valid ppl: heads {_mean(full['heads'])}; " + "; ".join(
                               f"{t} {_mean(full[t])} ({vs[t].describe()})" for t in others) + "."))
         v = judge_equal(full["sublayers"], full["layers"], SMALL)
-        out.append(_claim("C4", "figure4", "sub-layers and whole layers are about equal", v,
+        out.append(ClaimResult.of("C4", "figure4", "sub-layers and whole layers are about equal", v,
                           f"valid ppl {_mean(full['sublayers'])} vs {_mean(full['layers'])}; {v.describe()}."))
         combo = min(("heads+layers", "heads+sublayers"), key=lambda t: statistics.fmean(full[t]))
         v = judge(full[combo], full["layers"], higher_is_better=False)
-        out.append(_claim("C4", "figure4", "combining heads with layers or sub-layers helps", v,
+        out.append(ClaimResult.of("C4", "figure4", "combining heads with layers or sub-layers helps", v,
                           f"best combination {combo} {_mean(full[combo])} vs layers {_mean(full['layers'])}; "
                           f"{v.describe()}."))
     if {"every_other", "first", "last"} <= set(kept):
         eo = kept["every_other"]
         vs = {s: judge(eo, kept[s], higher_is_better=False) for s in ("first", "last")}
-        out.append(_claim("C3", "figure4", "keeping only the first or the last half is worse than every other",
+        out.append(ClaimResult.of("C3", "figure4", "keeping only the first or the last half is worse than every other",
                           combine(list(vs.values())), f"test ppl at {half} of {n} layers: every other {_mean(eo)}; "
                           + "; ".join(f"{s} {_mean(kept[s])} ({vs[s].describe()})" for s in vs) + "."))
         others = [s for s in ("search_on_valid", "data_driven") if s in kept]
         if others:
             vs = {s: judge_small_gain(kept[s], eo, higher_is_better=False, tolerance=SMALL) for s in others}
-            out.append(_claim("C3", "figure4", "every other is hard to beat: search and data-driven gain little",
+            out.append(ClaimResult.of("C3", "figure4", "every other is hard to beat: search and data-driven gain little",
                               combine(list(vs.values())), "; ".join(
                                   f"{s} {_mean(kept[s])} vs every other {_mean(eo)} ({vs[s].describe()})"
                                   for s in others) + "."))
@@ -189,7 +185,7 @@ def figure5_claims(rows: list[dict]) -> list[ClaimResult]:
           for e in ends for m in middle}
     means = {i: statistics.fmean(v.values()) for i, v in per_layer.items()}
     top2 = sorted(sorted(means, key=means.get, reverse=True)[:2])
-    return [_claim("C5", "figure5", "the input and output layers matter most", combine(list(vs.values())),
+    return [ClaimResult.of("C5", "figure5", "the input and output layers matter most", combine(list(vs.values())),
                    f"the two layers whose removal hurts most here: {top2}; mean valid ppl by pruned layer: "
                    + ", ".join(f"{i}: {m:.1f}" for i, m in means.items())
                    + f"; ends vs middle layers: {sum(v.outcome == 'held' for v in vs.values())}/{len(vs)} held"
@@ -223,7 +219,7 @@ def figure6_claims(rows: list[dict]) -> list[ClaimResult]:
     vs = {(d, q): judge(_values(rows, "valid_ppl", layerdrop_p=top, kept_layers=d),
                         _values(rows, "valid_ppl", layerdrop_p=q, kept_layers=d), higher_is_better=False)
           for d in deep_cut for q in rates if q != top}
-    return [_claim("C6", "figure6", f"pruned to half the depth or less, the largest training rate (p={top}) is best",
+    return [ClaimResult.of("C6", "figure6", f"pruned to half the depth or less, the largest training rate (p={top}) is best",
                    combine(list(vs.values())),
                    "; ".join(f"{d} layers: p={top} {_mean(_values(rows, 'valid_ppl', layerdrop_p=top, kept_layers=d))} "
                              f"vs p={q} {_mean(_values(rows, 'valid_ppl', layerdrop_p=q, kept_layers=d))} "
@@ -263,11 +259,11 @@ def figure7_claims(rows: list[dict]) -> list[ClaimResult]:
     if 0.0 in speed and 0.5 in speed:
         ratios = [speed[0.5][s] / speed[0.0][s] for s in speed[0.5] if s in speed[0.0]]
         v = judge_threshold(ratios, FAST)
-        out.append(_claim("C9", "figure7", f"dropping half the layers trains almost 2x faster (at least {FAST}x)", v,
+        out.append(ClaimResult.of("C9", "figure7", f"dropping half the layers trains almost 2x faster (at least {FAST}x)", v,
                           f"speed-up at p=0.5 per seed: {', '.join(f'{x:.2f}x' for x in ratios)}; {v.describe()}; "
                           "the embedding and softmax are never dropped."))
     vs = [judge(list(speed[b].values()), list(speed[a].values()), higher_is_better=True) for a, b in zip(ps, ps[1:])]
-    out.append(_claim("C9", "figure7", "speed rises with every step in p", combine(vs),
+    out.append(ClaimResult.of("C9", "figure7", "speed rises with every step in p", combine(vs),
                       ", ".join(f"p={p}: {_mean(list(speed[p].values()))}" for p in ps) + " tokens/s."))
     return out
 

@@ -31,7 +31,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, Verdict, judge  # noqa: E402
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge  # noqa: E402
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -123,8 +123,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     out = []
 
     def add(claim, statement, verdict, detail):
-        out.append(ClaimResult(claim, "table1", statement, verdict.outcome if isinstance(verdict, Verdict) else verdict,
-                               detail))
+        out.append(ClaimResult.of(claim, "table1", statement, verdict, detail))
 
     if base:
         v = judge(_values(ld), _values(base), higher_is_better=True)

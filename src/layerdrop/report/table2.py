@@ -29,7 +29,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import RULE, ClaimResult, Verdict, judge  # noqa: E402
+from layerdrop.report.verdict import RULE, ClaimResult, judge  # noqa: E402
 
 #: one model's sub-network, across seeds
 KEYS = ("role", "n_layers", "strategy", "kept_layers", "layers")
@@ -79,8 +79,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     out = []
 
     def add(claim, statement, verdict, detail):
-        out.append(ClaimResult(claim, "table2", statement, verdict.outcome if isinstance(verdict, Verdict) else verdict,
-                               detail))
+        out.append(ClaimResult.of(claim, "table2", statement, verdict, detail))
 
     half = from_scratch.get(n // 2)
     if base and half:
@@ -115,8 +114,8 @@ def equal_compute(rows: list[dict]) -> ClaimResult | None:
     if not eq:
         return None
     v = judge(_values(ld), _values(eq), higher_is_better=False)
-    return ClaimResult("ours", "table2", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
-                       f"baseline ({eq['steps']} steps against {ld['steps']})", v.outcome,
+    return ClaimResult.of("ours", "table2", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
+                       f"baseline ({eq['steps']} steps against {ld['steps']})", v,
                        f"test ppl {_vs(ld, eq)}; {v.describe()}.")
 
 
@@ -141,7 +140,24 @@ def caption(records: list[dict], scale: str) -> str:
             f"{(run['data'].get('tokenizer') or {}).get('kind', '?')} {run['data'].get('vocab_size', '?')}; "
             f"{len(records)} training runs of {run['steps']} steps, {run['tokens']:,} training tokens in all; "
             f"machine: {run['machine']}; training wall time {run['wall_min']:.1f} min (evaluation not included). "
-            "Perplexity on the test split, every token scored once in non-overlapping blocks.")
+            "Perplexity on the test split, every token scored once in non-overlapping blocks."
+            + regime_text(records))
+
+
+def regime_text(records: list[dict]) -> str:
+    """The training regime the rows share: truncated train data, and which weights each row reports."""
+    cut = sorted({r["config"].get("data", {}).get("max_train_tokens") or 0 for r in records})
+    rules = sorted({(r["train"].get("selected") or {}).get("rule", "final") for r in records})
+    patience = sorted({r["config"].get("early_stop_patience") or 0 for r in records})
+    parts = []
+    if any(cut):
+        parts.append("trained on the first " + " / ".join(f"{c:,}" if c else "all" for c in cut) + " train tokens")
+    parts.append("each row reports its " + " / ".join("best-on-valid" if r == "best" else "final" for r in rules)
+                 + " weights")
+    if any(patience):
+        parts.append("early stopping after " + " / ".join(str(p) if p else "no" for p in patience)
+                     + " validations without improvement")
+    return " Regime: " + "; ".join(parts) + "."
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:

@@ -38,7 +38,7 @@ def c11(rows: list[dict]) -> ClaimResult:
     gains = [(r["before_valid_ppl"] - r["after_valid_ppl"]) / r["before_valid_ppl"] for r in rows]
     mean = statistics.fmean(gains)
     if len(gains) < MIN_SEEDS:
-        outcome, noise = "inconclusive", f"{len(gains)} seed(s); the rule needs {MIN_SEEDS}"
+        outcome, noise = "inconclusive", f"{100 * mean:+.1f}% ({len(gains)} seed(s); the rule needs {MIN_SEEDS})"
     else:
         se = statistics.stdev(gains) / len(gains) ** 0.5
         outcome = ("held" if mean + Z * se < MARGINAL else "not held" if mean - Z * se > MARGINAL else "inconclusive")

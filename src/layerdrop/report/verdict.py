@@ -104,6 +104,11 @@ class ClaimResult:
     outcome: str  # held | not held | inconclusive
     detail: str
 
+    @classmethod
+    def of(cls, claim: str, artefact: str, statement: str, outcome: Verdict | str, detail: str) -> ClaimResult:
+        """A claim result from a ``Verdict`` (its outcome) or an outcome already decided."""
+        return cls(claim, artefact, statement, outcome if isinstance(outcome, str) else outcome.outcome, detail)
+
     def line(self) -> str:
         return f"- **{self.outcome}** ({self.claim}): {self.statement}. {self.detail}"
 
