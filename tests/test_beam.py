@@ -38,11 +38,17 @@ def random_sources(vocab, seed, n=6, width=10):
     return src
 
 
+def repeats_an_ngram(tokens, n) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return n > 0 and len(grams) != len(set(grams))
+
+
 @torch.no_grad()
-def reference_beam_search(model, src_row, *, beam, lenpen, max_len, min_len):
+def reference_beam_search(model, src_row, *, beam, lenpen, max_len, min_len, ngram=0):
     """One sentence, no cache, no batching: each step runs the decoder over every live beam's whole
-    prefix and walks the 2k best candidates in Python, as the search is written down. -> the finished
-    hypotheses (tokens, score, log-prob), best first."""
+    prefix and walks the 2k best candidates in Python, as the search is written down (n-gram blocking:
+    a candidate whose tokens would repeat an n-gram scores -inf). -> the finished hypotheses (tokens,
+    score, log-prob), best first."""
     K = beam
     memory, src_pad = model.encode(src_row[None])
     live, finished = [([], 0.0)], []
@@ -54,6 +60,10 @@ def reference_beam_search(model, src_row, *, beam, lenpen, max_len, min_len):
         lp[:, [PAD, BOS]] = -INF
         if step + 1 < min_len:
             lp[:, EOS] = -INF
+        for b, (tokens, _) in enumerate(live):
+            for t in range(lp.size(1)):
+                if repeats_an_ngram([*tokens, t], ngram):
+                    lp[b, t] = -INF
         if step + 1 == max_len:  # the last allowed token: <eos>
             lp[:, [t for t in range(lp.size(1)) if t != EOS]] = -INF
         V = lp.size(1)
@@ -73,32 +83,51 @@ def reference_beam_search(model, src_row, *, beam, lenpen, max_len, min_len):
     return sorted(finished, key=lambda h: -h[1])
 
 
-SETTINGS = [  # beam, lenpen, max_len_a, max_len_b, min_len
-    (4, 0.6, 0.5, 4, 1),
-    (3, 1.5, 1.0, 3, 4),  # min_len
-    (8, 0.0, 0.0, 9, 1),
-    (5, 0.6, 1.2, 2, 1),
-    (2, 1.0, 0.0, 6, 6),  # min_len = max: every sentence decodes the same number of steps
-    (1, 0.6, 1.0, 5, 1),  # greedy
+SETTINGS = [  # beam, lenpen, max_len_a, max_len_b, min_len, no_repeat_ngram
+    (4, 0.6, 0.5, 4, 1, 0),
+    (3, 1.5, 1.0, 3, 4, 0),  # min_len
+    (8, 0.0, 0.0, 9, 1, 0),
+    (5, 0.6, 1.2, 2, 1, 0),
+    (2, 1.0, 0.0, 6, 6, 0),  # min_len = max: every sentence decodes the same number of steps
+    (1, 0.6, 1.0, 5, 1, 0),  # greedy
+    (4, 0.6, 1.0, 12, 1, 3),  # 3-gram blocking, as the paper's summarisation and QA
+    (3, 1.0, 0.0, 10, 8, 2),  # 2-gram blocking with a minimum length: vocab 7 runs out of bigrams
+    (5, 0.6, 0.0, 8, 1, 1),  # no token twice
 ]
 
 
 @pytest.mark.parametrize("vocab", [7, 40, 100])
-@pytest.mark.parametrize("setting", SETTINGS, ids=[f"beam{s[0]}-lenpen{s[1]}-min{s[4]}" for s in SETTINGS])
+@pytest.mark.parametrize("setting", SETTINGS, ids=[f"beam{s[0]}-lenpen{s[1]}-min{s[4]}-block{s[5]}" for s in SETTINGS])
 def test_beam_search_matches_a_per_sentence_reference_without_cache(vocab, setting):
     """Every hypothesis of every sentence: same tokens in the same order, same score and log-prob
     (vocab 7 has fewer candidates than 2 x beam 8: the search must still be exact)."""
-    beam, lenpen, a, b, min_len = setting
+    beam, lenpen, a, b, min_len, ngram = setting
     for seed in range(3):
         model, src = tiny(vocab, seed), random_sources(vocab, seed)
         got = beam_search(model, src, bos=BOS, eos=EOS, beam=beam, lenpen=lenpen, max_len_a=a, max_len_b=b,
-                          min_len=min_len, n_best=beam)
+                          min_len=min_len, n_best=beam, no_repeat_ngram=ngram)
         for row, hyps in enumerate(got):
             max_len = max(1, int(a * int(src[row].ne(PAD).sum()) + b))
-            want = reference_beam_search(model, src[row], beam=beam, lenpen=lenpen, max_len=max_len, min_len=min_len)
+            want = reference_beam_search(model, src[row], beam=beam, lenpen=lenpen, max_len=max_len, min_len=min_len,
+                                         ngram=ngram)
             assert [h.tokens for h in hyps] == [w[0] for w in want[:beam]], (seed, row)
             for h, (_, score, log_prob) in zip(hyps, want):
                 assert h.score == pytest.approx(score, abs=1e-5) and h.log_prob == pytest.approx(log_prob, abs=1e-5)
+
+
+@pytest.mark.parametrize("ngram", [1, 2, 3])
+def test_blocking_never_emits_a_repeated_ngram_and_is_needed(ngram):
+    """Long outputs from a random model over 37 real tokens repeat n-grams unblocked; blocked, no
+    hypothesis of any sentence holds an n-gram twice, and min_len is honoured alongside."""
+    model, src = tiny(40, 2), random_sources(40, 5, n=8)
+    settings = dict(bos=BOS, eos=EOS, beam=4, max_len_a=0.0, max_len_b=40, n_best=4, min_len=25)
+    free = [h.tokens for hyps in beam_search(model, src, **settings) for h in hyps]
+    assert any(repeats_an_ngram(t, ngram) for t in free)
+    for hyps in beam_search(model, src, no_repeat_ngram=ngram, **settings):
+        assert len(hyps) == 4
+        for h in hyps:
+            assert not repeats_an_ngram(h.tokens, ngram), h.tokens
+            assert len(h.tokens) + 1 >= 25
 
 
 def decoder_rows(model, src, **settings) -> list[int]:

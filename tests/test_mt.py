@@ -70,20 +70,23 @@ def sequence_score(model, src_row, tokens, lenpen):
     return total / len(target) ** lenpen, total
 
 
-@pytest.mark.parametrize("lenpen", [0.0, 0.6, 1.5])
-def test_beam_search_finds_the_exact_best_sequence_when_everything_fits_in_the_beam(lenpen):
+@pytest.mark.parametrize("lenpen,ngram", [(0.0, 0), (0.6, 0), (1.5, 0), (0.6, 1), (1.0, 2)])
+def test_beam_search_finds_the_exact_best_sequence_when_everything_fits_in_the_beam(lenpen, ngram):
     """Vocabulary of 4 real tokens, at most 3 of them: 1 + 4 + 16 + 64 = 85 sequences. A beam of 85
-    holds every prefix, so the search is exhaustive and must return the best-scoring sequence."""
+    holds every prefix, so the search is exhaustive and must return the best-scoring sequence; with
+    n-gram blocking, the best of those that repeat no n-gram."""
     vocab = 7  # pad, eos, bos + 4 tokens
     model = tiny(vocab=vocab, seed=3)
     src = torch.tensor([[3, 4, 5, 6, 3], [6, 6, 5, PAD, PAD]])
     content = [3, 4, 5, 6]
     for row in range(2):
         scored = [(sequence_score(model, src[row], list(seq), lenpen), list(seq))
-                  for n in range(4) for seq in itertools.product(content, repeat=n)]
+                  for n in range(4) for seq in itertools.product(content, repeat=n)
+                  if not (ngram and len(seq) - ngram + 1 > len({seq[i : i + ngram] for i in range(len(seq) - ngram + 1)}))]
         (best_score, best_lp), best = max(scored, key=lambda x: x[0][0])
         hyp = beam_search(model, src[row : row + 1], bos=BOS, eos=EOS, beam=85, lenpen=lenpen, max_len_a=0,
-                          max_len_b=4)[0][0]
+                          max_len_b=4, no_repeat_ngram=ngram)[0][0]
+        assert ngram == 0 or len(scored) < 85
         assert hyp.tokens == best
         assert hyp.score == pytest.approx(best_score, abs=1e-4) and hyp.log_prob == pytest.approx(best_lp, abs=1e-4)
 

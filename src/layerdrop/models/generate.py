@@ -35,13 +35,18 @@ class Hypothesis:
     log_prob: float  # sum of token log-probabilities, <eos> included
 
 
-def check_generation(beam: int, lenpen: float, max_len_a: float, max_len_b: int) -> None:
+def check_generation(beam: int, lenpen: float, max_len_a: float, max_len_b: int, min_len: int = 1,
+                     no_repeat_ngram: int = 0) -> None:
     if beam < 1:
         raise ValueError(f"beam size must be >= 1, got {beam}")
     if lenpen < 0:
         raise ValueError(f"length penalty must be >= 0, got {lenpen}")
     if max_len_a < 0 or max_len_b < 1:
         raise ValueError(f"max length a*src+b needs a >= 0 and b >= 1, got a={max_len_a}, b={max_len_b}")
+    if min_len < 1:
+        raise ValueError(f"min_len counts the <eos> and must be >= 1, got {min_len}")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be >= 0 (0: no blocking; the paper blocks 3-grams), got {no_repeat_ngram}")
 
 
 @dataclass(frozen=True)
@@ -56,29 +61,33 @@ class Generator:
     max_len_a: float = 0.0
     max_len_b: int = 200
     min_len: int = 1
+    no_repeat_ngram: int = 0
 
     def __post_init__(self) -> None:
-        check_generation(self.beam, self.lenpen, self.max_len_a, self.max_len_b)
+        check_generation(self.beam, self.lenpen, self.max_len_a, self.max_len_b, self.min_len, self.no_repeat_ngram)
 
     def __call__(self, model: TransformerSeq2Seq, src: torch.Tensor) -> list[list[int]]:
         """src (B,S) -> the best hypothesis' tokens of each sentence."""
         hyps = beam_search(model, src, bos=self.bos, eos=self.eos, beam=self.beam, lenpen=self.lenpen,
-                           max_len_a=self.max_len_a, max_len_b=self.max_len_b, min_len=self.min_len)
+                           max_len_a=self.max_len_a, max_len_b=self.max_len_b, min_len=self.min_len,
+                           no_repeat_ngram=self.no_repeat_ngram)
         return [h[0].tokens for h in hyps]
 
 
 @torch.no_grad()
 def beam_search(
     model: TransformerSeq2Seq, src: torch.Tensor, *, bos: int, eos: int, beam: int = 8, lenpen: float = 0.6,
-    max_len_a: float = 0.0, max_len_b: int = 200, n_best: int = 1, min_len: int = 1,
+    max_len_a: float = 0.0, max_len_b: int = 200, n_best: int = 1, min_len: int = 1, no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """src (B,S) padded with the model's pad id -> for each sentence its ``n_best`` hypotheses, best first.
 
     A sentence may generate at most ``max_len_a * source length + max_len_b`` tokens (<eos> included),
     capped by the model's positions, and at least ``min_len`` (fairseq ``--min-len``: <eos> is banned
     before; setting it to the maximum makes every sentence decode the same number of steps, which is
-    how ``make bench`` compares decoder depths)."""
-    check_generation(beam, lenpen, max_len_a, max_len_b)
+    how ``make bench`` compares decoder depths). ``no_repeat_ngram=n`` (fairseq ``--no-repeat-ngram-size``)
+    bans any token that would repeat an n-gram already in the hypothesis (the paper blocks 3-grams for
+    summarisation and long-form QA)."""
+    check_generation(beam, lenpen, max_len_a, max_len_b, min_len, no_repeat_ngram)
     if not 1 <= n_best <= beam:
         raise ValueError(f"n_best must be in [1, beam={beam}], got {n_best}")
     if model.training:
@@ -112,6 +121,8 @@ def beam_search(
         lp[:, bos] = -inf
         if step + 1 < min_len:
             lp[:, eos] = -inf
+        if no_repeat_ngram and step >= no_repeat_ngram:
+            _block_repeats(lp, tokens[:, 1 : step + 1], no_repeat_ngram)
         at_max = step + 1 >= max_len  # this token is the last allowed: <eos>
         if at_max.any():
             rows = at_max.repeat_interleave(k)
@@ -179,6 +190,17 @@ def _best_candidates(lp: torch.Tensor, scores: torch.Tensor, c: int) -> tuple[to
     cand = (lp[rows[:, :, None], token] + scores.gather(1, beam)[:, :, None]).view(n, c * m)
     top, pick = cand.topk(c, dim=1)
     return top, beam.repeat_interleave(m, dim=1).gather(1, pick), token.view(n, c * m).gather(1, pick)
+
+
+def _block_repeats(lp: torch.Tensor, generated: torch.Tensor, n: int) -> None:
+    """lp (R,V) next-token log-probabilities, generated (R,L) each row's tokens so far, L >= n -> sets to -inf
+    every token that would end an n-gram the row already holds: for each earlier n-gram whose first n-1
+    tokens equal the row's last n-1, its last token. Whole-batch tensor work: (R, L-n+1) comparisons."""
+    grams = generated.unfold(1, n, 1)  # (R, L-n+1, n)
+    last = generated[:, generated.size(1) - n + 1 :]  # (R, n-1): what the next token would extend
+    hit = grams[:, :, :-1].eq(last[:, None]).all(2)
+    row, gram = hit.nonzero(as_tuple=True)
+    lp[row, grams[row, gram, -1]] = float("-inf")
 
 
 def _stay(parent: torch.Tensor) -> torch.Tensor:
