@@ -28,6 +28,7 @@ from layerdrop.data.debian_sources import DEBIAN_SOURCE
 from layerdrop.data.lm import IGNORE_INDEX
 from layerdrop.data.mt_corpus import (
     DIRECTIONS,
+    LANGS,
     MTCorpus,
     Ragged,
     debian_splits,
@@ -142,6 +143,13 @@ class TokenBatchSampler(EpochBatches):
 
 
 class MTDataModule(pl.LightningDataModule):
+    #: what the corpus manifest says it holds, the folder under data_dir, the directions a corpus serves
+    corpus_task: str = "translation"
+    corpus_root: str = "mt"
+    directions: tuple[str, ...] = DIRECTIONS
+    #: train pairs whose source is too long: "skip" them (translation) or "truncate" them (summarisation)
+    long_train_source: str = "skip"
+
     """English-German pairs from Debian packages (`source="debian"`) or a `datasets` set (`"hub"`).
 
     The corpus is cached under `{data_dir}/mt/{corpus_name}` and serves both directions. Batches hold
@@ -173,8 +181,8 @@ class MTDataModule(pl.LightningDataModule):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction not in self.directions:
+            raise ValueError(f"direction must be one of {self.directions}, got {direction!r}")
         if source == "hub" and not hub_path:
             raise ValueError("source 'hub' needs hub_path (e.g. 'wmt16', 'wmt/wmt14', 'json' or 'parquet')")
         if max_source_len < 2 or max_target_len < 2:
@@ -228,38 +236,46 @@ class MTDataModule(pl.LightningDataModule):
 
     @property
     def corpus_dir(self) -> Path:
-        return self.data_dir / "mt" / self.corpus_name
+        return self.data_dir / self.corpus_root / self.corpus_name
+
+    def make_splits(self) -> tuple[dict[str, list[tuple[str, str]]], dict]:
+        """(train/valid/test pairs, provenance) of the configured source: called only to (re)build the corpus."""
+        if self.source == "debian":
+            return debian_splits(self.raw_dir, self.split_seed)
+        return hub_splits(self.hub_path, self.hub_name, self.hub_data_files)
+
+    @property
+    def source_label(self) -> str:
+        """The provenance `source` a corpus of this configuration must carry."""
+        if self.source == "debian":
+            return DEBIAN_SOURCE
+        return hub_source(self.hub_path, self.hub_name, self.hub_data_files)
 
     def prepare_data(self) -> None:
-        if self.source == "debian":
-            ensure_mt_corpus(
-                self.corpus_dir,
-                lambda: debian_splits(self.raw_dir, self.split_seed),
-                vocab_size=self.requested_vocab_size,
-                seed=self.split_seed,
-                source=DEBIAN_SOURCE,
-            )
-        else:
-            # The hub data set brings its own splits, so no seed goes into the corpus.
-            ensure_mt_corpus(
-                self.corpus_dir,
-                lambda: hub_splits(self.hub_path, self.hub_name, self.hub_data_files),
-                vocab_size=self.requested_vocab_size,
-                seed=None,
-                source=hub_source(self.hub_path, self.hub_name, self.hub_data_files),
-            )
+        # A hub data set brings its own splits, so no seed goes into its corpus.
+        ensure_mt_corpus(
+            self.corpus_dir,
+            self.make_splits,
+            vocab_size=self.requested_vocab_size,
+            seed=self.split_seed if self.source == "debian" else None,
+            source=self.source_label,
+            sides=(self.src_lang, self.tgt_lang) if self.corpus_task != "translation" else LANGS,
+            task=self.corpus_task,
+        )
 
     def _train_ids(self, corpus: MTCorpus) -> tuple[np.ndarray, dict[str, int]]:
         src_lens = corpus.ids["train"][self.src_lang].lengths + 1
         tgt_lens = corpus.ids["train"][self.tgt_lang].lengths + 1
         long_src = src_lens > self.max_source_len
-        long_tgt = ~long_src & (tgt_lens > self.max_target_len)
-        ids = np.flatnonzero(~long_src & ~long_tgt)
-        stats = {
-            "pairs": len(src_lens),
-            "skipped_source_too_long": int(long_src.sum()),
-            "skipped_target_too_long": int(long_tgt.sum()),
-        }
+        truncate = self.long_train_source == "truncate"
+        long_tgt = (truncate | ~long_src) & (tgt_lens > self.max_target_len)
+        ids = np.flatnonzero((truncate | ~long_src) & ~long_tgt)
+        stats = {"pairs": len(src_lens)}
+        if truncate:
+            stats["truncated_source"] = int((long_src & ~long_tgt).sum())
+        else:
+            stats["skipped_source_too_long"] = int(long_src.sum())
+        stats["skipped_target_too_long"] = int(long_tgt.sum())
         if self.max_train_pairs is not None and self.max_train_pairs < len(ids):
             chosen = random.Random(self.split_seed).sample(range(len(ids)), self.max_train_pairs)
             ids = ids[np.sort(chosen)]
@@ -280,7 +296,7 @@ class MTDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.corpus_manifest is not None:
             return  # Lightning calls setup once per stage; the corpus is loaded once.
-        corpus = load_mt_corpus(self.corpus_dir)
+        corpus = load_mt_corpus(self.corpus_dir, self.corpus_task)
         self.tokenizer, self.corpus_manifest = corpus.tokenizer, corpus.manifest
         self.vocab_size, self.pad_id = corpus.vocab_size, corpus.pad_id
         self.eos_id, self.bos_id = corpus.eos_id, corpus.bos_id
@@ -304,7 +320,7 @@ class MTDataModule(pl.LightningDataModule):
             for split, ids in split_ids.items()
         }
         rank_zero_info(
-            f"MT data {self.corpus_name} ({self.src_lang}->{self.tgt_lang}): {json.dumps(self.stats)}"
+            f"{self.corpus_task} data {self.corpus_name} ({self.src_lang}->{self.tgt_lang}): {json.dumps(self.stats)}"
         )
 
     def references(self, split: str) -> list[str]:

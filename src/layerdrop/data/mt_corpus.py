@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -135,13 +136,14 @@ def _check_pairs(splits: dict[str, list[tuple[str, str]]]) -> None:
                 )
 
 
-def _split_stats(pairs: list[tuple[str, str]], ids: dict[str, Ragged], train_en: set[str]) -> dict:
+def _split_stats(pairs: list[tuple[str, str]], ids: dict[str, Ragged], train_sources: set[str],
+                 sides: tuple[str, str] = LANGS) -> dict:
     stats = {"pairs": len(pairs)}
-    for k, lang in enumerate(LANGS):
-        stats[f"{lang}_words"] = sum(len(pair[k].split()) for pair in pairs)
-        stats[f"{lang}_tokens"] = int(ids[lang].flat.size)
-    # English sentences also seen in train (translated differently there): a measure of overlap.
-    stats["en_in_train"] = sum(en in train_en for en, _ in pairs)
+    for k, side in enumerate(sides):
+        stats[f"{side}_words"] = sum(len(pair[k].split()) for pair in pairs)
+        stats[f"{side}_tokens"] = int(ids[side].flat.size)
+    # Sources also seen in train (with another target there): a measure of overlap.
+    stats[f"{sides[0]}_in_train"] = sum(src in train_sources for src, _ in pairs)
     return stats
 
 
@@ -152,21 +154,24 @@ def build_mt_corpus(
     vocab_size: int,
     provenance: dict,
     seed: int | None,
+    sides: tuple[str, str] = LANGS,
+    task: str = "translation",
 ) -> Path:
     """Train the joint tokenizer on train, encode every split, and write the corpus atomically.
 
     `splits` maps train/valid/test to cleaned (en, de) pairs; `seed` is the split seed recorded in
-    the manifest (None when the source brings its own splits).
+    the manifest (None when the source brings its own splits). Other pair tasks (summarisation, QA:
+    data/text_pairs.py) name their `sides` (source, target) and `task`, and share the format.
     """
     _check_pairs(splits)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp_dir:
         tok = train_joint_tokenizer(splits["train"], vocab_size)
-        train_en = {en for en, _ in splits["train"]}
+        train_sources = {src for src, _ in splits["train"]}
         files, split_stats = [TOKENIZER_FILE], {}
         for split in SPLITS:
             ids = {}
-            for k, lang in enumerate(LANGS):
+            for k, lang in enumerate(sides):
                 lines = [pair[k] for pair in splits[split]]
                 ids[lang] = encode_ragged(tok, lines)
                 ids_file, offsets_file, text_file = _files(split, lang)
@@ -174,19 +179,19 @@ def build_mt_corpus(
                 np.save(tmp_dir / offsets_file, ids[lang].offsets, allow_pickle=False)
                 (tmp_dir / text_file).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
                 files += [ids_file, offsets_file, text_file]
-            split_stats[split] = _split_stats(splits[split], ids, train_en)
+            split_stats[split] = _split_stats(splits[split], ids, train_sources, sides)
         tok.save(str(tmp_dir / TOKENIZER_FILE))
         manifest = {
             "format_version": MT_FORMAT_VERSION,
-            "task": "translation",
-            "languages": list(LANGS),
+            "task": task,
+            "languages": list(sides),
             "provenance": provenance,
             "seed": seed,
             "tokenizer": {
                 "kind": "bpe",
                 "vocab_size_requested": vocab_size,
                 "special_tokens": {token: tok.token_to_id(token) for token in SPECIAL_TOKENS},
-                "trained_on": "train en + de",
+                "trained_on": f"train {sides[0]} + {sides[1]}",
             },
             "vocab_size": tok.get_vocab_size(),
             "splits": split_stats,
@@ -217,14 +222,15 @@ def _load_ragged(out_dir: Path, split: str, lang: str, pairs: int) -> Ragged:
     return ids
 
 
-def load_mt_corpus(out_dir: Path) -> MTCorpus:
-    """Load a cached MT corpus after checking its manifest and every file's sha256."""
+def load_mt_corpus(out_dir: Path, task: str = "translation") -> MTCorpus:
+    """Load a cached pair corpus of `task` after checking its manifest and every file's sha256."""
     out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir, MT_FORMAT_VERSION, _cache_error, task="translation")
+    manifest = read_manifest(out_dir, MT_FORMAT_VERSION, _cache_error, task=task)
     try:
         checksums = manifest["sha256"]
         special = manifest["tokenizer"]["special_tokens"]
         pairs = {split: manifest["splits"][split]["pairs"] for split in SPLITS}
+        sides = tuple(manifest["languages"])
     except (KeyError, TypeError) as err:
         raise _cache_error(out_dir, f"damaged manifest {MANIFEST_FILE} (no {err})") from err
     verify_files(out_dir, checksums, _cache_error)
@@ -232,7 +238,7 @@ def load_mt_corpus(out_dir: Path) -> MTCorpus:
     text: dict[str, dict[str, list[str]]] = {}
     for split in SPLITS:
         ids[split], text[split] = {}, {}
-        for lang in LANGS:
+        for lang in sides:
             ids[split][lang] = _load_ragged(out_dir, split, lang, pairs[split])
             # split('\n'), not splitlines(): a sentence may contain other Unicode line separators.
             lines = (out_dir / _files(split, lang)[2]).read_text(encoding="utf-8").split("\n")[:-1]
@@ -259,6 +265,8 @@ def ensure_mt_corpus(
     seed: int | None,
     source: str,
     log: Callable[[str], None] = print,
+    sides: tuple[str, str] = LANGS,
+    task: str = "translation",
 ) -> MTCorpus:
     """Reuse the corpus at out_dir if it is intact and was built with these settings, else rebuild it.
 
@@ -266,16 +274,16 @@ def ensure_mt_corpus(
     """
     out_dir = Path(out_dir)
     wanted = {"tokenizer": "bpe", "vocab_size": vocab_size, "seed": seed, "source": source}
-    corpus, reason = cached_corpus(out_dir, load_mt_corpus, wanted)
+    corpus, reason = cached_corpus(out_dir, partial(load_mt_corpus, task=task), wanted)
     if corpus is not None:
-        log(f"reusing cached MT corpus at {out_dir}")
+        log(f"reusing cached {task} corpus at {out_dir}")
         return corpus
-    log(f"building MT corpus at {out_dir}: {reason}")
+    log(f"building {task} corpus at {out_dir}: {reason}")
     splits, provenance = make_splits()
     if provenance.get("source") != source:
         raise ValueError(f"make_splits gave source {provenance.get('source')!r}, expected {source!r}")
-    build_mt_corpus(splits, out_dir, vocab_size=vocab_size, provenance=provenance, seed=seed)
-    return load_mt_corpus(out_dir)
+    build_mt_corpus(splits, out_dir, vocab_size=vocab_size, provenance=provenance, seed=seed, sides=sides, task=task)
+    return load_mt_corpus(out_dir, task)
 
 
 # ---------------------------------------------------------------------------------------------------
