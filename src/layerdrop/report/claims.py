@@ -14,7 +14,7 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import figures, table1, table2, table8
+from layerdrop.report import figures, table1, table2, table3, table8
 from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
 from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
 from layerdrop.utils.runs import git_sha
@@ -23,12 +23,14 @@ from layerdrop.utils.runs import git_sha
 ARTEFACTS = {
     "table1": ("mt", ("C1", "C2", "C7", "C8")),
     "table2": ("lm", ("C1", "C2", "C7", "C8")),
+    "table3": (("sum", "qa"), ("C1", "C2", "C7", "C8")),
     "figure4": ("lm", ("C3", "C4")),
     "figure5": ("lm", ("C5",)),
     "figure6": ("lm", ("C6",)),
     "figure7": ("lm", ("C9",)),
     "table8": ("lm_finetune", ("C11",)),
 }
+TABLES = ("table1", "table2", "table3")  # artefacts whose runs each hold a row (a role)
 #: claims whose artefact does not exist yet, and what would test them
 NOT_BUILT = {"C10": "Table 7 / Figure 3 (pretraining and GLUE fine-tuning)"}
 
@@ -38,6 +40,8 @@ def table_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
     if artefact == "table1":
         rows = aggregate(table1.tidy_rows(records), table1.KEYS, table1.METRICS)
         return table1.claim_rows(rows)
+    if artefact == "table3":
+        return table3.claim_rows(aggregate(table3.tidy_rows(records), table3.KEYS, table3.METRICS))
     rows = aggregate(table2.tidy_rows(records, "table2"), table2.KEYS, table2.METRICS)
     return table2.claim_rows(rows)
 
@@ -50,13 +54,14 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
     """Every claim result of every built artefact at ``scale``, and how many runs each artefact has."""
     results, runs = [], {}
     for artefact, (task, _) in ARTEFACTS.items():
-        records = load_records(runs_dir, task, artefact, scale)
-        if records and artefact in ("table1", "table2"):
+        records = [r for t in (task if isinstance(task, tuple) else (task,))
+                   for r in load_records(runs_dir, t, artefact, scale)]
+        if records and artefact in TABLES:
             records = select_roles(records, artefact)  # the runs that hold a row of the table
         runs[artefact] = len(records)
         if not records:
             continue
-        if artefact in ("table1", "table2"):
+        if artefact in TABLES:
             results += table_claims(artefact, records)
         elif artefact == "table8":
             results.append(table8.c11(table8.tidy_rows(records)))

@@ -146,7 +146,7 @@ def select_roles(records: list[dict], artefact: str) -> list[dict]:
     for r in records:
         role = role_of(r, artefact)
         if role is not None:
-            groups.setdefault((role, model_depths(r) if role == "scratch" else ()), []).append(r)
+            groups.setdefault((role, model_depths(r) if role.endswith("scratch") else ()), []).append(r)
     for (role, depths), members in groups.items():
         name = f"role {role!r}" + (f" at depth {'/'.join(map(str, depths))}" if depths else "") + f" of {artefact}"
         first, seeds = members[0], {}

@@ -1,5 +1,5 @@
-"""Sequence to sequence: translation (paper Table 1) now; summarisation and long-form QA are the same task
-with another metric and other generation settings, not new modules.
+"""Sequence to sequence: translation (paper Table 1), summarisation and long-form QA (Table 3) are one task
+with another metric, other data and other generation settings, not new modules.
 
 One LightningModule (``lit/seq2seq.py``) and one beam-search ``Generator`` serve every such task. The
 metric comes from ``task.metric`` (a name in ``TEXT_METRICS``), the generation settings from
@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
 from layerdrop.metrics.rouge import ROUGE_TYPES, rouge
 from layerdrop.models.generate import Generator
-from layerdrop.schema import MTRun
+from layerdrop.schema import MTRun, TextPairRun
 from layerdrop.tasks.base import Task, register_task
 
 
@@ -41,7 +41,10 @@ TEXT_METRICS = {
     "bleu": TextMetric(bleu_scores, ("bleu", "bleu_tok"), search="bleu"),
     "rouge": TextMetric(rouge, ROUGE_TYPES, search="rougeL"),
 }
-GENERATOR_SETTINGS = ("beam", "lenpen", "max_len_a", "max_len_b")  # generate.* keys the Generator takes
+GENERATOR_SETTINGS = ("beam", "lenpen", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram")  # generate.* keys
+#: ... and their values when a config leaves them out (a row records them only when they differ, so rows made
+#: before they existed still match)
+GENERATOR_DEFAULTS = {"min_len": 1, "no_repeat_ngram": 0}
 
 
 class Seq2SeqTask(Task):
@@ -76,7 +79,8 @@ class Seq2SeqTask(Task):
         """The generation settings; ``max_sentences`` (with its seed) and a non-default metric only when set,
         so rows made before they existed still match."""
         generate = self.cfg.generate
-        settings = {k: generate[k] for k in GENERATOR_SETTINGS}
+        settings = {k: generate.get(k, GENERATOR_DEFAULTS.get(k)) for k in GENERATOR_SETTINGS}
+        settings = {k: v for k, v in settings.items() if k not in GENERATOR_DEFAULTS or v != GENERATOR_DEFAULTS[k]}
         if generate.get("max_sentences") is not None:
             settings.update(max_sentences=int(generate.max_sentences), seed=int(generate.seed))
         if self.metric_name != self.default_metric:
@@ -86,7 +90,7 @@ class Seq2SeqTask(Task):
     def evaluate(self, lit: pl.LightningModule, datamodule, split: str, trainer: pl.Trainer) -> dict[str, Any]:
         settings = self.eval_settings()
         generator = Generator(bos=datamodule.bos_id, eos=datamodule.eos_id,
-                              **{k: settings[k] for k in GENERATOR_SETTINGS})
+                              **{k: settings[k] for k in GENERATOR_SETTINGS if k in settings})
         lit.set_generation(generator, references=datamodule.references(split), decode=datamodule.decode,
                            score=self.metric.score, max_sentences=settings.get("max_sentences"),
                            seed=settings.get("seed", 0))
@@ -114,3 +118,21 @@ class TranslationTask(Seq2SeqTask):
     """English-German translation (WMT16 at paper scale, Debian pairs at cpu scale), scored by BLEU."""
 
     schema = MTRun
+
+
+@register_task("sum")
+class SummarizationTask(Seq2SeqTask):
+    """Summarisation (CNN/DailyMail at paper scale, Debian descriptions -> synopses at cpu scale), scored by
+    ROUGE on summaries generated with the task's generation settings (conf/task_generate)."""
+
+    schema = TextPairRun
+    default_metric = "rouge"
+
+
+@register_task("qa")
+class QATask(Seq2SeqTask):
+    """Long-form question answering (ELI5 at paper scale, dictionary definitions at cpu scale), scored by
+    ROUGE on generated answers."""
+
+    schema = TextPairRun
+    default_metric = "rouge"

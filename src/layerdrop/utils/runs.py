@@ -58,7 +58,7 @@ LATER_DEFAULTS = {
 #: carries its own format version and checksums in its manifest, which the record keeps; and
 #: evaluation-only code (evaluate.py, metrics/), which does not change the weights (models/generate.py is
 #: covered, being in models/).
-CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py")
+CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py", "data/text_pairs.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -283,6 +283,7 @@ def locked(run_dir: Path) -> Iterator[None]:
 ROLES = {
     "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch"),
     "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch", "equal_compute"),
+    "table3": ("sum_baseline", "sum_layerdrop", "sum_deep_layerdrop", "sum_scratch", "qa_baseline", "qa_layerdrop"),
 }
 
 
