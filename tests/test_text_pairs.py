@@ -200,3 +200,8 @@ def test_table3_with_three_seeds_decides_by_the_noise_rule(tmp_path):
     assert "**held** (C7): LayerDrop improves the summarization Transformer" in table
     assert "33.10 ± 0.26 (n=3) vs 30.10 ± 0.36 (n=3)" in table
     assert "| Long-form QA | Transformer | - | - | not run |" in table
+
+
+def test_a_corpus_where_no_train_pair_fits_is_an_error_not_an_empty_run(tmp_path, cnn_files):
+    with pytest.raises(ValueError, match=r"no train pair of .* fits: .*'skipped_target_too_long': 59.*max_target_len=2"):
+        datamodule(tmp_path, cnn_files, max_target_len=2)

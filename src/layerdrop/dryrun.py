@@ -6,7 +6,8 @@ For each ``conf/experiment/*.yaml`` composed with ``scale=paper`` it checks that
 through ``layerdrop.train.train(cfg)``: the paper's task module, architecture flags, optimizer,
 scheduler, accumulation, checkpoint averaging and its ``source=hub`` data module, reading small local
 files in the hub's layout (Wikitext-style parquet built from the news articles; WMT-style JSON lines
-built from the Debian en-de pairs) instead of the hub.
+built from the Debian en-de pairs; CNN/DailyMail- and ELI5-style JSON lines built from the Debian
+summarisation and QA pairs) instead of the hub.
 
     python -m layerdrop.dryrun
     python -m layerdrop.dryrun --experiments table2_lm table1_mt --out /tmp/dryrun
@@ -39,6 +40,8 @@ from omegaconf import DictConfig
 from layerdrop.config import CONF_DIR, load_config
 from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import clean_pairs, split_pairs
+from layerdrop.data.qa_sources import debian_qa_pairs
+from layerdrop.data.sum_sources import debian_summary_pairs
 from layerdrop.data.sources import news_documents, split_documents
 from layerdrop.params import count_for
 from layerdrop.tasks import get_task
@@ -57,6 +60,8 @@ LM_BLOCK = 64  # tokens per block (paper: 3072)
 MT_VOCAB = 512  # joint BPE size (paper: 32768)
 MT_MAX_WORDS = 16  # words per side of a local translation pair
 MT_TOKENS = 512  # padded tokens per batch (paper: 3584), sentences cut at 64 (paper: 1024)
+PAIR_ROWS = {"train": 400, "validation": 20, "test": 20}  # local summarisation / QA rows per hub split
+QA_WORDS = 40  # words of a local answer (the paper's ELI5 answers: about 130)
 GENERATE_SENTENCES = 4  # beam search + BLEU on this many test sentences
 WIDTH = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64"]
 GPU = ["trainer.accelerator=gpu", "trainer.precision=16-mixed"]  # the paper's precision, on one GPU
@@ -112,6 +117,36 @@ def mt_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
         )
         Path(files[hub_split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return files
+
+
+def _pair_files(pairs: list, out_dir: Path, row) -> dict[str, str]:
+    """JSON lines of the first PAIR_ROWS pairs of each split (split by document), one ``row(source, target,
+    i)`` dict a line."""
+    kept, _ = clean_pairs(pairs)
+    splits = split_pairs(kept, seed=0, valid_frac=0.1, test_frac=0.1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        files[hub_split] = str(out_dir / f"{hub_split}.jsonl")
+        lines = (json.dumps(row(src, tgt, i), ensure_ascii=False) for i, (src, tgt) in
+                 enumerate(splits[split][: PAIR_ROWS[hub_split]]))
+        Path(files[hub_split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return files
+
+
+def sum_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
+    """CNN/DailyMail-layout JSON lines (`article`, `highlights`, `id`) from the Debian summarisation pairs."""
+    pairs, _ = debian_summary_pairs(raw_dir)
+    return _pair_files(pairs, out_dir, lambda src, tgt, i: {"article": src, "highlights": tgt, "id": str(i)})
+
+
+def qa_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
+    """ELI5-layout JSON lines (`title`, `answers: {text, score}`, best answer first) from the Debian QA pairs,
+    answers cut to QA_WORDS words; the second answer is a decoy the data module must not take."""
+    pairs, _ = debian_qa_pairs(raw_dir)
+    pairs = [(q, " ".join(a.split()[:QA_WORDS]), doc) for q, a, doc in pairs]
+    return _pair_files(pairs, out_dir, lambda src, tgt, i: {
+        "q_id": str(i), "title": src, "answers": {"text": [tgt, "a lower-scored answer."], "score": [10, 1]}})
 
 
 @contextmanager
@@ -216,7 +251,7 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
             f"data.vocab_size={MT_VOCAB}",
             f"data.max_tokens={MT_TOKENS}",
             "data.max_source_len=64",
-            "data.max_target_len=64",
+            f"data.max_target_len={64 if full.task.name == 'mt' else 128}",  # answers and summaries run longer
         ]
     return out
 
@@ -275,7 +310,7 @@ def check_record(record: dict, task: str) -> str:
     full = next(r for r in record["eval"] if r["strategy"] == "none")
     split = "valid" if "valid_loss" in full else "test"
     scores = ", ".join(
-        f"{split} {m} {full[f'{split}_{m}']:.4g}" for m in ("ppl", "bleu") if f"{split}_{m}" in full
+        f"{split} {m} {full[f'{split}_{m}']:.4g}" for m in ("ppl", "bleu", "rougeL") if f"{split}_{m}" in full
     )
     return f"{len(record['eval'])} eval rows, full model {scores}"
 
@@ -323,6 +358,10 @@ def run_all(
         files["lm"] = _reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
     if "mt" in tasks:
         files["mt"] = _reuse(hub / "wmt", ".jsonl") or mt_files(raw_dir, hub / "wmt")
+    if "sum" in tasks:
+        files["sum"] = _reuse(hub / "cnn_dailymail", ".jsonl") or sum_files(raw_dir, hub / "cnn_dailymail")
+    if "qa" in tasks:
+        files["qa"] = _reuse(hub / "eli5", ".jsonl") or qa_files(raw_dir, hub / "eli5")
     results = []
     with datasets_cache(out / "hf"), one_thread(), quiet(verbose):
         for experiment in experiments:

@@ -276,6 +276,10 @@ class MTDataModule(pl.LightningDataModule):
         else:
             stats["skipped_source_too_long"] = int(long_src.sum())
         stats["skipped_target_too_long"] = int(long_tgt.sum())
+        if len(ids) == 0:
+            raise ValueError(
+                f"no train pair of {self.corpus_name} fits: {stats} with max_source_len={self.max_source_len}, "
+                f"max_target_len={self.max_target_len} (tokens, with <eos>); raise them or check the data")
         if self.max_train_pairs is not None and self.max_train_pairs < len(ids):
             chosen = random.Random(self.split_seed).sample(range(len(ids)), self.max_train_pairs)
             ids = ids[np.sort(chosen)]
