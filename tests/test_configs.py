@@ -63,6 +63,28 @@ def test_every_experiment_passes_the_schema(experiment, scale):
     schema.check_config(load_config([f"experiment={experiment}", f"scale={scale}"]))
 
 
+def _selected_experiments() -> list[str]:
+    """The experiments that a script in experiments/ trains with the cpu regime's selection rule (SELECT:
+    best on valid, early stopping)."""
+    import re
+
+    names = set()
+    for script in (CONF_DIR.parent / "experiments").glob("*.sh"):
+        text = script.read_text()
+        if 'SELECT[@]' in text:
+            names |= set(re.findall(r"experiment=(\w+)", text))
+    return sorted(names)
+
+
+@pytest.mark.parametrize("experiment", _selected_experiments())
+def test_experiments_trained_with_the_selection_rule_accept_it(experiment):
+    """select=best refuses checkpoint averaging: every experiment a script trains with SELECT at cpu scale
+    must compose with it (Table 3's first launch failed on exactly this)."""
+    assert {"table2_lm", "table3_sum", "table3_qa"} <= set(_selected_experiments())
+    schema.check_config(load_config([f"experiment={experiment}", "scale=cpu", "select=best",
+                                     "early_stop_patience=3"]))
+
+
 @pytest.mark.parametrize("overrides", [["debug=smoke"], ["experiment=table1_mt", "debug=smoke_mt"]])
 def test_smoke_configs_pass_the_schema(overrides):
     schema.check_config(load_config(overrides))
