@@ -108,6 +108,36 @@ def provenance(records: list[dict]) -> dict:
     }
 
 
+def decoder_rows(rows: list[dict], role: str) -> dict[int, dict]:
+    """kept decoder layers -> row of the role's encoder-decoder model pruned every other decoder layer (full
+    depth included)."""
+    return {r["kept_layers"]: r for r in rows if r["role"] == role and r["stack"] == "decoder"
+            and r["strategy"] in ("every_other", "none")}
+
+
+def decoder_panel(path: Path, pruned: list[tuple[str, str, dict[int, float]]], scratch: dict[int, float],
+                  xlabel: str, ylabel: str, title: str) -> None:
+    """A Figure 2 panel of an encoder-decoder task: a metric by kept decoder layers for each pruned model
+    (label, line style, depth -> value) and for the models trained from scratch at that depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, style, curve in pruned:
+        if curve:
+            ax.plot(*zip(*sorted(curve.items())), style, label=label)
+    if scratch:
+        ax.plot(*zip(*sorted(scratch.items())), "^:", label="trained from scratch at that depth")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Roles, seeds and code versions
 

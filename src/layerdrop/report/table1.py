@@ -11,27 +11,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from layerdrop.report.collect import (  # noqa: E402
+from layerdrop.report.collect import (
     aggregate,
     code_version_of,
+    decoder_panel,
+    decoder_rows,
     depth_verdicts,
     mean_text,
     provenance,
     read_csv,
     role_of,
-    save_figure,
     seed_values,
     seeds_note,
     versus,
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge  # noqa: E402
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -77,8 +73,7 @@ def full(rows: list[dict], role: str, decoder_layers: int | None = None) -> dict
 
 def decoder_curve(rows: list[dict], role: str, metric: str = "test_bleu") -> dict[int, float]:
     """kept decoder layers -> test BLEU (or ``metric``), every-other pruning of the decoder, full model included."""
-    return {r["kept_layers"]: r[metric] for r in rows
-            if r["role"] == role and r["stack"] == "decoder" and r["strategy"] in ("every_other", "none")}
+    return {d: r[metric] for d, r in decoder_rows(rows, role).items()}
 
 
 def scratch(rows: list[dict]) -> dict[int, dict]:
@@ -141,8 +136,8 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
             f"final train loss {mean_text(deep_base, 'final_train_loss', 3)}, test BLEU "
             f"{mean_text(deep_base, 'test_bleu')}" + (f" vs {mean_text(deep_ld, 'test_bleu')} with LayerDrop" if deep_ld else "")
             + (f"; {seeds} seed(s), the rule needs {MIN_SEEDS}" if seeds < MIN_SEEDS else "") + ".")
-    ld_curve = {d: r for d, r in _decoder_rows(rows, "layerdrop").items() if d < dec}
-    base_curve = {d: r for d, r in _decoder_rows(rows, "baseline").items() if d < dec}
+    ld_curve = {d: r for d, r in decoder_rows(rows, "layerdrop").items() if d < dec}
+    base_curve = {d: r for d, r in decoder_rows(rows, "baseline").items() if d < dec}
     shared = sorted(d for d in ld_curve if d in base_curve)
     if shared:
         add("C1", "decoder pruned every other layer without fine-tuning, LayerDrop beats the pruned baseline at "
@@ -152,12 +147,6 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
         add("C2", "the pruned LayerDrop model matches or beats a decoder of that depth trained from scratch",
             *depth_verdicts(ld_curve, from_scratch, "test_bleu", True, "decoder layers", kind="matches"))
     return out
-
-
-def _decoder_rows(rows: list[dict], role: str) -> dict[int, dict]:
-    """kept decoder layers -> row of the role's model pruned every other decoder layer (full depth included)."""
-    return {r["kept_layers"]: r for r in rows if r["role"] == role and r["stack"] == "decoder"
-            and r["strategy"] in ("every_other", "none")}
 
 
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
@@ -222,25 +211,14 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
 
 def figure(rows: list[dict], path: Path, scale: str) -> None:
     ld = layerdrop_row(rows)
-    enc, dec = ld["encoder_layers"], ld["decoder_layers"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for role, label, style in [("layerdrop", f"LayerDrop p={ld['layerdrop_p']}, pruned every-other", "o-"),
-                               ("baseline", "baseline (p=0), pruned every-other", "s--")]:
-        curve = sorted(decoder_curve(rows, role).items())
-        if curve:
-            ax.plot(*zip(*curve), style, label=label)
-    points = [(d, r["test_bleu"]) for d, r in scratch(rows).items()]
+    points = {d: r["test_bleu"] for d, r in scratch(rows).items()}
     base = full(rows, "baseline")
     if base:
-        points.append((base["decoder_layers"], base["test_bleu"]))
-    if points:
-        ax.plot(*zip(*sorted(points)), "^:", label="trained from scratch at that depth")
-    ax.set_xlabel(f"kept decoder layers (of {dec}; encoder {enc} layers kept)")
-    ax.set_ylabel("test BLEU (sacrebleu)")
-    ax.set_title(f"Figure 2, MT panel ({scale} scale)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
+        points[base["decoder_layers"]] = base["test_bleu"]
+    decoder_panel(path, [(f"LayerDrop p={ld['layerdrop_p']}, pruned every-other", "o-", decoder_curve(rows, "layerdrop")),
+                         ("baseline (p=0), pruned every-other", "s--", decoder_curve(rows, "baseline"))], points,
+                  f"kept decoder layers (of {ld['decoder_layers']}; encoder {ld['encoder_layers']} layers kept)",
+                  "test BLEU (sacrebleu)", f"Figure 2, MT panel ({scale} scale)")
 
 
 def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> None:

@@ -11,26 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from layerdrop.report.collect import (  # noqa: E402
+from layerdrop.report.collect import (
     aggregate,
     code_version_of,
+    decoder_panel,
+    decoder_rows,
     depth_verdicts,
     mean_text,
     read_csv,
     role_of,
-    save_figure,
     seed_values,
     seeds_note,
     versus,
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import RULE, ClaimResult, judge  # noqa: E402
+from layerdrop.report.verdict import RULE, ClaimResult, judge
 
 ROUGE = ("test_rouge1", "test_rouge2", "test_rougeL", "test_rougeLsum")
 COLUMNS = ["run_key", "scale", "task", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack",
@@ -71,12 +67,6 @@ def tidy_rows(records: list[dict]) -> list[dict]:
 def full(rows: list[dict], role: str) -> dict | None:
     match = [r for r in rows if r["role"] == role and r["strategy"] == "none"]
     return match[0] if match else None
-
-
-def decoder_rows(rows: list[dict], role: str) -> dict[int, dict]:
-    """kept decoder layers -> row of the role's model pruned every other decoder layer (full depth included)."""
-    return {r["kept_layers"]: r for r in rows if r["role"] == role and r["stack"] == "decoder"
-            and r["strategy"] in ("every_other", "none")}
 
 
 def scratch(rows: list[dict]) -> dict[int, dict]:
@@ -221,26 +211,17 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
 
 
 def figure(rows: list[dict], path: Path, scale: str) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ld = full(rows, "sum_layerdrop") or full(rows, "sum_baseline")
-    for role, label, style in [("sum_layerdrop", "LayerDrop, pruned every-other", "o-"),
-                               ("sum_baseline", "baseline (p=0), pruned every-other", "s--")]:
-        curve = sorted((d, r[CLAIM_METRIC]) for d, r in decoder_rows(rows, role).items())
-        if curve:
-            ax.plot(*zip(*curve), style, label=label)
-    points = [(d, r[CLAIM_METRIC]) for d, r in scratch(rows).items()]
+    points = {d: r[CLAIM_METRIC] for d, r in scratch(rows).items()}
     base = full(rows, "sum_baseline")
     if base:
-        points.append((base["decoder_layers"], base[CLAIM_METRIC]))
-    if points:
-        ax.plot(*zip(*sorted(points)), "^:", label="trained from scratch at that depth")
-    if ld:
-        ax.set_xlabel(f"kept decoder layers (of {ld['decoder_layers']}; encoder {ld['encoder_layers']} layers kept)")
-    ax.set_ylabel("test ROUGE-L")
-    ax.set_title(f"Figure 2, summarisation panel ({scale} scale)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
+        points[base["decoder_layers"]] = base[CLAIM_METRIC]
+    curves = [(label, style, {d: r[CLAIM_METRIC] for d, r in decoder_rows(rows, role).items()})
+              for role, label, style in [("sum_layerdrop", "LayerDrop, pruned every-other", "o-"),
+                                         ("sum_baseline", "baseline (p=0), pruned every-other", "s--")]]
+    xlabel = (f"kept decoder layers (of {ld['decoder_layers']}; encoder {ld['encoder_layers']} layers kept)" if ld
+              else "kept decoder layers")
+    decoder_panel(path, curves, points, xlabel, "test ROUGE-L", f"Figure 2, summarisation panel ({scale} scale)")
 
 
 def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> None:
