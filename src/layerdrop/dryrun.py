@@ -41,8 +41,8 @@ from layerdrop.config import CONF_DIR, load_config
 from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import clean_pairs, split_pairs
 from layerdrop.data.qa_sources import debian_qa_pairs
-from layerdrop.data.sum_sources import debian_summary_pairs
 from layerdrop.data.sources import news_documents, split_documents
+from layerdrop.data.sum_sources import debian_summary_pairs
 from layerdrop.params import count_for
 from layerdrop.tasks import get_task
 from layerdrop.train import train

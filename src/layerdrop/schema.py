@@ -105,8 +105,8 @@ class LMData:
 
 
 @dataclass
-class MTData:
-    _target_: str = rule(required=True, choices=("layerdrop.data.mt.MTDataModule",))
+class _PairData:
+    """What translation, summarisation and QA data share (data/mt.py, data/text_pairs.py)."""
     source: str = rule(required=True, choices=mt_data.SOURCES)
     data_dir: str = rule()
     vocab_size: int = rule(ge=1)
@@ -117,7 +117,6 @@ class MTData:
     hub_path: str = rule()
     hub_name: str | None = rule()
     hub_data_files: dict | None = rule()
-    direction: str = rule(choices=DIRECTIONS)
     max_train_pairs: int | None = rule(ge=1)
     num_workers: int = rule(ge=0)
     raw_dir: str | None = rule()
@@ -126,26 +125,17 @@ class MTData:
 
 
 @dataclass
-class TextPairData:
+class MTData(_PairData):
+    _target_: str = rule(required=True, choices=("layerdrop.data.mt.MTDataModule",))
+    direction: str = rule(choices=DIRECTIONS)
+
+
+@dataclass
+class TextPairData(_PairData):
     _target_: str = rule(required=True, choices=("layerdrop.data.text_pairs.TextPairDataModule",))
     task: str = rule(required=True, choices=tuple(text_pairs.PAIR_TASKS))
-    source: str = rule(required=True, choices=text_pairs.SOURCES)
-    data_dir: str = rule()
-    vocab_size: int = rule(ge=1)
-    max_tokens: int = rule(ge=1)
-    max_source_len: int = rule(ge=2)
-    max_target_len: int = rule(ge=2)
-    split_seed: int = rule()
-    hub_path: str = rule()
-    hub_name: str | None = rule()
-    hub_data_files: dict | None = rule()
     hub_source_field: str = rule()
     hub_target_field: str = rule()
-    max_train_pairs: int | None = rule(ge=1)
-    num_workers: int = rule(ge=0)
-    raw_dir: str | None = rule()
-    eval_max_tokens: int | None = rule(ge=1)
-    shuffle_seed: int | None = rule()
 
 
 # --- the groups both tasks share
