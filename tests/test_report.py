@@ -196,6 +196,7 @@ def test_seeds_of_one_role_are_averaged_with_std_and_n(tmp_path):
     assert "| + LayerDrop 0.2 | 6 | 0.01M | 53.00 ± 1.41 (n=2) | 53.53 ± 1.43 (n=2) |" in table
     assert "test ppl 53.00 ± 1.41 (n=2) vs 50.00" in table and "3 layers: 82.00 ± 2.83 (n=2) vs 900.00" in table
     assert "average k seeds" in table
+    assert "All 5 runs come from one version of the training code: `c0de`" in table
     rows = list(csv.DictReader((tmp_path / "results" / "raw.csv").open()))
     assert sorted(r["seed"] for r in rows if r["role"] == "layerdrop") == ["1", "1", "1", "2", "2", "2"]
 

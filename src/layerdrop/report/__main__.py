@@ -12,6 +12,7 @@ from pathlib import Path
 from layerdrop.report import figures, regime, table1, table2, table3, table8
 from layerdrop.report.collect import (
     artefact_curves,
+    code_version_line,
     code_version_note,
     load_records,
     select_roles,
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     note = code_version_note(records, args.artefact)
     if note:
         log.warning(note.replace("**", ""))
-        add_note(out / f"{args.artefact}.md", note)
+    add_note(out / f"{args.artefact}.md", note or code_version_line(records))
     print(f"wrote {out}/ from {len(records)} runs")
 
 

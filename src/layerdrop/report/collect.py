@@ -227,6 +227,13 @@ def seeds_note(rows: list[dict]) -> str:
     return " Cells with `± s (n=k)` average k seeds (mean ± sample standard deviation); the verdicts compare the means."
 
 
+def code_version_line(records: list[dict]) -> str:
+    """Which version of the training code made the runs (``code_version_note`` when there are several)."""
+    versions = sorted({code_version_of(r) for r in records})
+    return f"All {len(records)} runs come from one version of the training code: `{versions[0]}` (`code_version`)." \
+        if len(versions) == 1 else f"The runs come from {len(versions)} versions of the training code."
+
+
 def code_version_note(records: list[dict], artefact: str) -> str | None:
     """A warning line when the runs come from more than one version of the training code."""
     versions: dict[str, list[str]] = {}
