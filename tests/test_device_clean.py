@@ -63,6 +63,7 @@ def test_translation_training_and_generation_are_device_clean():
         loss.backward()
         model.eval()
         beam_search(model, src, bos=1, eos=2, beam=3, max_len_a=1.0, max_len_b=3, min_len=2)
+        beam_search(model, src, bos=1, eos=2, beam=3, max_len_a=1.0, max_len_b=6, no_repeat_ngram=2)
         greedy_search(model, src, bos=1, eos=2, max_len_b=5)
 
 

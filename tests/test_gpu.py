@@ -105,3 +105,47 @@ def test_paper_transformer_big_trains_in_fp16_beam_searches_prunes_and_reloads(e
     assert_same_weights(again, pruned)
     with torch.no_grad():
         torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("experiment", ["table3_sum", "table3_qa"])
+def test_paper_table3_models_train_in_fp16_and_generate_with_their_blocking_on_the_gpu(experiment, tmp_path):
+    """Summarisation (Transformer base) and long-form QA (Transformer Big) as the paper configures them:
+    fp16 steps, then the task's own generation settings (beam, minimum length, 3-gram blocking) on CUDA,
+    on the full model and on the model pruned to every other decoder layer."""
+    from layerdrop.models.generate import Generator
+
+    cfg = load_config([f"experiment={experiment}", "scale=paper"])
+    model = paper_model(experiment)
+    src = torch.randint(4, 1000, (3, 40), device="cuda")
+    src[1, 30:] = 0  # a padded source
+    tgt = torch.randint(4, 1000, (3, 24), device="cuda")
+
+    def loss(m):
+        logits = m.logits(m(src, tgt[:, :-1]))
+        total, _, n = label_smoothed_nll(logits.reshape(-1, 1000), tgt[:, 1:].reshape(-1), 0.1)
+        return total / n
+
+    assert all(torch.isfinite(torch.tensor(fp16_steps(model, loss))))
+    model.eval()
+    gen = cfg.generate
+    generate = Generator(bos=1, eos=2, beam=gen.beam, lenpen=gen.lenpen, max_len_a=gen.max_len_a,
+                         max_len_b=gen.max_len_b, min_len=gen.min_len, no_repeat_ngram=gen.no_repeat_ngram)
+    n = gen.no_repeat_ngram
+    assert n == 3 and gen.min_len >= 50
+    decoders = len(model.decoder)
+    pruned = prune_model(model, {"decoder": layers_to_keep("every_other", decoders, decoders // 2)})
+    for m in (model, pruned):
+        with torch.autocast("cuda", dtype=torch.float16):
+            outputs = generate(m, src)
+        assert len(outputs) == 3
+        for tokens in outputs:
+            body = [t for t in tokens if t != 2]
+            assert gen.min_len <= len(body) + 1 <= gen.max_len_b
+            grams = [tuple(body[i : i + n]) for i in range(len(body) - n + 1)]
+            assert len(grams) == len(set(grams)), "a repeated n-gram got through the blocking"
+    save_model(tmp_path / "pruned.pt", pruned)
+    again, _ = load_model(tmp_path / "pruned.pt")
+    again = again.cuda()
+    assert_same_weights(again, pruned)
+    with torch.no_grad():
+        torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
