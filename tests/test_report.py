@@ -291,3 +291,41 @@ def test_every_artefact_gets_learning_curves_labelled_by_what_varies(tmp_path):
     write_runs(tmp_path, runs_)
     report_main(["figure6", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+
+
+def mt_regime_record(key, dropout, curve, bleu, seed=1):
+    """A regime_mt run: a 6/6 translation model, ``curve`` of (step, valid ppl), 100 target tokens a step;
+    its full valid perplexity is its best in-training one."""
+    r = record(key, 6, 0.0, {6: min(v for _, v in curve) / 1.01}, seed=seed, artefacts=("regime_mt",))
+    r["task"] = "mt"
+    r["config"]["model"] = {"encoder_layers": 6, "decoder_layers": 6, "dropout": dropout}
+    r["config"]["data"] = {"direction": "en-de"}
+    r["data"].update(languages=["en", "de"], splits={"train": {"pairs": 10, "en_tokens": 900, "de_tokens": 1000}})
+    r["eval"][0]["test_bleu"] = bleu
+    r["train"].update(steps=curve[-1][0], tokens_seen=curve[-1][0] * 100,
+                      curve=[{"step": s, "tokens_seen": s * 100, "val/ppl": v} for s, v in curve])
+    return r
+
+
+def test_translation_regime_report_counts_target_epochs_and_shows_bleu(tmp_path):
+    runs_ = [mt_regime_record("m1", 0.1, [(50, 40.0), (100, 30.0)], 12.5),
+             mt_regime_record("m2", 0.3, [(50, 45.0), (100, 35.0), (150, 36.0)], 9.25)]
+    for r in runs_:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_mt.md").read_text()
+    assert text.startswith("# cpu translation regime search") and "| test BLEU |" in text
+    rows = {r["run_key"]: r for r in csv.DictReader((tmp_path / "out" / "raw.csv").open())}
+    assert rows["m1"]["layers"] == "6/6" and rows["m1"]["epochs"] == "10.0"  # 10,000 target tokens over 1,000
+    assert rows["m1"]["still_improving"] == "True" and rows["m2"]["best_step"] == "100"
+    assert "| 6/6 | 0.1 | 0.0 | 1 | 1,000 | 100 | 10.0 | 30.0 (100) | yes |" in text and "| 12.50 |" in text
+    assert "dropout **0.1** (valid perplexity 0.1: 30.0 (n=1), 0.3: 35.0 (n=1))" in text
+
+
+def test_a_regime_report_refuses_runs_of_two_tasks(tmp_path):
+    from layerdrop.report import regime
+
+    lm = regime_record("l1", 0.1, [(100, 90.0)], 91.0)
+    mt = mt_regime_record("m1", 0.1, [(50, 40.0)], 10.0)
+    with pytest.raises(ValueError, match=r"one task; these runs are of \['lm', 'mt'\]"):
+        regime.build([lm, mt], tmp_path, "cpu")

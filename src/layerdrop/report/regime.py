@@ -1,7 +1,8 @@
-"""The cpu-scale regime search from its run records: ``results/regime_lm/`` (``regime_lm.md``,
-``curves.png``, ``raw.csv``). Every run tagged ``artefact=regime_lm`` (``make tune-lm``) is one point of
-the map: its settings, its learning curve (valid perplexity against training tokens), where valid
-stopped improving, the weights it reports (``select``), and what it scores at full depth.
+"""The cpu-scale regime search from its run records: ``results/regime_<task>/`` (``regime_<task>.md``,
+``curves.png``, ``raw.csv``) for the LM (``regime_lm``, ``make tune-lm``) and translation (``regime_mt``,
+``make tune-mt``). Every run tagged with the artefact is one point of the map: its settings, its learning
+curve (valid perplexity against training tokens), where valid stopped improving, the weights it reports
+(``select``), and what it scores at full depth (perplexity; for translation also test BLEU).
 
 The baseline's dropout is picked on valid, as the paper tuned its regularisation: the LayerDrop-0 run
 with the lowest reported valid perplexity, per training budget."""
@@ -22,15 +23,35 @@ from layerdrop.report.figures import provenance  # noqa: E402
 METRIC = "val/ppl"
 
 
+def _layers(model: dict) -> str:
+    """'6' for an LM, '6/6' (encoder/decoder) for a sequence-to-sequence model."""
+    if "n_layers" in model:
+        return str(model["n_layers"])
+    return f"{model['encoder_layers']}/{model['decoder_layers']}"
+
+
+def _epoch_tokens(record: dict) -> int | None:
+    """Training tokens in one epoch: the LM's token cap or train split, or the target side of a pair set."""
+    cfg, data = record["config"], record.get("data") or {}
+    if cfg["data"].get("max_train_tokens"):
+        return cfg["data"]["max_train_tokens"]
+    train = (data.get("splits") or {}).get("train", {})
+    if "tokens" in train:
+        return train["tokens"]
+    languages = data.get("languages") or []
+    direction = cfg["data"].get("direction")
+    target = direction.split("-")[1] if direction else (languages[1] if len(languages) == 2 else None)
+    return train.get(f"{target}_tokens") if target else None
+
+
 def run_summary(record: dict) -> dict:
     cfg, train = record["config"], record["train"]
     curve = [p for p in train.get("curve", []) if METRIC in p]
     best = min(curve, key=lambda p: p[METRIC]) if curve else None
     full = max(record["eval"], key=lambda e: e["depth"]) if record["eval"] else {}
-    data_tokens = cfg["data"].get("max_train_tokens") or (record.get("data") or {}).get("splits", {}).get(
-        "train", {}).get("tokens")
+    data_tokens = _epoch_tokens(record)
     return {
-        "run_key": record["run_key"], "seed": cfg.get("seed"), "n_layers": cfg["model"]["n_layers"],
+        "run_key": record["run_key"], "seed": cfg.get("seed"), "layers": _layers(cfg["model"]),
         "dropout": cfg["model"]["dropout"], "layerdrop_p": cfg["layerdrop"]["p"],
         "train_tokens": data_tokens, "steps": train["steps"], "tokens_seen": train["tokens_seen"],
         "epochs": round(train["tokens_seen"] / data_tokens, 1) if data_tokens else None,
@@ -40,6 +61,7 @@ def run_summary(record: dict) -> dict:
         "still_improving": bool(best and curve and best["step"] == curve[-1]["step"]),
         "last_fifth_gain": last_fifth_gain(curve),
         "full_valid_ppl": full.get("valid_ppl"), "full_test_ppl": full.get("test_ppl"),
+        "full_test_bleu": full.get("test_bleu"), "full_test_rougeL": full.get("test_rougeL"),
         "train_wall_s": train["wall_s"], "code_version": record.get("code_version"),
     }
 
@@ -54,9 +76,26 @@ def last_fifth_gain(curve: list[dict]) -> float | None:
     return (start[METRIC] - curve[-1][METRIC]) / start[METRIC]
 
 
+#: per task: the title, the make target, the test metric shown beside perplexity (record key, heading)
+TASKS = {"lm": ("cpu LM regime search", "make tune-lm", None),
+         "mt": ("cpu translation regime search", "make tune-mt", ("full_test_bleu", "test BLEU")),
+         "sum": ("cpu summarisation regime search", "bash experiments/table3.sh", ("full_test_rougeL", "test ROUGE-L")),
+         "qa": ("cpu long-form QA regime search", "bash experiments/table3.sh", ("full_test_rougeL", "test ROUGE-L"))}
+
+
+def _depth_key(layers: str) -> int:
+    return sum(int(n) for n in layers.split("/"))
+
+
 def build(records: list[dict], out: Path, scale: str) -> None:
+    tasks = sorted({r.get("task", "lm") for r in records})
+    if len(tasks) != 1:
+        raise ValueError(f"a regime report covers one task; these runs are of {tasks}")
+    task = tasks[0]
+    title, command, extra = TASKS[task]
     rows = sorted((run_summary(r) for r in records),
-                  key=lambda r: (r["train_tokens"] or 0, r["layerdrop_p"], -r["n_layers"], r["dropout"], r["seed"] or 0))
+                  key=lambda r: (r["train_tokens"] or 0, r["layerdrop_p"], -_depth_key(r["layers"]), r["dropout"],
+                                 r["seed"] or 0))
     write_csv(out / "raw.csv", rows, columns=list(rows[0]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for record in records:
@@ -64,38 +103,50 @@ def build(records: list[dict], out: Path, scale: str) -> None:
         curve = [p for p in record["train"].get("curve", []) if METRIC in p]
         if curve:
             ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[METRIC] for p in curve], marker=".",
-                    label=f"{row['n_layers']}L drop {row['dropout']} LD {row['layerdrop_p']} seed {row['seed']}")
-    ax.set_xlabel("training tokens (millions)")
+                    label=f"{row['layers']}L drop {row['dropout']} LD {row['layerdrop_p']} seed {row['seed']}")
+    ax.set_xlabel("training tokens (millions)" if task == "lm" else "training target tokens (millions)")
     ax.set_ylabel("valid perplexity (in-training, limit_val_batches)")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
-    ax.set_title("cpu LM regime search: learning curves")
+    ax.set_title(f"{title}: learning curves")
     save_figure(fig, out / "curves.png")
     plt.close(fig)
 
-    lines = ["# cpu LM regime search", "", provenance(records, scale), "",
-             "Each row is one training run (`make tune-lm`). *best valid* is the lowest in-training valid "
+    extra_head = f" {extra[1]} |" if extra else ""
+    lines = [f"# {title}", "", provenance(records, scale), "",
+             f"Each row is one training run (`{command}`). *best valid* is the lowest in-training valid "
              "perplexity of its learning curve (`curves.png`) and the step it was reached at; *still improving* "
              "means that was the last validation, so the run had not converged. *full valid / test* score the "
-             "weights the run reports (`select`) on the whole valid and test sets.", "",
+             "weights the run reports (`select`) on the whole valid and test sets"
+             + (f"; *{extra[1]}* is the same weights' generation score." if extra else "."), "",
              "*last fifth* is how much valid perplexity fell over the last 20% of the run's steps: near 0 when "
-             "the run has converged for its schedule.", "",
+             "the run has converged for its schedule. *epochs* counts "
+             + ("training tokens" if task == "lm" else "target tokens") + " seen against one pass over the "
+             "training set.", "",
              "| layers | dropout | LayerDrop | seed | train tokens | steps | epochs | best valid (step) | still improving "
-             "| last fifth | select | full valid | full test | train min | code |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| last fifth | select | full valid | full test |{extra_head} train min | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extra else "") + "---|---|"]
     for r in rows:
         gain = "-" if r["last_fifth_gain"] is None else f"{100 * r['last_fifth_gain']:.1f}%"
+        tokens = "-" if r["train_tokens"] is None else f"{r['train_tokens']:,}"
+        best = "-" if r["best_valid_ppl"] is None else f"{r['best_valid_ppl']:.1f} ({r['best_step']})"
+        score = ""
+        if extra:
+            value = r[extra[0]]
+            score = f" {'-' if value is None else f'{value:.2f}'} |"
         lines.append(
-            f"| {r['n_layers']} | {r['dropout']} | {r['layerdrop_p']} | {r['seed']} | {r['train_tokens']:,} | {r['steps']} "
-            f"| {r['epochs']} | {r['best_valid_ppl']:.1f} ({r['best_step']}) | {'yes' if r['still_improving'] else 'no'} "
-            f"| {gain} | {r['select']} | {r['full_valid_ppl']:.1f} | {r['full_test_ppl']:.1f} | "
-            f"{r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
+            f"| {r['layers']} | {r['dropout']} | {r['layerdrop_p']} | {r['seed']} | {tokens} | {r['steps']} "
+            f"| {r['epochs'] if r['epochs'] is not None else '-'} | {best} "
+            f"| {'yes' if r['still_improving'] else 'no'} | {gain} | {r['select']} | {_num(r['full_valid_ppl'])} "
+            f"| {_num(r['full_test_ppl'])} |{score} {r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
     lines += ["", "## Dropout picked on valid (full depth)", "",
               "The baseline's dropout (LayerDrop 0), and the LayerDrop rows' own (fairseq's tip: about 0.1 less "
               "once LayerDrop is on), each the lowest full-model valid perplexity of its group.", ""]
-    budgets = sorted({(r["train_tokens"], r["n_layers"], r["layerdrop_p"]) for r in rows})
+    picked = False
+    budgets = sorted({(r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) for r in rows})
     for tokens, layers, p in budgets:
-        cands = [r for r in rows if r["layerdrop_p"] == p and r["train_tokens"] == tokens and r["n_layers"] == layers]
+        cands = [r for r in rows if r["layerdrop_p"] == p and (r["train_tokens"] or 0) == tokens
+                 and r["layers"] == layers and r["full_valid_ppl"] is not None]
         if len({r["dropout"] for r in cands}) < 2:
             continue  # nothing was picked in this group
         by_dropout: dict[float, list[float]] = {}
@@ -106,5 +157,12 @@ def build(records: list[dict], out: Path, scale: str) -> None:
         tried = ", ".join(f"{d}: {m:.1f} (n={len(by_dropout[d])})" for d, m in sorted(means.items()))
         lines.append(f"- {layers} layers, LayerDrop {p}, {tokens:,} train tokens: dropout **{pick}** (valid "
                      f"perplexity {tried})")
+        picked = True
+    if not picked:
+        lines.append("- none yet: no group of runs differs only in dropout.")
     lines += ["", "Raw numbers: `raw.csv`.", ""]
-    write_text(out / "regime_lm.md", "\n".join(lines))
+    write_text(out / f"regime_{task}.md", "\n".join(lines))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The cpu translation regime search (issue: converged, tuned, translation works): the 6/6 baseline's
+# dropout picked on valid from {0.1, 0.2, 0.3}, as the paper tuned its regularisation, each run trained
+# until valid perplexity stops improving (select=best, early stopping after 3 validations without a
+# better one, at most 6000 steps: about 5 passes over the target side), with learning curves and test
+# BLEU at full depth (the best checkpoint, not an average of the last ones). About 35 min a run on 2 cores. Runs already in the run cache are skipped.
+#   bash experiments/tune_mt.sh [extra Hydra overrides, e.g. model.dropout=0.1]
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+REGIME=(trainer.max_steps=6000 trainer.val_check_interval=500 select=best early_stop_patience=3
+        optim.average=null prune.strategies=[] artefact=regime_mt)
+train experiment=table1_mt layerdrop.p=0 model.dropout=0.1,0.2,0.3 "${REGIME[@]}" "${@}"
+python -m layerdrop.report regime_mt --scale "$SCALE"
