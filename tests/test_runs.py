@@ -41,17 +41,17 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_the_key_follows_code_changes_not_comments_or_docstrings(code_copy, smoke_overrides):
     cfg = load_config(smoke_overrides)
-    key, version = runs.run_key(cfg), runs.code_version()
+    key, version = runs.run_key(cfg), runs.run_code_version(cfg)
     assert runs.training_config(cfg)["code"] == version
     optim = code_copy / "optim.py"
     edit(optim, '"""', '"""A reworded docstring.\n\n')  # the module docstring
     edit(optim, "\nimport math", "\n# a new comment\nimport   math  # and another")
     with optim.open("a") as f:
         f.write("\n\n# trailing comment\n")
-    assert (runs.code_version(), runs.run_key(cfg)) == (version, key)
+    assert (runs.run_code_version(cfg), runs.run_key(cfg)) == (version, key)
 
     edit(code_copy / "models" / "layerdrop.py", "torch.rand", "torch.randn")  # a real code change
-    changed = runs.code_version()
+    changed = runs.run_code_version(cfg)
     assert changed != version and runs.run_key(cfg) != key
 
 
@@ -61,6 +61,36 @@ def test_every_listed_file_counts(code_copy, where):
     with (code_copy / where).open("a") as f:
         f.write("\nNEW_CONSTANT = 1\n")
     assert runs.code_version() != version
+
+
+def test_a_task_key_covers_the_code_it_imports_not_another_tasks(code_copy, smoke_overrides):
+    """The LM smoke run's key changes with the LM model, the shared layers and the loop, not with code that
+    only translation uses, nor with a new module nothing imports yet (a new task being built)."""
+    cfg = load_config(smoke_overrides)
+    key = runs.run_key(cfg)
+    used = {p.relative_to(code_copy).as_posix() for p in runs.code_files(runs.training_modules(cfg))}
+    assert {"models/lm.py", "models/transformer.py", "lit/lm.py", "tasks/lm.py", "train.py", "data/lm.py"} <= used
+    assert not used & {"models/seq2seq.py", "models/generate.py", "tasks/seq2seq.py", "data/mt.py"}
+    for path in ("tasks/seq2seq.py", "models/generate.py", "data/text_pairs.py"):
+        with (code_copy / path).open("a") as f:
+            f.write("\nNEW_CONSTANT = 1\n")
+    (code_copy / "models" / "encoder.py").write_text("WIDTH = 3\n")
+    everything = runs.code_version()
+    assert runs.run_key(cfg) == key
+    (code_copy / "models" / "encoder.py").write_text("WIDTH = 4\n")
+    assert runs.code_version() != everything and runs.run_key(cfg) == key  # all code vs this task's
+    with (code_copy / "models" / "transformer.py").open("a") as f:
+        f.write("\n\ndef _unused_helper():\n    return 1\n")
+    assert runs.run_key(cfg) != key
+
+
+def test_the_import_closure_follows_imports_inside_functions_and_submodules(code_copy):
+    (code_copy / "models" / "a.py").write_text("def f():\n    from layerdrop.models import b\n    return b\n")
+    (code_copy / "models" / "b.py").write_text("import layerdrop.models.c\n")
+    (code_copy / "models" / "c.py").write_text("X = 1\n")
+    (code_copy / "models" / "d.py").write_text("X = 2\n")
+    found = {p.name for p in runs.import_closure(("layerdrop.models.a",))}
+    assert {"a.py", "b.py", "c.py", "__init__.py"} <= found and "d.py" not in found
 
 
 def test_function_docstrings_do_not_count_but_their_code_does(code_copy):

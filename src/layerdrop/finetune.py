@@ -63,7 +63,7 @@ def _own_code() -> str:
 
 def finetune_key(source_key: str, cfg: DictConfig) -> str:
     blob = json.dumps({"source": source_key, "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
-                       "seed": cfg.seed, "code": runs.code_version(),
+                       "seed": cfg.seed, "code": runs.run_code_version(cfg),
                        "finetune_code": hashlib.sha256(_own_code().encode()).hexdigest()[:12]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -110,7 +110,7 @@ def finetune(cfg: DictConfig) -> dict:
         record = {"run_key": out.name, "source_run_key": source.name, "task": cfg.task.name, "scale": cfg.scale.name,
                   "artefacts": ["table8"], "seed": cfg.seed, "source_config": source_record.get("config"),
                   "finetune": OmegaConf.to_container(cfg.finetune, resolve=True), "kept_layers": keep,
-                  "code_version": runs.code_version(), "machine": runs.machine_info(), "git_sha": runs.git_sha(),
+                  "code_version": runs.run_code_version(cfg), "machine": runs.machine_info(), "git_sha": runs.git_sha(),
                   "before": {**_score(pruned, datamodule, cfg), "strategy": cfg.finetune.strategy}}
         runs.write_json(out / "metrics.json", record)  # the pruned score survives an interrupted fine-tuning
         record["train"] = _fit(pruned, datamodule, cfg, out)

@@ -219,7 +219,7 @@ def train_locked(cfg: DictConfig) -> dict:
     """``train`` inside the run folder's lock."""
     run_dir = runs.run_dir(cfg)
     record = runs.read_json(run_dir / "metrics.json") or {
-        "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name, "code_version": runs.code_version(),
+        "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name, "code_version": runs.run_code_version(cfg),
         "config": runs.training_config(cfg), "artefacts": [], "roles": {}, "eval": [],
     }
     runs.tag(record, cfg.artefact, cfg.role)

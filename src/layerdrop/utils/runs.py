@@ -86,24 +86,98 @@ def _code_of(source: str) -> str:
     return _canonical(tree)
 
 
-def code_version() -> str:
-    """Fingerprint of the code in ``CODE_FILES``: changes with any code change there, not with comments,
-    formatting or docstrings."""
-    digest = hashlib.sha256()
+def _module_file(module: str) -> Path | None:
+    """The file under PACKAGE_DIR of ``layerdrop.a.b`` (``a/b.py`` or ``a/b/__init__.py``), or None."""
+    parts = module.split(".")[1:]
+    for candidate in (PACKAGE_DIR.joinpath(*parts).with_suffix(".py") if parts else None,
+                      PACKAGE_DIR.joinpath(*parts, "__init__.py")):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """The ``layerdrop`` modules a file imports anywhere in it (functions too), with their parent packages,
+    and ``from m import name`` also as ``m.name`` (a submodule, when it is one)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        for name in names:
+            if name == "layerdrop" or name.startswith("layerdrop."):
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def import_closure(modules: tuple[str, ...], through: set[Path] | None = None) -> set[Path]:
+    """The files of the ``layerdrop`` modules that ``modules`` import, directly or not (static imports;
+    the task registry imports task modules by name, so a run names its own task's module). With
+    ``through``, only the imports of those files are followed: config checking (schema.py imports every
+    data module) and evaluation do not make another task's training code part of this one's."""
+    seen: set[str] = set()
+    files: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        if path is not None:
+            files.add(path)
+            if through is None or path in through:
+                todo.extend(_imports(path) - seen)
+    return files
+
+
+def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
+    """The fingerprinted files (``CODE_FILES``), all of them or those ``modules`` import."""
+    paths = []
     for pattern in CODE_FILES:
-        paths = sorted(PACKAGE_DIR.glob(pattern))
-        if not paths:
+        matched = sorted(PACKAGE_DIR.glob(pattern))
+        if not matched:
             raise ValueError(f"CODE_FILES pattern {pattern!r} matches no file under {PACKAGE_DIR}; update CODE_FILES "
                              "in layerdrop/utils/runs.py after moving training code")
-        for path in paths:
-            digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\0".encode())
-            digest.update(_code_of(path.read_text()).encode() + b"\0")
+        paths += matched
+    if modules is not None:
+        used = import_closure(modules, through=set(paths))
+        paths = [p for p in paths if p in used]
+    return paths
+
+
+def code_version(modules: tuple[str, ...] | None = None) -> str:
+    """Fingerprint of the training code: the files of ``CODE_FILES`` that ``modules`` import (all of them
+    when None). It changes with any code change there, not with comments, formatting or docstrings."""
+    digest = hashlib.sha256()
+    for path in code_files(modules):
+        digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\0".encode())
+        digest.update(_code_of(path.read_text()).encode() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def training_modules(cfg: DictConfig) -> tuple[str, ...]:
+    """Where a run's training code starts: the loop, the optimizer, its task (registered by name), its
+    Lightning module and its data module (named in config). A task's code version covers what these
+    import, so code another task alone uses does not retrain this one's runs."""
+    from layerdrop.tasks import TASKS
+
+    return ("layerdrop.train", "layerdrop.optim", TASKS[str(cfg.task.name)].__module__,
+            str(cfg.task.lit_module).rsplit(".", 1)[0], str(cfg.data._target_).rsplit(".", 1)[0])
+
+
+def run_code_version(cfg: DictConfig) -> str:
+    """The version of the training code a run of ``cfg`` is trained by (part of its key)."""
+    return code_version(training_modules(cfg))
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:
     """What the run key hashes: the settings that decide the trained model, and the code that trains it."""
-    out: dict[str, Any] = {"code": code_version()}
+    out: dict[str, Any] = {"code": run_code_version(cfg)}
     for section in TRAIN_SECTIONS:
         value = OmegaConf.to_container(cfg[section], resolve=True) if isinstance(cfg[section], DictConfig) else cfg[section]
         if isinstance(value, dict):
