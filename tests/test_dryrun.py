@@ -32,7 +32,8 @@ from layerdrop.utils.runs import training_config
 REPO = Path(__file__).resolve().parents[1]
 RAW_DIR = Path(os.environ["LAYERDROP_DATA_DIR"]) / "raw"
 #: published sizes (README, `make params`)
-PAPER_PARAMS = {"table2_lm": 246_933_504, "table2_lm_deep": 423_352_320}
+PAPER_PARAMS = {"table2_lm": 246_933_504, "table2_lm_deep": 423_352_320,
+                "pretrain_mlm": 124_696_665, "pretrain_mlm_large": 355_411_033}
 
 #: training-config keys the dry run may change: widths, vocabulary, batch shapes, steps, device, data files
 SHRUNK = {
@@ -133,6 +134,10 @@ def test_shrunk_run_changes_sizes_only(dryrun_all, experiment):
     elif paper["task"]["name"] in ("sum", "qa"):  # ROUGE on text generated with the paper's blocking
         assert "test_rougeL" in record["eval"][0] and record["eval"][0]["generate"]["no_repeat_ngram"] == 3
         assert record["data"]["provenance"]["fields"]["target"] == paper["data"]["hub_target_field"]
+    elif paper["task"]["name"] == "mlm":  # RoBERTa's layers, masked-token perplexity, pruned on the encoder
+        assert shrunk["model"]["activation"] == "gelu" and not shrunk["model"]["pre_norm"]
+        assert {r["depth"] for r in record["eval"]} >= {paper["model"]["n_layers"]}
+        assert all(math.isfinite(r["valid_ppl"]) for r in record["eval"])
     else:
         assert shrunk["model"]["adaptive"] and len(shrunk["model"]["cutoffs"]) == 2
     if experiment == "figure4_lm":  # learned rates, read back by data-driven pruning

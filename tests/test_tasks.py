@@ -21,7 +21,8 @@ from layerdrop.train import model_config, validate
 from layerdrop.utils import runs
 
 SMOKE = {"lm": ["debug=smoke"], "mt": ["experiment=table1_mt", "debug=smoke_mt"],
-         "qa": ["experiment=table3_qa", "debug=smoke_mt"], "sum": ["experiment=table3_sum", "debug=smoke_mt"]}
+         "qa": ["experiment=table3_qa", "debug=smoke_mt"], "sum": ["experiment=table3_sum", "debug=smoke_mt"],
+         "mlm": ["experiment=pretrain_mlm", "debug=smoke_mlm"]}
 SRC = Path(__file__).resolve().parents[1] / "src" / "layerdrop"
 
 
@@ -29,8 +30,8 @@ def test_every_task_config_names_a_registered_task():
     names = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
     assert names == TASKS.names() == sorted(SMOKE)
     assert TASKS["lm"] is LMTask and issubclass(TASKS["mt"], Seq2SeqTask)
-    with pytest.raises(ValueError, match="unknown task 'mlm'; known: lm, mt, qa, sum"):
-        TASKS["mlm"]
+    with pytest.raises(ValueError, match="unknown task 'glue'; known: lm, mlm, mt, qa, sum"):
+        TASKS["glue"]
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
@@ -147,7 +148,7 @@ def test_a_new_task_registers_itself_and_the_rest_follows(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         register_task("lm_copy")(LMTask)
     cfg.task.name = "nothing"
-    with pytest.raises(ValueError, match="task.name='nothing': expected one of lm, lm_copy, mt"):
+    with pytest.raises(ValueError, match="task.name='nothing': expected one of lm, lm_copy, mlm, mt"):
         validate(cfg)
 
 
@@ -172,6 +173,6 @@ def test_a_new_architecture_registers_itself_for_model_files(monkeypatch, tmp_pa
     checkpoint.save_model(tmp_path / "tiny.pt", model)
     loaded, _ = checkpoint.load_model(tmp_path / "tiny.pt")
     assert isinstance(loaded, Tiny) and torch.equal(loaded.proj.weight, model.proj.weight)
-    assert checkpoint.ARCHS.names() == ["lm", "mt", "tiny"]
-    with pytest.raises(ValueError, match="unknown architecture 'big'; known: lm, mt, tiny"):
+    assert checkpoint.ARCHS.names() == ["encoder", "lm", "mt", "tiny"]
+    with pytest.raises(ValueError, match="unknown architecture 'big'; known: encoder, lm, mt, tiny"):
         checkpoint.build_model("big", {})

@@ -14,7 +14,7 @@ from layerdrop.data.text_pairs import TextPairDataModule, field_text
 from layerdrop.report.__main__ import main as report_main
 from layerdrop.utils.runs import write_json
 
-WORDS = "the quick brown fox jumps over a lazy dog while seven wise owls watch from an old oak tree".split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wise", "owls", "watch", "from", "an", "old", "oak", "tree"]
 
 
 def article(i: int, n: int) -> str:

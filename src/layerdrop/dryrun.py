@@ -240,7 +240,10 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
     ]
     if full.optim.get("average"):
         out += ["optim.average.last=2", "optim.average.every=1"]
-    if full.task.name == "lm":
+    if full.task.name == "mlm":  # a BPE as small as the translation dry run's; <mask> after it
+        out += ["data.hub_path=parquet", f"data.block_size={LM_BLOCK}", f"data.vocab_size={MT_VOCAB}",
+                f"model.vocab_size={MT_VOCAB + 1}", f"model.max_len={LM_BLOCK}"]
+    elif full.task.name == "lm":
         out += ["data.hub_path=parquet", f"data.block_size={LM_BLOCK}"]
         if full.data.get("context_window") is not None:  # the same share of the block as the paper's
             context = int(full.data.context_window) * LM_BLOCK // int(full.data.block_size)
@@ -286,8 +289,8 @@ class DryRun:
 
     def line(self) -> str:
         if self.full_params is None:
-            return f"{self.experiment:<15} compose/meta FAILED"
-        head = f"{self.experiment:<15} composed OK  full-size {self.full_params:>12,} params"
+            return f"{self.experiment:<18} compose/meta FAILED"
+        head = f"{self.experiment:<18} composed OK  full-size {self.full_params:>12,} params"
         if self.error is not None:
             return f"{head}  shrunk step FAILED"
         return (
@@ -302,7 +305,7 @@ def check_record(record: dict, task: str) -> str:
         raise RuntimeError(f"trained {record['train']['steps']} steps, expected {STEPS}")
     if not record["eval"]:
         raise RuntimeError("no evaluation rows in the record")
-    metric = "ppl" if task == "lm" else "loss"
+    metric = "ppl" if task in ("lm", "mlm") else "loss"
     for row in record["eval"]:
         for key in (k for k in row if k.endswith(f"_{metric}")):
             if not math.isfinite(row[key]):
@@ -354,8 +357,8 @@ def run_all(
     tasks = {load_config([f"experiment={e}"]).task.name for e in experiments}
     files = {}
     hub = hub or out / "hub"
-    if "lm" in tasks:
-        files["lm"] = _reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
+    if tasks & {"lm", "mlm"}:  # the masked LM pretrains on the LM's text
+        files["lm"] = files["mlm"] = _reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
     if "mt" in tasks:
         files["mt"] = _reuse(hub / "wmt", ".jsonl") or mt_files(raw_dir, hub / "wmt")
     if "sum" in tasks:

@@ -80,6 +80,13 @@ class MTModel(_Shape):
     pad_id: int = rule(ge=0)
 
 
+@dataclass
+class EncoderModel(_Shape):
+    n_layers: int = rule(ge=1)
+    activation: str = rule(choices=("relu", "gelu"))
+    pad_id: int = rule(ge=0)
+
+
 # --- data: the DataModule's constructor arguments (conf/data/*.yaml)
 
 @dataclass
@@ -152,6 +159,7 @@ class Scheduler:  # layerdrop.optim.build_optimizer's keyword arguments
     total_steps: int = rule(required=True, ge=1)
     min_lr_ratio: float = rule(ge=0, le=1)
     warmup_init_ratio: float = rule(ge=0, le=1)
+    decay: str = rule(choices=("cosine", "linear"))
 
 
 @dataclass
@@ -220,6 +228,12 @@ class _Run:
 @dataclass
 class LMRun(_Run):
     model: LMModel = rule(required=True)
+    data: LMData = rule(required=True)
+
+
+@dataclass
+class MLMRun(_Run):
+    model: EncoderModel = rule(required=True)
     data: LMData = rule(required=True)
 
 

@@ -190,14 +190,20 @@ class KVCache:
         self.rows = n
 
 
+#: the feed-forward activations: ReLU (Vaswani et al., fairseq's translation and LM) or GELU (BERT, RoBERTa)
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, act_dropout: float = 0.0):
+    def __init__(self, d_model: int, d_ff: int, act_dropout: float = 0.0, activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.act_dropout = act_dropout
+        self.act_dropout, self.activation = act_dropout, ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(dropout(F.relu(self.fc1(x)), self.act_dropout, self.training))
+        return self.fc2(dropout(self.activation(self.fc1(x)), self.act_dropout, self.training))
 
 
 class TransformerLayer(nn.Module):
@@ -214,7 +220,7 @@ class TransformerLayer(nn.Module):
     def __init__(
         self, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.1, attn_dropout: float = 0.0,
         act_dropout: float = 0.0, pre_norm: bool = True, causal: bool = True, sublayer_drop: float = 0.0,
-        head_drop: float = 0.0, salt: int = 0, cross: bool = False,
+        head_drop: float = 0.0, salt: int = 0, cross: bool = False, activation: str = "relu",
     ):
         super().__init__()
         self.attn = SelfAttention(d_model, n_heads, attn_dropout, causal)
@@ -223,7 +229,7 @@ class TransformerLayer(nn.Module):
         if cross:
             self.cross_attn = SelfAttention(d_model, n_heads, attn_dropout, cross=True)
             self.cross_norm = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, d_ff, act_dropout)
+        self.ffn = FeedForward(d_model, d_ff, act_dropout, activation)
         self.ffn_norm = nn.LayerNorm(d_model)
         self.dropout, self.pre_norm = dropout, pre_norm
         self.sublayer_drop, self.head_drop = check_rates(sublayer_drop, 1)[0], check_rates(head_drop, 1)[0]
