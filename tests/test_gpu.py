@@ -149,3 +149,34 @@ def test_paper_table3_models_train_in_fp16_and_generate_with_their_blocking_on_t
     assert_same_weights(again, pruned)
     with torch.no_grad():
         torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("experiment", ["pretrain_mlm", "pretrain_mlm_deep"])
+def test_paper_encoder_pretrains_in_fp16_masks_on_the_gpu_prunes_and_reloads(experiment, tmp_path):
+    """RoBERTa (base; 48 layers at LayerDrop 0.5), width-shrunk: dynamic masks drawn on the GPU, fp16 steps
+    with a loss scaler, fixed evaluation masks, every-other pruning of the encoder, save and reload."""
+    from layerdrop.lit.mlm import MLMLitModule
+
+    cfg = load_config([f"experiment={experiment}", "scale=paper"])
+    model = {**model_config(cfg), **SHRINK, "vocab_size": 1001, "max_len": 64}
+    lit = MLMLitModule(model=model).cuda()
+    tokens = torch.randint(1, 1000, (4, 64), device="cuda")
+
+    def loss(m):
+        inputs, target = lit._mask(tokens)
+        assert inputs.is_cuda and target.is_cuda
+        return m.mlm_nll(m(inputs), target).mean()
+
+    assert all(torch.isfinite(torch.tensor(fp16_steps(lit.model, loss))))
+    encoder = lit.model.eval()
+    n = encoder.config.n_layers
+    pruned = prune_model(encoder, {"encoder": layers_to_keep("every_other", n, n // 2)})
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    inputs, target = lit._mask(tokens, generator)
+    with torch.no_grad():
+        assert torch.isfinite(pruned.mlm_nll(pruned(inputs), target)).all()
+        save_model(tmp_path / "encoder.pt", pruned)
+        again, _ = load_model(tmp_path / "encoder.pt")
+        again = again.cuda()
+        assert_same_weights(again, pruned)
+        torch.testing.assert_close(again(inputs), pruned(inputs), rtol=1e-4, atol=1e-4)
