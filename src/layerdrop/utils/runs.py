@@ -58,7 +58,8 @@ LATER_DEFAULTS = {
 #: carries its own format version and checksums in its manifest, which the record keeps; and
 #: evaluation-only code (evaluate.py, metrics/), which does not change the weights (models/generate.py is
 #: covered, being in models/).
-CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "data/lm.py", "data/mt.py", "data/text_pairs.py")
+CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "classify.py", "data/lm.py", "data/mt.py",
+              "data/text_pairs.py", "data/classify.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 

@@ -1,0 +1,115 @@
+"""Fine-tuning a pretrained encoder on a classification stand-in (the pretraining issue, part 2): the data
+layer's rules, the classifier built from a (pruned) encoder, the paper's LayerDrop rule, the child run's
+key following its parent, and a tiny pretrain -> prune -> fine-tune run on real offline data."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from layerdrop.classify import check, classify, classify_key, layerdrop_rate
+from layerdrop.config import load_config
+from layerdrop.data.classify import ClassificationDataModule, read_examples, split_by_group
+from layerdrop.models.classifier import EncoderClassifier
+from layerdrop.models.encoder import EncoderConfig, TransformerEncoder
+from layerdrop.models.pruning import layers_to_keep, prune_model
+
+LABELS = ("rotten", "fresh")
+
+
+def test_rows_are_cleaned_and_counted_and_a_foreign_label_is_an_error():
+    rows = [{"category": "fresh", "text": " A  good film ", "movie_name": "a"},
+            {"category": "plot", "text": "Things happen.", "movie_name": "a"},
+            {"category": "rotten", "text": "   ", "movie_name": "b"},
+            {"category": "rotten", "text": "A good film", "movie_name": "c"},  # the same text again
+            {"category": "rotten", "text": "Dull.", "movie_name": "c"}]
+    examples, dropped = read_examples(rows, LABELS)
+    assert examples == [("A good film", 1, "a"), ("Dull.", 0, "c")]
+    assert dropped == {"category plot": 1, "empty text": 1, "repeated text": 1}
+    with pytest.raises(ValueError, match="row 1: label 'mixed' is not one of rotten, fresh"):
+        read_examples([rows[0], {"category": "mixed", "text": "Hm.", "movie_name": "d"}], LABELS)
+
+
+def test_splits_are_seeded_and_by_group():
+    examples = [(f"text {i}", i % 2, f"movie {i % 40}") for i in range(400)]
+    splits = split_by_group(examples, seed=3)
+    assert splits == split_by_group(examples, seed=3) and splits != split_by_group(examples, seed=4)
+    groups = {name: {g for _, _, g in items} for name, items in splits.items()}
+    assert not (groups["train"] & groups["valid"] or groups["train"] & groups["test"] or groups["valid"] & groups["test"])
+    assert sum(len(v) for v in splits.values()) == 400 and len(groups["valid"]) == len(groups["test"]) == 4
+    with pytest.raises(ValueError, match="2 groups are too few"):
+        split_by_group(examples[:2], seed=0)
+
+
+def tiny_encoder(layerdrop=0.2) -> TransformerEncoder:
+    torch.manual_seed(0)
+    return TransformerEncoder(EncoderConfig(vocab_size=50, n_layers=4, d_model=16, n_heads=2, d_ff=32, max_len=12,
+                                            dropout=0.0, attn_dropout=0.0, layerdrop=layerdrop)).eval()
+
+
+def test_the_classifier_takes_the_pruned_encoder_and_leaves_the_mlm_head_out():
+    encoder = tiny_encoder()
+    pruned = prune_model(encoder, {"encoder": layers_to_keep("every_other", 4, 2)})
+    model = EncoderClassifier.from_pretrained(pruned, n_classes=3, layerdrop=0.0).eval()
+    x = torch.randint(1, 49, (2, 12))
+    assert torch.allclose(model.encoder(x), pruned(x), atol=1e-6)  # the same encoder, weights and all
+    assert not any(k.startswith("encoder.head_") for k in model.state_dict())
+    assert model(x).shape == (2, 3) and model.config.n_layers == 2 and model.encoder.layers.rates == [0.0, 0.0]
+
+
+def cfg_with(**classify):
+    cfg = load_config(["experiment=pretrain_mlm"])
+    cfg.classify = OmegaConf.merge(cfg.classify, classify)
+    return cfg
+
+
+def test_layerdrop_stays_on_full_depth_models_and_is_off_once_pruned():
+    assert layerdrop_rate(cfg_with(), 0.2, pruned=False) == 0.2  # paper Table 4
+    assert layerdrop_rate(cfg_with(), 0.2, pruned=True) == 0.0  # paper Table 7
+    assert layerdrop_rate(cfg_with(layerdrop=0.1), 0.2, pruned=True) == 0.1
+
+
+def test_the_child_key_follows_its_parent_and_its_settings():
+    cfg = cfg_with()
+    key = classify_key("parent1", cfg)
+    assert classify_key("parent1", cfg_with()) == key
+    assert classify_key("parent2", cfg) != key  # a new pretraining run is a new child
+    assert classify_key("parent1", cfg_with(lr=1e-4)) != key and classify_key("parent1", cfg_with(depth=3)) != key
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"dataset": "mnli"}, "classify.dataset='mnli': must be one of rotten_tomatoes"),
+    ({"depth": 9}, "classify.depth=9: must be null or in \\[1, model.n_layers=6\\]"),
+    ({"layerdrop": 1.5}, "classify.layerdrop=1.5: must be 'auto' or a rate"),
+    ({"max_len": 500}, "classify.max_len=500: must be <= model.max_len=128"),
+    ({"strategy": "random"}, "classify.strategy='random'"),
+    ({"lr": 0.0}, "classify.lr=0.0: must be > 0"),
+])
+def test_bad_settings_are_refused_before_any_work(change, message):
+    with pytest.raises(ValueError, match=message):
+        check(cfg_with(**change))
+
+
+def test_a_missing_tokenizer_is_named(tmp_path):
+    dm = ClassificationDataModule("rotten_tomatoes", str(tmp_path), str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no tokenizer at .*nowhere/tokenizer.json"):
+        dm.setup()
+
+
+def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path):
+    from layerdrop.train import train
+
+    overrides = ["experiment=pretrain_mlm", "debug=smoke_mlm", f"paths.runs_dir={tmp_path}/runs",
+                 f"paths.log_dir={tmp_path}/logs", "logger=none", "prune.depths=[2]", "prune.splits=[valid]",
+                 "classify.depth=2", "classify.steps=8", "classify.val_check_interval=4", "classify.max_len=32"]
+    cfg = load_config(overrides)
+    parent = train(cfg)
+    record = classify(cfg)
+    assert record["source_run_key"] == parent["run_key"] and record["kept_layers"] == [0, 2]
+    assert record["layerdrop"] == 0.0 and record["source_layerdrop"] == 0.2  # pruned: LayerDrop off
+    assert record["stand_in_for"] == "SST-2" and record["dataset"] == "rotten_tomatoes"
+    splits = record["data"]["splits"]
+    assert record["valid_examples"] == splits["valid"]["examples"] and record["test_examples"] == splits["test"]["examples"]
+    assert sum(splits["train"]["labels"].values()) == splits["train"]["examples"] > 1000
+    assert 0 <= record["valid_acc"] <= 1 and 0 <= record["test_acc"] <= 1
+    assert [p["step"] for p in record["train"]["curve"]] == [4, 8]
+    assert classify(cfg)["run_key"] == record["run_key"]  # done: read back, not trained again
