@@ -329,3 +329,16 @@ def test_a_regime_report_refuses_runs_of_two_tasks(tmp_path):
     mt = mt_regime_record("m1", 0.1, [(50, 40.0)], 10.0)
     with pytest.raises(ValueError, match=r"one task; these runs are of \['lm', 'mt'\]"):
         regime.build([lm, mt], tmp_path, "cpu")
+
+
+def test_summarisation_regime_report_counts_summary_tokens_and_shows_rouge(tmp_path):
+    r = mt_regime_record("s1", 0.0, [(50, 40.0), (100, 30.0)], 0.0)
+    r.update(task="sum", artefacts=["regime_sum"])
+    r["config"]["data"] = {"task": "summarization"}
+    r["data"].update(languages=["document", "summary"], splits={"train": {"document_tokens": 9000, "summary_tokens": 500}})
+    r["eval"][0]["test_rougeL"] = 14.5
+    write_json(tmp_path / "runs" / "sum" / "s1" / "metrics.json", r)
+    report_main(["regime_sum", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_sum.md").read_text()
+    assert text.startswith("# cpu summarisation regime search") and "| test ROUGE-L |" in text
+    assert "| 6/6 | 0.0 | 0.0 | 1 | 500 | 100 | 20.0 | 30.0 (100) | yes |" in text and "| 14.50 |" in text

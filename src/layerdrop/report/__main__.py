@@ -32,11 +32,13 @@ ARTEFACTS = {
     "figure7": ("lm", figures.figure7),
     "regime_lm": ("lm", regime.build),
     "regime_mt": ("mt", regime.build),
+    "regime_sum": ("sum", regime.build),
+    "regime_qa": ("qa", regime.build),
     "table8": ("lm_finetune", table8.build),
 }
 REPO = Path(__file__).resolve().parents[3]
 #: artefacts that draw their own curves.png (the others get one grouped by what varies between runs)
-OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt"}
+OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt", "regime_sum", "regime_qa"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """The cpu-scale regime search from its run records: ``results/regime_<task>/`` (``regime_<task>.md``,
-``curves.png``, ``raw.csv``) for the LM (``regime_lm``, ``make tune-lm``) and translation (``regime_mt``,
-``make tune-mt``). Every run tagged with the artefact is one point of the map: its settings, its learning
+``curves.png``, ``raw.csv``) for the LM (``regime_lm``, ``make tune-lm``), translation (``regime_mt``,
+``make tune-mt``), summarisation and QA (``regime_sum``, ``regime_qa``, ``make tune-table3``). Every run tagged with the artefact is one point of the map: its settings, its learning
 curve (valid perplexity against training tokens), where valid stopped improving, the weights it reports
 (``select``), and what it scores at full depth (perplexity; for translation also test BLEU).
 
@@ -79,8 +79,8 @@ def last_fifth_gain(curve: list[dict]) -> float | None:
 #: per task: the title, the make target, the test metric shown beside perplexity (record key, heading)
 TASKS = {"lm": ("cpu LM regime search", "make tune-lm", None),
          "mt": ("cpu translation regime search", "make tune-mt", ("full_test_bleu", "test BLEU")),
-         "sum": ("cpu summarisation regime search", "bash experiments/table3.sh", ("full_test_rougeL", "test ROUGE-L")),
-         "qa": ("cpu long-form QA regime search", "bash experiments/table3.sh", ("full_test_rougeL", "test ROUGE-L"))}
+         "sum": ("cpu summarisation regime search", "make tune-table3", ("full_test_rougeL", "test ROUGE-L")),
+         "qa": ("cpu long-form QA regime search", "make tune-table3", ("full_test_rougeL", "test ROUGE-L"))}
 
 
 def _depth_key(layers: str) -> int:
