@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-all report-% claims tune-lm tune-mt tune-table3 bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% claims tune-lm tune-mt tune-table3 bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -52,6 +52,15 @@ reproduce-table3: data-sum data-qa ## Table 3 + Figure 2 (summarisation) -> resu
 reproduce-table8: data-lm ## Table 8: the LayerDrop LM pruned to half depth, then fine-tuned -> results/table8/
 	SCALE=$(SCALE) bash experiments/table8_lm.sh
 
+reproduce-table4: data-lm data-qa ## Table 4: encoders pretrained with/without LayerDrop, fine-tuned on the stand-ins -> results/table4/
+	SCALE=$(SCALE) bash experiments/table4.sh
+
+reproduce-table7 reproduce-figure3: data-lm data-qa ## Table 7 + Figure 3: pruned LayerDrop encoders vs encoders of that depth -> results/table7/
+	SCALE=$(SCALE) bash experiments/table7.sh
+
+reproduce-figure8: data-lm data-qa ## Figure 8: training drop rate against pruning, after fine-tuning -> results/figure8/
+	SCALE=$(SCALE) bash experiments/figure8.sh
+
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh
 
@@ -61,7 +70,7 @@ tune-table3: data-sum data-qa ## Table 3's dropouts picked on valid (baseline {0
 tune-mt: data-mt ## cpu translation regime search: dropout {0.1,0.2,0.3} picked on valid, curves, test BLEU -> results/regime_mt/
 	SCALE=cpu bash experiments/tune_mt.sh
 
-reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 ## every built artefact
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table4 reproduce-table7 reproduce-figure8 ## every built artefact
 
 claims: ## every paper claim (C1-C11) against every artefact that tests it, by the noise rule -> results/claims.md
 	$(PYTHON) -m layerdrop.report.claims --scale $(SCALE)

@@ -18,3 +18,19 @@ if [ "$SCALE" = cpu ]; then LAYERDROP_ROW=(model.dropout=0.0); fi
 # settings are one run in the cache.
 SELECT=()
 if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
+# Fine-tuning a pretrained encoder (python -m layerdrop.classify): every stand-in, a learning-rate sweep
+# (Hydra multirun; the reports keep the best valid point of each sweep). The paper sweeps lr {1e-5, 2e-5,
+# 3e-5} x batch {16, 32} at RoBERTa's size; the cpu encoders take larger rates.
+DATASETS=rotten_tomatoes,foldoc_qnli
+case "$SCALE" in
+  cpu)   LRS=1e-4,3e-4,1e-3; QUARTER=2; HALF_ENC=4 ;;   # the cpu encoder has 8 layers
+  paper) LRS=1e-5,2e-5,3e-5; QUARTER=3; HALF_ENC=6 ;;   # RoBERTa base has 12
+esac
+classify() { python -m layerdrop.classify -m scale="$SCALE" classify.dataset="$DATASETS" classify.lr="$LRS" "$@"; }
+report() { python -m layerdrop.report "$1" --scale "$SCALE"; }
+# LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
+if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
+  train() { echo "train scale=$SCALE $*"; }
+  classify() { echo "classify scale=$SCALE classify.dataset=$DATASETS classify.lr=$LRS $*"; }
+  report() { echo "report $1"; }
+fi

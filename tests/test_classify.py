@@ -112,7 +112,7 @@ def test_the_child_key_follows_its_parent_and_its_settings():
 
 @pytest.mark.parametrize("change,message", [
     ({"dataset": "mnli"}, "classify.dataset='mnli': must be one of rotten_tomatoes, foldoc_qnli"),
-    ({"depth": 9}, "classify.depth=9: must be null or in \\[1, model.n_layers=6\\]"),
+    ({"depth": 9}, "classify.depth=9: must be null or in \\[1, model.n_layers=8\\]"),
     ({"layerdrop": 1.5}, "classify.layerdrop=1.5: must be 'auto' or a rate"),
     ({"max_len": 500}, "classify.max_len=500: must be <= model.max_len=128"),
     ({"strategy": "random"}, "classify.strategy='random'"),

@@ -101,6 +101,10 @@ def classify(cfg: DictConfig) -> dict:
         record = runs.read_json(out / "metrics.json")
         if record and "test_acc" in record:
             log.info("fine-tuning %s already done: %s", out.name, out / "metrics.json")
+            before = (list(record.get("artefacts", [])), dict(record.get("roles", {})))
+            runs.tag(record, cfg.artefact, cfg.role)  # one fine-tuning serves every artefact that needs it
+            if (record["artefacts"], record["roles"]) != before:
+                runs.write_json(out / "metrics.json", record)
             return record
         pl.seed_everything(cfg.seed, workers=True)
         pretraining = instantiate(cfg.data)
@@ -128,7 +132,8 @@ def classify(cfg: DictConfig) -> dict:
                   "classify": OmegaConf.to_container(c, resolve=True), "kept_layers": keep,
                   "layerdrop": rate, "source_layerdrop": asdict(encoder.config)["layerdrop"],
                   "code_version": runs.code_version(("layerdrop.classify",)), "machine": runs.machine_info(),
-                  "git_sha": runs.git_sha()}
+                  "git_sha": runs.git_sha(), "artefacts": [], "roles": {}}
+        runs.tag(record, cfg.artefact, cfg.role)
         record["train"] = _fit(model, datamodule, cfg, out)
         best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
         lit = ClassifierLitModule(model=asdict(model.config))

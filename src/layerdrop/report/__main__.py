@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, regime, table1, table2, table3, table8
+from layerdrop.report import figures, glue, regime, table1, table2, table3, table8
 from layerdrop.report.collect import (
     artefact_curves,
     code_version_line,
@@ -35,10 +35,15 @@ ARTEFACTS = {
     "regime_sum": ("sum", regime.build),
     "regime_qa": ("qa", regime.build),
     "table8": ("lm_finetune", table8.build),
+    "table4": ("mlm_classify", glue.table4),
+    "table7": ("mlm_classify", glue.table7),
+    "figure8": ("mlm_classify", glue.figure8),
 }
 REPO = Path(__file__).resolve().parents[3]
 #: artefacts that draw their own curves.png (the others get one grouped by what varies between runs)
 OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt", "regime_sum", "regime_qa"}
+#: artefacts of fine-tunings (runs/mlm_classify/), joined with their pretraining runs in --runs-dir
+FINETUNED = {"table4", "table7", "figure8"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     if not records:
         raise ValueError(f"no finished {args.scale}-scale runs tagged {args.artefact} in {args.runs_dir}: "
                          f"run `make reproduce-{args.artefact}` first")
-    if args.artefact in ROLES:  # tables: one run per row (or its seeds), named by the role it recorded
+    if args.artefact in FINETUNED:  # rows by role (or drop rate), the best of each learning-rate sweep
+        paper = REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv"
+        build(records, out, scale=args.scale, runs_dir=args.runs_dir,
+              **({} if args.artefact == "figure8" else {"paper_csv": paper}))
+    elif args.artefact in ROLES:  # tables: one run per row (or its seeds), named by the role it recorded
         records = select_roles(records, args.artefact)
         build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)
     else:

@@ -359,6 +359,9 @@ ROLES = {
     "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch"),
     "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch", "equal_compute"),
     "table3": ("sum_baseline", "sum_layerdrop", "sum_deep_layerdrop", "sum_scratch", "qa_baseline", "qa_layerdrop"),
+    # fine-tunings (python -m layerdrop.classify), one row per pretrained encoder and kept depth
+    "table4": ("baseline", "layerdrop", "deep_layerdrop"),
+    "table7": ("baseline", "layerdrop", "scratch_half", "layerdrop_half", "scratch_quarter", "layerdrop_quarter"),
 }
 
 

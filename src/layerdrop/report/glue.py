@@ -1,0 +1,254 @@
+"""Tables 4 and 7 and Figures 3 and 8 (pretraining with LayerDrop, then fine-tuning on classification
+stand-ins) from the fine-tuning records (``runs/mlm_classify/``), each joined with its pretraining run.
+
+Every fine-tuning is one point of a learning-rate (and batch) sweep; like the paper, each (pretrained
+encoder, kept depth, data set) reports the sweep point with the best valid accuracy, and its test
+accuracy is what the verdicts compare (the paper reports the same dev accuracy it selected on; our valid
+column is shown too, but choosing on it and reporting it would flatter it). Stand-ins are named as
+stand-ins (the column says "SST-2 stand-in: rotten_tomatoes"), and the paper's numbers sit beside ours.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from layerdrop.report.collect import read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.verdict import RULE, combine, judge  # noqa: E402
+
+GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
+COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "encoder_layers", "kept_layers",
+           "layerdrop_p", "finetune_layerdrop", "seed", "lr", "batch_size", "valid_acc", "test_acc", "steps",
+           "train_wall_s", "code_version"]
+
+
+def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
+    """Each fine-tuning record with ``parent``: the pretraining run's config (depth, LayerDrop, seed)."""
+    out = []
+    for r in records:
+        path = runs_dir / "mlm" / r["source_run_key"] / "metrics.json"
+        if not path.exists():
+            raise FileNotFoundError(f"fine-tuning {r['run_key']} names pretraining run {r['source_run_key']}, "
+                                    f"which is not in {runs_dir / 'mlm'}")
+        parent = json.loads(path.read_text())
+        out.append({**r, "parent": {"n_layers": parent["config"]["model"]["n_layers"],
+                                    "layerdrop_p": parent["config"]["layerdrop"]["p"],
+                                    "seed": parent["config"].get("seed"), "run_key": parent["run_key"]}})
+    return out
+
+
+def rows_of(records: list[dict], artefact: str) -> list[dict]:
+    return [{
+        "run_key": r["run_key"], "source_run_key": r["source_run_key"], "role": role_of(r, artefact),
+        "dataset": r["dataset"], "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
+        "kept_layers": len(r["kept_layers"]), "layerdrop_p": r["parent"]["layerdrop_p"],
+        "finetune_layerdrop": r["layerdrop"], "seed": r["seed"], "lr": r["classify"]["lr"],
+        "batch_size": r["classify"]["batch_size"], "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"],
+        "steps": r["train"]["steps"], "train_wall_s": r["train"]["wall_s"], "code_version": r.get("code_version"),
+    } for r in records]
+
+
+def best_of_sweep(rows: list[dict]) -> list[dict]:
+    """Per (pretrained encoder, kept depth, data set, seed): the sweep point with the best valid accuracy."""
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["source_run_key"], row["kept_layers"], row["dataset"], row["seed"])
+        if key not in best or row["valid_acc"] > best[key]["valid_acc"]:
+            best[key] = row
+    return [{**row, "sweep_points": sum(1 for r in rows if (r["source_run_key"], r["kept_layers"], r["dataset"],
+                                                             r["seed"]) == key)} for key, row in best.items()]
+
+
+def _values(rows: list[dict], metric: str, **match) -> list[float]:
+    return [r[metric] for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def _datasets(rows: list[dict]) -> list[tuple[str, str]]:
+    """(dataset, the GLUE task it stands in for), in the paper's column order."""
+    found = {(r["dataset"], r["stand_in_for"]) for r in rows}
+    return sorted(found, key=lambda d: (GLUE.index(d[1]) if d[1] in GLUE else len(GLUE), d[0]))
+
+
+def _provenance(records: list[dict], scale: str) -> str:
+    wall = sum(r["train"]["wall_s"] for r in records) / 60
+    machine = records[0].get("machine", {})
+    parents = len({r["source_run_key"] for r in records})
+    by_dataset: dict[tuple[str, str], dict] = {}
+    for r in records:
+        by_dataset.setdefault((r["dataset"], r["stand_in_for"]), r)
+    sizes = "; ".join(
+        f"{d} ({s} stand-in): {' / '.join(str(r['data']['splits'][p]['examples']) for p in ('train', 'valid', 'test'))}"
+        " train / valid / test examples" for (d, s), r in sorted(by_dataset.items()))
+    return (f"Scale `{scale}`; {len(records)} fine-tunings of {parents} pretrained encoders; {sizes}; machine "
+            f"{machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}; fine-tuning wall time {wall:.1f} min "
+            "(pretraining not included). Accuracy in %, the best valid point of each learning-rate sweep; "
+            "*test* is that point's test accuracy.")
+
+
+def _paper(paper_csv: Path) -> dict[str, dict]:
+    return {row["row"]: row for row in read_csv(paper_csv)} if paper_csv.exists() else {}
+
+
+def _table(rows: list[dict], roles: list[tuple[str, str]], paper: dict[str, dict]) -> list[str]:
+    datasets = _datasets(rows)
+    head = ["model", "layers"] + [f"{s} stand-in: {d} (valid / **test**)" for d, s in datasets] + \
+           [f"paper {s}" for _, s in datasets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for role, label in roles:
+        mine = [r for r in rows if r["role"] == role]
+        if not mine:
+            continue
+        layers = sorted({r["kept_layers"] for r in mine})
+        cells = [f"{_cell(_values(mine, 'valid_acc', dataset=d))} / **{_cell(_values(mine, 'test_acc', dataset=d))}**"
+                 for d, _ in datasets]
+        theirs = [(paper.get(role) or {}).get(s) or "-" for _, s in datasets]
+        lines.append(f"| {label} | {', '.join(map(str, layers))} | " + " | ".join(cells + theirs) + " |")
+    return lines
+
+
+def _claim(rows: list[dict], claim: str, text: str, claimed: str, other: str, kind: str = "better") -> str:
+    verdicts = []
+    details = []
+    for d, s in _datasets(rows):
+        a, b = _values(rows, "test_acc", role=claimed, dataset=d), _values(rows, "test_acc", role=other, dataset=d)
+        if a and b:
+            v = judge(a, b, higher_is_better=True, kind=kind)
+            verdicts.append(v)
+            details.append(f"{s} stand-in: {statistics.fmean(a):.1f} vs {statistics.fmean(b):.1f}, {v.describe()}")
+    if not verdicts:
+        return f"- **not built yet** ({claim}): {text} (rows missing)"
+    return f"- **{combine(verdicts)}** ({claim}): {text}. " + "; ".join(details) + "."
+
+
+def _write(out: Path, name: str, title: str, rows: list[dict], records: list[dict], scale: str, body: list[str]) -> None:
+    write_csv(out / "raw.csv", sorted(rows, key=lambda r: (str(r["role"]), r["dataset"], r["seed"] or 0)),
+              columns=[*COLUMNS, "sweep_points"])
+    lines = [f"# {title}", "", _provenance(records, scale), "", *body, "",
+             f"Noise rule: {RULE}. Test accuracy, per data set; a claim holds overall when it holds on every "
+             "data set built.", "", "Raw numbers: `raw.csv`.", ""]
+    write_text(out / f"{name}.md", "\n".join(lines))
+
+
+def table4(records: list[dict], out: Path, paper_csv: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
+    records = join_parents(records, runs_dir)
+    rows = best_of_sweep(rows_of(records, "table4"))
+    roles = [("baseline", "RoBERTa-style encoder"), ("layerdrop", "+ LayerDrop 0.2"),
+             ("deep_layerdrop", "+ LayerDrop 0.2, twice as deep")]
+    body = _table(rows, roles, _paper(paper_csv)) + [
+        "", "## Did the paper's claims hold at this scale?", "",
+        _claim(rows, "C7", "LayerDrop improves the full encoder after fine-tuning", "layerdrop", "baseline"),
+        _claim(rows, "C8", "the deeper LayerDrop encoder does better", "deep_layerdrop", "layerdrop")]
+    _write(out, "table4", "Table 4: pretraining with LayerDrop, fine-tuned at full depth", rows, records, scale, body)
+
+
+def table7(records: list[dict], out: Path, paper_csv: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
+    """Table 7 and Figure 3: the LayerDrop encoder pruned to half and a quarter of its depth before
+    fine-tuning (LayerDrop off), against encoders of that depth pretrained from scratch."""
+    records = join_parents(records, runs_dir)
+    rows = best_of_sweep(rows_of(records, "table7"))
+    roles = [("baseline", "from scratch, full depth"), ("layerdrop", "LayerDrop, full depth"),
+             ("scratch_half", "from scratch at half depth"), ("layerdrop_half", "LayerDrop, pruned to half"),
+             ("scratch_quarter", "from scratch at a quarter"), ("layerdrop_quarter", "LayerDrop, pruned to a quarter")]
+    body = _table(rows, roles, _paper(paper_csv)) + [
+        "", "Figure 3: `figure3.png` (accuracy against the share of layers pruned, per data set).", "",
+        "## Did the paper's claims hold at this scale?", "",
+        _claim(rows, "C2", "pruned to half, the LayerDrop encoder matches or beats one pretrained at that depth",
+               "layerdrop_half", "scratch_half", kind="matches"),
+        _claim(rows, "C2", "... and pruned to a quarter", "layerdrop_quarter", "scratch_quarter", kind="matches"),
+        _claim(rows, "C10", "pruned to half, it beats the encoder pretrained at that depth (the paper: BERT and "
+               "DistilBERT; the distilled student is not built yet)", "layerdrop_half", "scratch_half")]
+    _write(out, "table7", "Table 7: pruned encoders, fine-tuned, against encoders of that depth", rows, records,
+           scale, body)
+    figure3(rows, out / "figure3.png")
+
+
+def figure3(rows: list[dict], path: Path) -> None:
+    datasets = _datasets(rows)
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.8), squeeze=False)
+    series = {"LayerDrop, pruned": ("layerdrop", "layerdrop_half", "layerdrop_quarter"),
+              "from scratch at that depth": ("baseline", "scratch_half", "scratch_quarter")}
+    for ax, (d, s) in zip(axes[0], datasets, strict=False):
+        for label, roles in series.items():
+            points = []
+            for share, role in zip((0, 50, 75), roles, strict=True):
+                values = _values(rows, "test_acc", role=role, dataset=d)
+                if values:
+                    points.append((share, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0))
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                            capsize=3, label=label)
+        ax.set_title(f"{s} stand-in: {d}")
+        ax.set_xlabel("% of encoder layers pruned")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xticks([0, 50, 75])
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def figure8(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
+    """Accuracy against the share of layers pruned, one series per training drop rate (no roles)."""
+    records = join_parents(records, runs_dir)
+    rows = best_of_sweep(rows_of(records, "figure8"))
+    for row in rows:
+        row["role"] = f"p{row['layerdrop_p']}_pruned{round(100 * (1 - row['kept_layers'] / row['encoder_layers']))}"
+    datasets = _datasets(rows)
+    rates = sorted({r["layerdrop_p"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.8), squeeze=False)
+    lines = ["| training LayerDrop | % pruned | " + " | ".join(f"{s} stand-in: {d} (test)" for d, s in datasets) + " |",
+             "|---|---|" + "---|" * len(datasets)]
+    shares = sorted({100 * (1 - r["kept_layers"] / r["encoder_layers"]) for r in rows})
+    for p in rates:
+        for share in shares:
+            cells = [_cell([r["test_acc"] for r in rows if r["layerdrop_p"] == p and r["dataset"] == d
+                            and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == share]) for d, _ in datasets]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {p} | {share:.0f} | " + " | ".join(cells) + " |")
+    for ax, (d, s) in zip(axes[0], datasets, strict=False):
+        for p in rates:
+            points = sorted((100 * (1 - r["kept_layers"] / r["encoder_layers"]), r["test_acc"]) for r in rows
+                            if r["layerdrop_p"] == p and r["dataset"] == d)
+            by_share: dict[float, list[float]] = {}
+            for share, acc in points:
+                by_share.setdefault(share, []).append(acc)
+            ax.plot(list(by_share), [statistics.fmean(v) for v in by_share.values()], marker="o", label=f"LayerDrop {p}")
+        ax.set_title(f"{s} stand-in: {d}")
+        ax.set_xlabel("% of encoder layers pruned")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    save_figure(fig, out / "figure8.png")
+    plt.close(fig)
+    verdicts = []
+    if len(rates) > 1 and shares:
+        lo, hi, most = rates[0], rates[-1], shares[-1]
+        for d, s in datasets:
+            a = [r["test_acc"] for r in rows if r["layerdrop_p"] == hi and r["dataset"] == d
+                 and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == most]
+            b = [r["test_acc"] for r in rows if r["layerdrop_p"] == lo and r["dataset"] == d
+                 and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == most]
+            if a and b:
+                verdicts.append((s, judge(a, b, higher_is_better=True), a, b))
+    claim = ("- **not built yet** (C6): the more you will prune, the higher the training drop rate should be "
+             "(rows missing)")
+    if verdicts:
+        claim = (f"- **{combine([v for _, v, _, _ in verdicts])}** (C6): pruned the most ({shares[-1]:.0f}%), the "
+                 f"encoder trained at LayerDrop {rates[-1]} beats the one trained at {rates[0]}. " + "; ".join(
+                     f"{s} stand-in: {statistics.fmean(a):.1f} vs {statistics.fmean(b):.1f}, {v.describe()}"
+                     for s, v, a, b in verdicts) + ".")
+    body = lines + ["", "`figure8.png`: accuracy against the share of layers pruned, per training drop rate.", "",
+                    "## Did the paper's claims hold at this scale?", "", claim]
+    _write(out, "figure8", "Figure 8: training drop rate against pruning, after fine-tuning", rows, records, scale, body)

@@ -1,0 +1,82 @@
+"""Tables 4 and 7, Figures 3 and 8 from fine-tuning records joined with their pretraining runs: the best
+valid point of each learning-rate sweep is reported, stand-ins are named as such, claims follow the noise
+rule, and a fine-tuning whose pretraining run is missing is an error."""
+
+import csv
+
+import pytest
+
+from layerdrop.report.__main__ import main as report_main
+from layerdrop.utils.runs import write_json
+
+SPLITS = {"train": {"examples": 100}, "valid": {"examples": 20}, "test": {"examples": 20}}
+
+
+def parent(tmp_path, key, n_layers, p, seed):
+    write_json(tmp_path / "runs" / "mlm" / key / "metrics.json",
+               {"run_key": key, "config": {"model": {"n_layers": n_layers}, "layerdrop": {"p": p}, "seed": seed}})
+
+
+def child(tmp_path, key, source, kept, valid, test, artefact, role=None, lr=1e-4, seed=1, dataset="rotten_tomatoes"):
+    write_json(tmp_path / "runs" / "mlm_classify" / key / "metrics.json", {
+        "run_key": key, "source_run_key": source, "scale": "cpu", "artefacts": [artefact],
+        "roles": {artefact: role} if role else {}, "dataset": dataset,
+        "stand_in_for": {"rotten_tomatoes": "SST-2", "foldoc_qnli": "QNLI"}[dataset], "kept_layers": list(range(kept)),
+        "layerdrop": 0.0, "seed": seed, "classify": {"lr": lr, "batch_size": 32}, "valid_acc": valid,
+        "test_acc": test, "data": {"splits": SPLITS}, "machine": {"cpus": 2, "torch": "x"}, "code_version": "c0de",
+        "train": {"steps": 10, "wall_s": 6.0, "tokens_seen": 100,
+                  "curve": [{"step": 5, "tokens_seen": 50, "val/loss": 0.7, "val/acc": valid}]}})
+
+
+def test_table7_reports_the_best_valid_point_of_each_sweep_and_judges_c2(tmp_path):
+    for seed in (1, 2, 3):
+        parent(tmp_path, f"ld{seed}", 8, 0.2, seed)
+        parent(tmp_path, f"s4_{seed}", 4, 0.0, seed)
+        child(tmp_path, f"a{seed}", f"ld{seed}", 4, 0.80 + seed / 100, 0.78 + seed / 100, "table7", "layerdrop_half",
+              seed=seed)
+        # a second sweep point: worse on valid, better on test; the valid choice must win
+        child(tmp_path, f"a{seed}x", f"ld{seed}", 4, 0.70, 0.95, "table7", "layerdrop_half", lr=3e-4, seed=seed)
+        child(tmp_path, f"b{seed}", f"s4_{seed}", 4, 0.70 + seed / 100, 0.68 + seed / 100, "table7", "scratch_half",
+              seed=seed)
+    out = tmp_path / "out"
+    report_main(["table7", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "table7.md").read_text()
+    assert "SST-2 stand-in: rotten_tomatoes" in text and "| paper SST-2 |" in text
+    assert "| LayerDrop, pruned to half | 4 | 82.0 ± 1.0 (n=3) / **80.0 ± 1.0 (n=3)** | 92.5 |" in text
+    assert "| from scratch at half depth | 4 | 72.0 ± 1.0 (n=3) / **70.0 ± 1.0 (n=3)** | 92.1 |" in text
+    assert "- **held** (C2): pruned to half" in text and "- **not built yet** (C2): ... and pruned to a quarter" in text
+    rows = list(csv.DictReader((out / "raw.csv").open()))
+    assert len(rows) == 6 and all(r["sweep_points"] == ("2" if r["role"] == "layerdrop_half" else "1") for r in rows)
+    assert (out / "figure3.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+
+
+def test_table4_names_missing_claims_and_one_seed_is_inconclusive(tmp_path):
+    parent(tmp_path, "base", 8, 0.0, 1)
+    parent(tmp_path, "ld", 8, 0.2, 1)
+    child(tmp_path, "c1", "base", 8, 0.80, 0.79, "table4", "baseline", dataset="foldoc_qnli")
+    child(tmp_path, "c2", "ld", 8, 0.85, 0.84, "table4", "layerdrop", dataset="foldoc_qnli")
+    report_main(["table4", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "table4.md").read_text()
+    assert "QNLI stand-in: foldoc_qnli" in text and "| 89.7 |" not in text  # Table 4's paper QNLI is 93.9/94.2
+    assert "| RoBERTa-style encoder | 8 | 80.0 / **79.0** | 93.9 |" in text
+    assert "- **inconclusive** (C7)" in text and "- **not built yet** (C8)" in text
+
+
+def test_figure8_groups_by_drop_rate_and_share_pruned(tmp_path):
+    for p in (0.1, 0.5):
+        for seed in (1, 2, 3):
+            parent(tmp_path, f"p{p}s{seed}", 8, p, seed)
+            for kept, acc in ((8, 0.85), (4, 0.80), (2, 0.60 if p == 0.1 else 0.75)):
+                child(tmp_path, f"p{p}s{seed}k{kept}", f"p{p}s{seed}", kept, acc, acc + seed / 1000, "figure8",
+                      seed=seed)
+    report_main(["figure8", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "figure8.md").read_text()
+    assert "| 0.5 | 75 |" in text and "| 0.1 | 0 |" in text
+    assert "- **held** (C6): pruned the most (75%), the encoder trained at LayerDrop 0.5 beats the one trained at 0.1" in text
+    assert (tmp_path / "out" / "figure8.png").stat().st_size > 0
+
+
+def test_a_fine_tuning_without_its_pretraining_run_is_an_error(tmp_path):
+    child(tmp_path, "c1", "gone", 8, 0.8, 0.8, "table4", "baseline")
+    with pytest.raises(FileNotFoundError, match="names pretraining run gone, which is not in"):
+        report_main(["table4", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])

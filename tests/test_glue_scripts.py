@@ -1,0 +1,56 @@
+"""The pretraining artefacts' scripts (Tables 4 and 7, Figure 8), printed instead of run (LAYERDROP_DRY=1):
+every run they make composes and passes its checks, every role is a row of its artefact, and every
+fine-tuning's pretraining run is one the script trains (the same run key)."""
+
+import itertools
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from layerdrop.classify import check
+from layerdrop.config import load_config
+from layerdrop.train import validate
+from layerdrop.utils import runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def commands(script: str, scale: str) -> list[tuple[str, list[str]]]:
+    out = subprocess.run(["bash", f"experiments/{script}.sh", "seed=1"], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": scale}, check=True).stdout
+    return [(line.split()[0], line.split()[1:]) for line in out.splitlines()]
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """A multirun's overrides, one list per run (comma lists expanded)."""
+    options = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
+    return [list(run) for run in itertools.product(*options)]
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("script,artefact", [("table4", "table4"), ("table7", "table7"), ("figure8", "figure8")])
+def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, artefact, scale):
+    lines = commands(script, scale)
+    assert lines[-1] == ("report", [artefact])
+    trained = set()
+    for kind, overrides in lines:
+        if kind == "train":
+            for run in expand(overrides):
+                cfg = load_config(run)
+                validate(cfg)
+                trained.add(runs.run_key(cfg))
+    fine_tunings = 0
+    for kind, overrides in lines:
+        if kind != "classify":
+            continue
+        for run in expand(overrides):
+            cfg = load_config(run)
+            validate(cfg)
+            check(cfg)
+            assert cfg.artefact == artefact
+            runs.tag({"run_key": "x", "artefacts": []}, cfg.artefact, cfg.role)  # a row of the artefact
+            assert runs.run_key(cfg) in trained, f"{run}: its pretraining run is not trained by {script}.sh"
+            fine_tunings += 1
+    assert fine_tunings >= 2 * 3 * 3  # stand-ins x learning rates x rows
