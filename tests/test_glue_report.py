@@ -45,6 +45,7 @@ def test_table7_reports_the_best_valid_point_of_each_sweep_and_judges_c2(tmp_pat
     assert "| LayerDrop, pruned to half | 4 | 82.0 ± 1.0 (n=3) / **80.0 ± 1.0 (n=3)** | 92.5 |" in text
     assert "| from scratch at half depth | 4 | 72.0 ± 1.0 (n=3) / **70.0 ± 1.0 (n=3)** | 92.1 |" in text
     assert "- **held** (C2): pruned to half" in text and "- **not built yet** (C2): ... and pruned to a quarter" in text
+    assert "- **not built yet** (C10): ... and the student distilled to that depth" in text
     rows = list(csv.DictReader((out / "raw.csv").open()))
     assert len(rows) == 6 and all(r["sweep_points"] == ("2" if r["role"] == "layerdrop_half" else "1") for r in rows)
     assert (out / "figure3.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0

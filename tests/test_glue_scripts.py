@@ -40,6 +40,8 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
             for run in expand(overrides):
                 cfg = load_config(run)
                 validate(cfg)
+                teacher = (cfg.task.get("module_args") or {}).get("teacher")
+                assert teacher is None or teacher in trained, f"{run}: its teacher is not trained before it"
                 trained.add(runs.run_key(cfg))
     fine_tunings = 0
     for kind, overrides in lines:
@@ -54,3 +56,5 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
             assert runs.run_key(cfg) in trained, f"{run}: its pretraining run is not trained by {script}.sh"
             fine_tunings += 1
     assert fine_tunings >= 2 * 3 * 3  # stand-ins x learning rates x rows
+    if script == "table7":  # the distilled students, of both depths
+        assert sum("distilled" in " ".join(o) for k, o in lines if k == "classify") == 2

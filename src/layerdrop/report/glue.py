@@ -162,15 +162,21 @@ def table7(records: list[dict], out: Path, paper_csv: Path, scale: str, runs_dir
     rows = best_of_sweep(rows_of(records, "table7"))
     roles = [("baseline", "from scratch, full depth"), ("layerdrop", "LayerDrop, full depth"),
              ("scratch_half", "from scratch at half depth"), ("layerdrop_half", "LayerDrop, pruned to half"),
-             ("scratch_quarter", "from scratch at a quarter"), ("layerdrop_quarter", "LayerDrop, pruned to a quarter")]
+             ("distilled_half", "distilled at half depth (DistilBERT's recipe)"),
+             ("scratch_quarter", "from scratch at a quarter"), ("layerdrop_quarter", "LayerDrop, pruned to a quarter"),
+             ("distilled_quarter", "distilled at a quarter")]
     body = _table(rows, roles, _paper(paper_csv)) + [
         "", "Figure 3: `figure3.png` (accuracy against the share of layers pruned, per data set).", "",
         "## Did the paper's claims hold at this scale?", "",
         _claim(rows, "C2", "pruned to half, the LayerDrop encoder matches or beats one pretrained at that depth",
                "layerdrop_half", "scratch_half", kind="matches"),
         _claim(rows, "C2", "... and pruned to a quarter", "layerdrop_quarter", "scratch_quarter", kind="matches"),
-        _claim(rows, "C10", "pruned to half, it beats the encoder pretrained at that depth (the paper: BERT and "
-               "DistilBERT; the distilled student is not built yet)", "layerdrop_half", "scratch_half")]
+        _claim(rows, "C10", "pruned to half, it beats the encoder pretrained at that depth (the paper: BERT)",
+               "layerdrop_half", "scratch_half"),
+        _claim(rows, "C10", "... and the student distilled to that depth (the paper: DistilBERT)", "layerdrop_half",
+               "distilled_half"),
+        _claim(rows, "C10", "pruned to a quarter, it beats the student distilled to that depth", "layerdrop_quarter",
+               "distilled_quarter")]
     _write(out, "table7", "Table 7: pruned encoders, fine-tuned, against encoders of that depth", rows, records,
            scale, body)
     figure3(rows, out / "figure3.png")
@@ -180,7 +186,8 @@ def figure3(rows: list[dict], path: Path) -> None:
     datasets = _datasets(rows)
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.8), squeeze=False)
     series = {"LayerDrop, pruned": ("layerdrop", "layerdrop_half", "layerdrop_quarter"),
-              "from scratch at that depth": ("baseline", "scratch_half", "scratch_quarter")}
+              "from scratch at that depth": ("baseline", "scratch_half", "scratch_quarter"),
+              "distilled to that depth": ("baseline", "distilled_half", "distilled_quarter")}
     for ax, (d, s) in zip(axes[0], datasets, strict=False):
         for label, roles in series.items():
             points = []

@@ -3,6 +3,10 @@ perplexity of its masked-token predictions, on the LM's token blocks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytorch_lightning as pl
+
 from layerdrop.schema import MLMRun
 from layerdrop.tasks.base import Task, register_task
 
@@ -14,6 +18,19 @@ class MLMTask(Task):
     eval_metrics = ("ppl", "loss")
     search_metric, higher_is_better = "ppl", False
     sweep_metric = "valid_ppl"
+
+    def build_module(self, model: dict, optim: dict | None = None, seed: int = 0) -> pl.LightningModule:
+        """A distilled student (``task.module_args.teacher``: the teacher's run key) gets the teacher's
+        ``model.pt`` from the run cache; the path is not part of the config (nor of the run key)."""
+        teacher = (self.cfg.task.get("module_args") or {}).get("teacher")
+        if teacher is None:
+            return super().build_module(model, optim, seed)
+        lit = super().lit_class()
+        path = Path(self.cfg.paths.runs_dir) / "mlm" / str(teacher) / "model.pt"
+        from omegaconf import OmegaConf
+
+        args = OmegaConf.to_container(self.cfg.task.module_args, resolve=True)
+        return lit(model=model, optim=optim, seed=seed, teacher_path=str(path), **args)
 
     def config_errors(self, run: dict) -> list[str]:
         from layerdrop.lit.mlm import check_masking
@@ -31,6 +48,9 @@ class MLMTask(Task):
             errors.append("data.frequency_order=true: must be false for the masked LM (it exists for the adaptive "
                           "softmax, and would move <pad> away from model.pad_id)")
         args = (self.cfg.task.get("module_args") or {})
+        if str(self.cfg.task.lit_module).endswith("DistillLitModule") and not args.get("teacher"):
+            errors.append("task.module_args.teacher: a distilled student needs its teacher's run key "
+                          "(python -m layerdrop.runkey <the teacher's overrides> prints it)")
         try:
             check_masking(float(args.get("mask_prob", 0.15)), float(args.get("mask_frac", 0.8)),
                           float(args.get("random_frac", 0.1)))

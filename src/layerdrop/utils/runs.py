@@ -361,7 +361,8 @@ ROLES = {
     "table3": ("sum_baseline", "sum_layerdrop", "sum_deep_layerdrop", "sum_scratch", "qa_baseline", "qa_layerdrop"),
     # fine-tunings (python -m layerdrop.classify), one row per pretrained encoder and kept depth
     "table4": ("baseline", "layerdrop", "deep_layerdrop"),
-    "table7": ("baseline", "layerdrop", "scratch_half", "layerdrop_half", "scratch_quarter", "layerdrop_quarter"),
+    "table7": ("baseline", "layerdrop", "scratch_half", "layerdrop_half", "scratch_quarter", "layerdrop_quarter",
+               "distilled_half", "distilled_quarter"),
 }
 
 
