@@ -2,6 +2,8 @@
 layer's rules, the classifier built from a (pruned) encoder, the paper's LayerDrop rule, the child run's
 key following its parent, and a tiny pretrain -> prune -> fine-tune run on real offline data."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -20,6 +22,16 @@ from layerdrop.models.encoder import EncoderConfig, TransformerEncoder
 from layerdrop.models.pruning import layers_to_keep, prune_model
 
 LABELS = ("rotten", "fresh")
+
+
+@pytest.fixture(scope="module")
+def lm_corpus() -> Path:
+    """The smoke pretraining corpus (built on first use), whose tokenizer the stand-ins are encoded with."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(load_config(["experiment=pretrain_mlm", "debug=smoke_mlm"]).data)
+    dm.prepare_data()
+    return dm.corpus_dir
 
 
 def test_rows_are_cleaned_and_counted_and_a_foreign_label_is_an_error():
@@ -149,3 +161,38 @@ def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path, dataset, st
     assert 0 <= record["valid_acc"] <= 1 and 0 <= record["test_acc"] <= 1
     assert [p["step"] for p in record["train"]["curve"]] == [4, 8]
     assert classify(cfg)["run_key"] == record["run_key"]  # done: read back, not trained again
+
+
+def vitaminc_task(examples):
+    return {"canary": "x", "examples": [{"input": f"{evidence}\nClaim: {claim}",
+                                         "target_scores": {k: int(k == label) for k in ("True", "False", "Neither")}}
+                                        for evidence, claim, label in examples]}
+
+
+def test_vitaminc_pairs_parse_to_mnli_labels_and_split_by_page(tmp_path, lm_corpus):
+    import json
+
+    from layerdrop.data.classify import DATASETS, VITAMINC_FILE, vitaminc_examples
+
+    labels = DATASETS["vitaminc"].labels
+    rows = [("Westlife: sold 23 million .", "Westlife sold under 23.5 million .", "Neither"),
+            ("Westlife: sold 24 million .", "Westlife sold under 23.5 million .", "False"),
+            ("Westlife: sold 24 million .", "Westlife sold under 23.5 million .", "False"),  # repeated
+            ("Paris: the capital of France .", "Paris is in France .", "True")]
+    examples, dropped = vitaminc_examples(vitaminc_task(rows), labels)
+    assert [(e[1], labels[e[2]], e[3]) for e in examples] == [
+        ("Westlife sold under 23.5 million .", "neutral", "Westlife"),
+        ("Westlife sold under 23.5 million .", "contradiction", "Westlife"),
+        ("Paris is in France .", "entailment", "Paris")]
+    assert dropped == {"repeated pair": 1}
+    with pytest.raises(ValueError, match="VitaminC example 0 is not"):
+        vitaminc_examples({"examples": [{"input": "no claim here", "target_scores": {"True": 1}}]}, labels)
+    # the data module reads the extracted task file from raw_dir (no download when it is there)
+    many = [(f"Page {i % 30}: fact {i} .", f"claim {i} .", ("True", "False", "Neither")[i % 3]) for i in range(300)]
+    (tmp_path / VITAMINC_FILE).write_text(json.dumps(vitaminc_task(many)))
+    dm = ClassificationDataModule("vitaminc", str(tmp_path), str(lm_corpus), raw_dir=str(tmp_path), max_len=16)
+    dm.setup()
+    assert dm.n_classes == 3 and dm.stats["stand_in_for"] == "MNLI"
+    assert sum(s["examples"] for s in dm.stats["splits"].values()) == 300
+    item = dm.datasets["train"][0]["input"]
+    assert item[0] == dm.eos_id and (item == dm.eos_id).sum() == 2  # <eos> evidence <eos> claim

