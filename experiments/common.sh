@@ -21,7 +21,7 @@ if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
 # Fine-tuning a pretrained encoder (python -m layerdrop.classify): every stand-in, a learning-rate sweep
 # (Hydra multirun; the reports keep the best valid point of each sweep). The paper sweeps lr {1e-5, 2e-5,
 # 3e-5} x batch {16, 32} at RoBERTa's size; the cpu encoders take larger rates.
-DATASETS=rotten_tomatoes,foldoc_qnli,vitaminc
+DATASETS=vitaminc,bibles_mrpc,foldoc_qnli,rotten_tomatoes   # the MNLI, MRPC, QNLI and SST-2 stand-ins
 case "$SCALE" in
   cpu)   LRS=1e-4,3e-4,1e-3; QUARTER=2; HALF_ENC=4 ;;   # the cpu encoder has 8 layers
   paper) LRS=1e-5,2e-5,3e-5; QUARTER=3; HALF_ENC=6 ;;   # RoBERTa base has 12

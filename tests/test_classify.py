@@ -196,3 +196,32 @@ def test_vitaminc_pairs_parse_to_mnli_labels_and_split_by_page(tmp_path, lm_corp
     assert sum(s["examples"] for s in dm.stats["splits"].values()) == 300
     item = dm.datasets["train"][0]["input"]
     assert item[0] == dm.eos_id and (item == dm.eos_id).sum() == 2  # <eos> evidence <eos> claim
+
+
+def test_bible_verse_pairs_are_one_per_verse_with_hard_negatives_from_the_chapter(tmp_path, lm_corpus):
+    import json
+
+    from layerdrop.data.classify import BIBLES_FILE, paraphrase_pairs
+
+    verses = {"Gen 1:1": ["In the beginning God created the heaven.", "In the beginning, God created the heavens."],
+              "Gen 1:2": ["And the earth was without form.", "The earth was formless."],
+              "Gen 1:3": ["And God said, Let there be light.", "God said, Let there be light."],
+              "Gen 1:4": ["Same text.", "Same text."],  # identical in both: dropped
+              "Exod 1:1": ["These are the names.", "Now these are the names."]}
+    pairs, dropped = paraphrase_pairs(verses, seed=0)
+    assert dropped == {"identical verse": 1} and len(pairs) == 4
+    for kjv, other, label, chapter in pairs:
+        ref = next(r for r, (k, _) in verses.items() if k == kjv)
+        assert chapter == ref.rsplit(":", 1)[0]
+        if label == 1:
+            assert other == verses[ref][1]
+        else:  # another verse of the same chapter, in the other Bible
+            assert other != verses[ref][1] and any(other == w for r, (_, w) in verses.items() if r.startswith(chapter))
+    assert {label for *_, label, _ in pairs} == {0, 1}  # (seed 0 draws both)
+    # the data module reads the verse-aligned file from raw_dir (no Debian download when it is there)
+    many = {f"Book {c}:{v}": [f"kjv text {c} {v} of the word", f"web text {c} {v}"] for c in range(30) for v in range(1, 9)}
+    (tmp_path / BIBLES_FILE).write_text(json.dumps({"verses": many, "provenance": {"source": "test"}}))
+    dm = ClassificationDataModule("bibles_mrpc", str(tmp_path), str(lm_corpus), raw_dir=str(tmp_path), max_len=24)
+    dm.setup()
+    assert dm.stats["stand_in_for"] == "MRPC" and sum(s["examples"] for s in dm.stats["splits"].values()) == 240
+    assert dm.stats["splits"]["valid"]["groups"] == dm.stats["splits"]["test"]["groups"] == 3  # chapters: 10% each

@@ -22,6 +22,12 @@ stand-in wherever it is reported:
   fine-tuned on. Split by Wikipedia page (the evidence's title), since VitaminC pairs one claim with
   contrasting evidence from the same page. Labels as MNLI's: True -> entailment, False -> contradiction,
   Neither -> neutral.
+- ``bibles_mrpc`` (the MRPC stand-in): verse pairs of two English Bibles, the King James Version and the
+  World English Bible (Debian ``sword-text-kjv``, ``sword-text-web``: SWORD modules, read with ``pysword``;
+  aligned by reference, verses identical in both dropped). Each verse of the two gives one pair, by a
+  seeded coin: a paraphrase (its two versions: ``equivalent``) or a hard negative (its KJV text against the
+  WEB text of the verse of the same chapter sharing the most words with it: ``not_equivalent``), so the
+  labels are balanced. Split by chapter.
 
 Texts are tokenized with the pretraining corpus' own tokenizer (``tokenizer_dir``: its
 ``tokenizer.json``), so the ids are the encoder's, and each sequence starts with the corpus' ``<eos>``,
@@ -262,10 +268,81 @@ def vitaminc(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
         "rows": len(task["examples"]), "dropped": dropped}
 
 
+BIBLES = ("sword-text-kjv", "sword-text-web")
+BIBLES_FILE = "bibles-kjv-web-verses.json"  # verse-aligned texts, built once into raw_dir
+BIBLE_MODULES = {"sword-text-kjv": "engKJV2006eb", "sword-text-web": "engWEB2015eb"}
+
+
+def bible_verses(raw_dir: Path) -> tuple[dict[str, list[str]], dict]:
+    """``"Book chapter:verse" -> [KJV text, WEB text]`` for every verse both Bibles have (the 66 books both
+    hold), built from the Debian packages once and cached in raw_dir."""
+    from layerdrop.data.debian_sources import deb_version, fetch_debs, unpack_deb
+
+    path = Path(raw_dir) / BIBLES_FILE
+    if path.exists():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        return cached["verses"], cached["provenance"]
+    from pysword.modules import SwordModules
+
+    debs = fetch_debs(BIBLES, raw_dir)
+    texts = {}
+    for name, deb in debs.items():
+        tree = unpack_deb(deb, Path(raw_dir) / "unpacked")
+        modules = SwordModules(str(tree / "usr" / "share" / "sword"))
+        modules.parse_modules()
+        bible = modules.get_bible_from_module(BIBLE_MODULES[name])
+        books = bible.get_structure().get_books()
+        refs = [(b.osis_name, c, v) for t in ("ot", "nt") for b in books[t] for c in range(1, b.num_chapters + 1)
+                for v in range(1, b.chapter_lengths[c - 1] + 1)]
+        verses = bible.get_iter(books=[b.osis_name for t in ("ot", "nt") for b in books[t]])
+        texts[name] = {f"{b} {c}:{v}": " ".join(text.replace("\u00b6", " ").split())
+                       for (b, c, v), text in zip(refs, verses, strict=True)}
+    kjv, web = (texts[name] for name in BIBLES)
+    verses = {ref: [kjv[ref], web[ref]] for ref in kjv if ref in web and kjv[ref] and web[ref]}
+    provenance = {"source": "debian:" + "+".join(BIBLES), "reader": "pysword",
+                  "packages": {name: {"deb": deb.name, "version": deb_version(deb)} for name, deb in debs.items()},
+                  "license": "KJV: public domain (outside the UK); WEB: public domain",
+                  "verses": {name: len(t) for name, t in texts.items()}, "aligned": len(verses)}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"verses": verses, "provenance": provenance}), encoding="utf-8")
+    return verses, provenance
+
+
+def paraphrase_pairs(verses: dict[str, list[str]], seed: int) -> tuple[list[Example], dict[str, int]]:
+    """One pair per verse (see the module docstring): (KJV text, WEB text, 1 equivalent | 0 not, chapter)."""
+    rng = random.Random(seed)
+    chapters: dict[str, list[str]] = {}
+    for ref in verses:
+        chapters.setdefault(ref.rsplit(":", 1)[0], []).append(ref)
+    words = {ref: set(_words(kjv)) for ref, (kjv, _) in verses.items()}
+    stats: Counter[str] = Counter()
+    out: list[Example] = []
+    for chapter, refs in chapters.items():
+        for ref in refs:
+            kjv, web = verses[ref]
+            if kjv == web:
+                stats["identical verse"] += 1
+                continue
+            others = [r for r in refs if r != ref and verses[r][1] != web]
+            if rng.random() < 0.5 or not others:
+                out.append((kjv, web, 1, chapter))
+                continue
+            best = max(others, key=lambda r: (len(words[ref] & set(_words(verses[r][1]))), -refs.index(r)))
+            out.append((kjv, verses[best][1], 0, chapter))
+    return out, dict(stats)
+
+
+def bibles_mrpc(raw_dir: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
+    verses, provenance = bible_verses(raw_dir)
+    examples, dropped = paraphrase_pairs(verses, seed)
+    return split_by_group(examples, seed), {"provenance": provenance, "rows": len(verses), "dropped": dropped}
+
+
 DATASETS = {
     "rotten_tomatoes": StandIn(("rotten", "fresh"), "SST-2", rotten_tomatoes),
     "foldoc_qnli": StandIn(("not_entailment", "entailment"), "QNLI", foldoc_qnli),
     "vitaminc": StandIn(("entailment", "neutral", "contradiction"), "MNLI", vitaminc),
+    "bibles_mrpc": StandIn(("not_equivalent", "equivalent"), "MRPC", bibles_mrpc),
 }
 
 
