@@ -11,6 +11,7 @@ import pytest
 
 from layerdrop.classify import check
 from layerdrop.config import load_config
+from layerdrop.data.classify import DATASETS
 from layerdrop.train import validate
 from layerdrop.utils import runs
 
@@ -47,6 +48,11 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
     for kind, overrides in lines:
         if kind != "classify":
             continue
+        # the data sets and learning rates of a sweep do not change its pretraining run: compose one of each
+        swept = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in overrides
+                 if o.startswith(("classify.dataset=", "classify.lr="))}
+        assert set(swept["classify.dataset="[:-1]]) <= set(DATASETS) and all(float(v) > 0 for v in swept["classify.lr"])
+        overrides = [o if not o.startswith(("classify.dataset=", "classify.lr=")) else o.split(",")[0] for o in overrides]
         for run in expand(overrides):
             cfg = load_config(run)
             validate(cfg)
@@ -54,7 +60,7 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
             assert cfg.artefact == artefact
             runs.tag({"run_key": "x", "artefacts": []}, cfg.artefact, cfg.role)  # a row of the artefact
             assert runs.run_key(cfg) in trained, f"{run}: its pretraining run is not trained by {script}.sh"
-            fine_tunings += 1
-    assert fine_tunings >= 2 * 3 * 3  # stand-ins x learning rates x rows
+            fine_tunings += len(swept["classify.dataset"]) * len(swept["classify.lr"])
+    assert fine_tunings >= 4 * 3 * 3  # stand-ins x learning rates x rows
     if script == "table7":  # the distilled students, of both depths
         assert sum("distilled" in " ".join(o) for k, o in lines if k == "classify") == 2
