@@ -29,8 +29,9 @@ def test_claims_page_from_a_fake_run_cache(tmp_path):
     assert "precondition: depth matters" in page and "| table2 | **held** |" in page
     six = next(line for line in lines if line.startswith("| C6:"))
     assert "figure6" in six and "**inconclusive**" in six
-    assert next(line for line in lines if line.startswith("| C10:")).endswith("| not built yet | - |")
-    assert "table8 (no runs at this scale) | not built yet" in next(line for line in lines if line.startswith("| C11:"))
+    assert next(line for line in lines if line.startswith("| C10:")).endswith("| not run yet | - |")
+    assert "table7 (no runs at this scale) | not run yet" in next(line for line in lines if line.startswith("| C10:"))
+    assert "table8 (no runs at this scale) | not run yet" in next(line for line in lines if line.startswith("| C11:"))
     assert "table1 (no runs at this scale)" in next(line for line in lines if line.startswith("| C7:") and "table1" in line)
     assert "table1: 0 runs, table2: 9 runs" in page
     five = next(line for line in lines if line.startswith("| C5:"))

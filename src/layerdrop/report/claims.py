@@ -4,7 +4,7 @@ artefact that tests it, from the run records (`make claims` -> results/claims.md
     python -m layerdrop.report.claims [--scale cpu] [--runs-dir runs] [--out results]
 
 Every artefact judges its claims by the noise rule (report/verdict.py) on the seeds of each row; a
-claim no artefact tests yet says "not built yet".
+claim no artefact tests yet says "not built yet", one whose artefact has no runs "not run yet".
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import figures, table1, table2, table3, table8
+from layerdrop.report import figures, glue, table1, table2, table3, table8
 from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
 from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
 from layerdrop.utils.runs import git_sha
@@ -29,10 +29,13 @@ ARTEFACTS = {
     "figure6": ("lm", ("C6",)),
     "figure7": ("lm", ("C9",)),
     "table8": ("lm_finetune", ("C11",)),
+    "table4": ("mlm_classify", ("C7", "C8")),
+    "table7": ("mlm_classify", ("C2", "C10")),
+    "figure8": ("mlm_classify", ("C6",)),
 }
 TABLES = ("table1", "table2", "table3")  # artefacts whose runs each hold a row (a role)
 #: claims whose artefact does not exist yet, and what would test them
-NOT_BUILT = {"C10": "Table 7 / Figure 3 (pretraining and GLUE fine-tuning)"}
+NOT_BUILT: dict[str, str] = {}
 
 
 def table_claims(artefact: str, records: list[dict]) -> list[ClaimResult]:
@@ -63,6 +66,8 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
             continue
         if artefact in TABLES:
             results += table_claims(artefact, records)
+        elif artefact in glue.CLAIMS_OF:  # fine-tunings, each joined with its pretraining run
+            results += glue.CLAIMS_OF[artefact](glue.rows_for(artefact, records, runs_dir))
         elif artefact == "table8":
             results.append(table8.c11(table8.tidy_rows(records)))
         else:
@@ -97,7 +102,8 @@ def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: 
                 why = ("its rows are not run yet" if runs.get(artefact) else
                        f"no runs in the run cache; `results/{artefact}/` predates the current regime and is "
                        "not judged here" if artefact in stale else "no runs at this scale")
-                lines.append(f"| {claim}: {text} | {artefact} ({why}) | not built yet | - |")
+                outcome = "not run yet" if not runs.get(artefact) else "not built yet"
+                lines.append(f"| {claim}: {text} | {artefact} ({why}) | {outcome} | - |")
     lines += ["", "Each artefact's own page (`results/<artefact>/<artefact>.md`) shows its rows, seeds and curves.",
               ""]
     return "\n".join(lines)

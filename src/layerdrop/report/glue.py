@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report.collect import read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
-from layerdrop.report.verdict import RULE, combine, judge  # noqa: E402
+from layerdrop.report.verdict import RULE, ClaimResult, combine, judge  # noqa: E402
 
 GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
 COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "encoder_layers", "kept_layers",
@@ -120,7 +120,8 @@ def _table(rows: list[dict], roles: list[tuple[str, str]], paper: dict[str, dict
     return lines
 
 
-def _claim(rows: list[dict], claim: str, text: str, claimed: str, other: str, kind: str = "better") -> str:
+def _claim(rows: list[dict], artefact: str, claim: str, text: str, claimed: str, other: str,
+           kind: str = "better") -> ClaimResult:
     verdicts = []
     details = []
     for d, s in _datasets(rows):
@@ -130,8 +131,8 @@ def _claim(rows: list[dict], claim: str, text: str, claimed: str, other: str, ki
             verdicts.append(v)
             details.append(f"{s} stand-in: {statistics.fmean(a):.1f} vs {statistics.fmean(b):.1f}, {v.describe()}")
     if not verdicts:
-        return f"- **not built yet** ({claim}): {text} (rows missing)"
-    return f"- **{combine(verdicts)}** ({claim}): {text}. " + "; ".join(details) + "."
+        return ClaimResult(claim, artefact, text, "not built yet", "(rows missing)")
+    return ClaimResult.of(claim, artefact, text, combine(verdicts), "; ".join(details) + ".")
 
 
 def _write(out: Path, name: str, title: str, rows: list[dict], records: list[dict], scale: str, body: list[str]) -> None:
@@ -143,40 +144,86 @@ def _write(out: Path, name: str, title: str, rows: list[dict], records: list[dic
     write_text(out / f"{name}.md", "\n".join(lines))
 
 
+TABLE4_ROLES = [("baseline", "RoBERTa-style encoder"), ("layerdrop", "+ LayerDrop 0.2"),
+                ("deep_layerdrop", "+ LayerDrop 0.2, twice as deep")]
+TABLE7_ROLES = [("baseline", "from scratch, full depth"), ("layerdrop", "LayerDrop, full depth"),
+                ("scratch_half", "from scratch at half depth"), ("layerdrop_half", "LayerDrop, pruned to half"),
+                ("distilled_half", "distilled at half depth (DistilBERT's recipe)"),
+                ("scratch_quarter", "from scratch at a quarter"), ("layerdrop_quarter", "LayerDrop, pruned to a quarter"),
+                ("distilled_quarter", "distilled at a quarter")]
+
+
+def rows_for(artefact: str, records: list[dict], runs_dir: Path) -> list[dict]:
+    """The reported rows of a fine-tuning artefact: its records joined with their pretraining runs, the
+    best valid point of each sweep (Figure 8: labelled by drop rate and share pruned)."""
+    rows = best_of_sweep(rows_of(join_parents(records, runs_dir), artefact))
+    if artefact == "figure8":
+        for row in rows:
+            row["role"] = f"p{row['layerdrop_p']}_pruned{round(_share(row))}"
+    return rows
+
+
+def _share(row: dict) -> float:
+    return 100 * (1 - row["kept_layers"] / row["encoder_layers"])
+
+
+def table4_claims(rows: list[dict]) -> list[ClaimResult]:
+    return [_claim(rows, "table4", "C7", "LayerDrop improves the full encoder after fine-tuning", "layerdrop",
+                   "baseline"),
+            _claim(rows, "table4", "C8", "the deeper LayerDrop encoder does better", "deep_layerdrop", "layerdrop")]
+
+
+def table7_claims(rows: list[dict]) -> list[ClaimResult]:
+    return [
+        _claim(rows, "table7", "C2", "pruned to half, the LayerDrop encoder matches or beats one pretrained at that "
+               "depth", "layerdrop_half", "scratch_half", kind="matches"),
+        _claim(rows, "table7", "C2", "... and pruned to a quarter", "layerdrop_quarter", "scratch_quarter",
+               kind="matches"),
+        _claim(rows, "table7", "C10", "pruned to half, it beats the encoder pretrained at that depth (the paper: "
+               "BERT)", "layerdrop_half", "scratch_half"),
+        _claim(rows, "table7", "C10", "... and the student distilled to that depth (the paper: DistilBERT)",
+               "layerdrop_half", "distilled_half"),
+        _claim(rows, "table7", "C10", "pruned to a quarter, it beats the student distilled to that depth",
+               "layerdrop_quarter", "distilled_quarter")]
+
+
+def figure8_claims(rows: list[dict]) -> list[ClaimResult]:
+    text = "the more you will prune, the higher the training drop rate should be"
+    rates, shares = sorted({r["layerdrop_p"] for r in rows}), sorted({_share(r) for r in rows})
+    verdicts = []
+    if len(rates) > 1 and shares:
+        lo, hi, most = rates[0], rates[-1], shares[-1]
+        for d, s in _datasets(rows):
+            a = [r["test_acc"] for r in rows if r["layerdrop_p"] == hi and r["dataset"] == d and _share(r) == most]
+            b = [r["test_acc"] for r in rows if r["layerdrop_p"] == lo and r["dataset"] == d and _share(r) == most]
+            if a and b:
+                verdicts.append((s, judge(a, b, higher_is_better=True), a, b))
+    if not verdicts:
+        return [ClaimResult("C6", "figure8", text, "not built yet", "(rows missing)")]
+    detail = (f"pruned the most ({shares[-1]:.0f}%), the encoder trained at LayerDrop {rates[-1]} against the one "
+              f"trained at {rates[0]}: " + "; ".join(
+                  f"{s} stand-in: {statistics.fmean(a):.1f} vs {statistics.fmean(b):.1f}, {v.describe()}"
+                  for s, v, a, b in verdicts) + ".")
+    return [ClaimResult.of("C6", "figure8", text, combine([v for _, v, _, _ in verdicts]), detail)]
+
+
+CLAIMS_OF = {"table4": table4_claims, "table7": table7_claims, "figure8": figure8_claims}
+
+
 def table4(records: list[dict], out: Path, paper_csv: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
-    records = join_parents(records, runs_dir)
-    rows = best_of_sweep(rows_of(records, "table4"))
-    roles = [("baseline", "RoBERTa-style encoder"), ("layerdrop", "+ LayerDrop 0.2"),
-             ("deep_layerdrop", "+ LayerDrop 0.2, twice as deep")]
-    body = _table(rows, roles, _paper(paper_csv)) + [
-        "", "## Did the paper's claims hold at this scale?", "",
-        _claim(rows, "C7", "LayerDrop improves the full encoder after fine-tuning", "layerdrop", "baseline"),
-        _claim(rows, "C8", "the deeper LayerDrop encoder does better", "deep_layerdrop", "layerdrop")]
+    rows = rows_for("table4", records, runs_dir)
+    body = _table(rows, TABLE4_ROLES, _paper(paper_csv)) + [
+        "", "## Did the paper's claims hold at this scale?", "", *(c.line() for c in table4_claims(rows))]
     _write(out, "table4", "Table 4: pretraining with LayerDrop, fine-tuned at full depth", rows, records, scale, body)
 
 
 def table7(records: list[dict], out: Path, paper_csv: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
     """Table 7 and Figure 3: the LayerDrop encoder pruned to half and a quarter of its depth before
-    fine-tuning (LayerDrop off), against encoders of that depth pretrained from scratch."""
-    records = join_parents(records, runs_dir)
-    rows = best_of_sweep(rows_of(records, "table7"))
-    roles = [("baseline", "from scratch, full depth"), ("layerdrop", "LayerDrop, full depth"),
-             ("scratch_half", "from scratch at half depth"), ("layerdrop_half", "LayerDrop, pruned to half"),
-             ("distilled_half", "distilled at half depth (DistilBERT's recipe)"),
-             ("scratch_quarter", "from scratch at a quarter"), ("layerdrop_quarter", "LayerDrop, pruned to a quarter"),
-             ("distilled_quarter", "distilled at a quarter")]
-    body = _table(rows, roles, _paper(paper_csv)) + [
+    fine-tuning (LayerDrop off), against encoders pretrained from scratch and students distilled to it."""
+    rows = rows_for("table7", records, runs_dir)
+    body = _table(rows, TABLE7_ROLES, _paper(paper_csv)) + [
         "", "Figure 3: `figure3.png` (accuracy against the share of layers pruned, per data set).", "",
-        "## Did the paper's claims hold at this scale?", "",
-        _claim(rows, "C2", "pruned to half, the LayerDrop encoder matches or beats one pretrained at that depth",
-               "layerdrop_half", "scratch_half", kind="matches"),
-        _claim(rows, "C2", "... and pruned to a quarter", "layerdrop_quarter", "scratch_quarter", kind="matches"),
-        _claim(rows, "C10", "pruned to half, it beats the encoder pretrained at that depth (the paper: BERT)",
-               "layerdrop_half", "scratch_half"),
-        _claim(rows, "C10", "... and the student distilled to that depth (the paper: DistilBERT)", "layerdrop_half",
-               "distilled_half"),
-        _claim(rows, "C10", "pruned to a quarter, it beats the student distilled to that depth", "layerdrop_quarter",
-               "distilled_quarter")]
+        "## Did the paper's claims hold at this scale?", "", *(c.line() for c in table7_claims(rows))]
     _write(out, "table7", "Table 7: pruned encoders, fine-tuned, against encoders of that depth", rows, records,
            scale, body)
     figure3(rows, out / "figure3.png")
@@ -209,29 +256,23 @@ def figure3(rows: list[dict], path: Path) -> None:
 
 def figure8(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
     """Accuracy against the share of layers pruned, one series per training drop rate (no roles)."""
-    records = join_parents(records, runs_dir)
-    rows = best_of_sweep(rows_of(records, "figure8"))
-    for row in rows:
-        row["role"] = f"p{row['layerdrop_p']}_pruned{round(100 * (1 - row['kept_layers'] / row['encoder_layers']))}"
+    rows = rows_for("figure8", records, runs_dir)
     datasets = _datasets(rows)
-    rates = sorted({r["layerdrop_p"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.8), squeeze=False)
+    rates, shares = sorted({r["layerdrop_p"] for r in rows}), sorted({_share(r) for r in rows})
     lines = ["| training LayerDrop | % pruned | " + " | ".join(f"{s} stand-in: {d} (test)" for d, s in datasets) + " |",
              "|---|---|" + "---|" * len(datasets)]
-    shares = sorted({100 * (1 - r["kept_layers"] / r["encoder_layers"]) for r in rows})
     for p in rates:
         for share in shares:
             cells = [_cell([r["test_acc"] for r in rows if r["layerdrop_p"] == p and r["dataset"] == d
-                            and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == share]) for d, _ in datasets]
+                            and _share(r) == share]) for d, _ in datasets]
             if any(c != "-" for c in cells):
                 lines.append(f"| {p} | {share:.0f} | " + " | ".join(cells) + " |")
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.8), squeeze=False)
     for ax, (d, s) in zip(axes[0], datasets, strict=False):
         for p in rates:
-            points = sorted((100 * (1 - r["kept_layers"] / r["encoder_layers"]), r["test_acc"]) for r in rows
-                            if r["layerdrop_p"] == p and r["dataset"] == d)
             by_share: dict[float, list[float]] = {}
-            for share, acc in points:
-                by_share.setdefault(share, []).append(acc)
+            for r in sorted((r for r in rows if r["layerdrop_p"] == p and r["dataset"] == d), key=_share):
+                by_share.setdefault(_share(r), []).append(r["test_acc"])
             ax.plot(list(by_share), [statistics.fmean(v) for v in by_share.values()], marker="o", label=f"LayerDrop {p}")
         ax.set_title(f"{s} stand-in: {d}")
         ax.set_xlabel("% of encoder layers pruned")
@@ -239,23 +280,6 @@ def figure8(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("r
         ax.legend(fontsize=7)
     save_figure(fig, out / "figure8.png")
     plt.close(fig)
-    verdicts = []
-    if len(rates) > 1 and shares:
-        lo, hi, most = rates[0], rates[-1], shares[-1]
-        for d, s in datasets:
-            a = [r["test_acc"] for r in rows if r["layerdrop_p"] == hi and r["dataset"] == d
-                 and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == most]
-            b = [r["test_acc"] for r in rows if r["layerdrop_p"] == lo and r["dataset"] == d
-                 and 100 * (1 - r["kept_layers"] / r["encoder_layers"]) == most]
-            if a and b:
-                verdicts.append((s, judge(a, b, higher_is_better=True), a, b))
-    claim = ("- **not built yet** (C6): the more you will prune, the higher the training drop rate should be "
-             "(rows missing)")
-    if verdicts:
-        claim = (f"- **{combine([v for _, v, _, _ in verdicts])}** (C6): pruned the most ({shares[-1]:.0f}%), the "
-                 f"encoder trained at LayerDrop {rates[-1]} beats the one trained at {rates[0]}. " + "; ".join(
-                     f"{s} stand-in: {statistics.fmean(a):.1f} vs {statistics.fmean(b):.1f}, {v.describe()}"
-                     for s, v, a, b in verdicts) + ".")
     body = lines + ["", "`figure8.png`: accuracy against the share of layers pruned, per training drop rate.", "",
-                    "## Did the paper's claims hold at this scale?", "", claim]
+                    "## Did the paper's claims hold at this scale?", "", *(c.line() for c in figure8_claims(rows))]
     _write(out, "figure8", "Figure 8: training drop rate against pruning, after fine-tuning", rows, records, scale, body)
