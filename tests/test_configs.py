@@ -72,7 +72,7 @@ def _selected_experiments() -> list[str]:
     for script in (CONF_DIR.parent / "experiments").glob("*.sh"):
         text = script.read_text()
         if 'SELECT[@]' in text:
-            names |= set(re.findall(r"experiment=(\w+)", text))
+            names |= set(re.findall(r"experiment=(\w+)(?![\w$])", text))  # not names built from variables
     return sorted(names)
 
 

@@ -173,6 +173,6 @@ def test_a_new_architecture_registers_itself_for_model_files(monkeypatch, tmp_pa
     checkpoint.save_model(tmp_path / "tiny.pt", model)
     loaded, _ = checkpoint.load_model(tmp_path / "tiny.pt")
     assert isinstance(loaded, Tiny) and torch.equal(loaded.proj.weight, model.proj.weight)
-    assert checkpoint.ARCHS.names() == ["encoder", "lm", "mt", "tiny"]
-    with pytest.raises(ValueError, match="unknown architecture 'big'; known: encoder, lm, mt, tiny"):
+    assert checkpoint.ARCHS.names() == ["classifier", "encoder", "lm", "mt", "tiny"]
+    with pytest.raises(ValueError, match="unknown architecture 'big'; known: classifier, encoder, lm, mt, tiny"):
         checkpoint.build_model("big", {})
