@@ -37,6 +37,17 @@ def assert_same_weights(a, b):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def assert_reloads(model, path, *inputs) -> None:
+    """Saved and loaded back onto the GPU: the same weights, and the same outputs on ``inputs`` (cuBLAS may
+    pick another reduction order for other buffers: 1e-5 seen)."""
+    save_model(path, model)
+    again, _ = load_model(path)
+    again = again.cuda()
+    assert_same_weights(again, model)
+    with torch.no_grad():
+        torch.testing.assert_close(again(*inputs), model(*inputs), rtol=1e-4, atol=1e-4)
+
+
 def fp16_steps(model, loss_fn, steps: int = 4) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda")
@@ -74,12 +85,7 @@ def test_paper_lm_trains_in_fp16_evaluates_prunes_and_reloads(experiment, extra,
     with torch.no_grad():
         full_lp = model.log_probs(model(tokens[:, :-1]))
         assert torch.allclose(full_lp.exp().sum(-1), torch.ones_like(full_lp[..., 0]), atol=1e-3)
-        save_model(tmp_path / "pruned.pt", pruned)
-        again, _ = load_model(tmp_path / "pruned.pt")
-        again = again.cuda()
-        assert_same_weights(again, pruned)
-        # the same weights; cuBLAS may pick another reduction order for other buffers (1e-5 seen)
-        torch.testing.assert_close(again(tokens[:, :-1]), pruned(tokens[:, :-1]), rtol=1e-4, atol=1e-4)
+    assert_reloads(pruned, tmp_path / "pruned.pt", tokens[:, :-1])
 
 
 @pytest.mark.parametrize("experiment", ["table1_mt", "table1_mt_deep"])
@@ -99,12 +105,7 @@ def test_paper_transformer_big_trains_in_fp16_beam_searches_prunes_and_reloads(e
     with torch.autocast("cuda", dtype=torch.float16):
         hyps = beam_search(pruned, src, bos=1, eos=2, beam=4, lenpen=0.6, max_len_a=0, max_len_b=12)
     assert len(hyps) == 3 and all(1 <= len(h[0].tokens) + 1 <= 12 for h in hyps)
-    save_model(tmp_path / "mt.pt", pruned)
-    again, _ = load_model(tmp_path / "mt.pt")
-    again = again.cuda()
-    assert_same_weights(again, pruned)
-    with torch.no_grad():
-        torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
+    assert_reloads(pruned, tmp_path / "mt.pt", src, tgt)
 
 
 @pytest.mark.parametrize("experiment", ["table3_sum", "table3_qa"])
@@ -143,12 +144,7 @@ def test_paper_table3_models_train_in_fp16_and_generate_with_their_blocking_on_t
             assert gen.min_len <= len(body) + 1 <= gen.max_len_b
             grams = [tuple(body[i : i + n]) for i in range(len(body) - n + 1)]
             assert len(grams) == len(set(grams)), "a repeated n-gram got through the blocking"
-    save_model(tmp_path / "pruned.pt", pruned)
-    again, _ = load_model(tmp_path / "pruned.pt")
-    again = again.cuda()
-    assert_same_weights(again, pruned)
-    with torch.no_grad():
-        torch.testing.assert_close(again(src, tgt), pruned(src, tgt), rtol=1e-4, atol=1e-4)
+    assert_reloads(pruned, tmp_path / "pruned.pt", src, tgt)
 
 
 @pytest.mark.parametrize("experiment", ["pretrain_mlm", "pretrain_mlm_deep"])
@@ -175,8 +171,4 @@ def test_paper_encoder_pretrains_in_fp16_masks_on_the_gpu_prunes_and_reloads(exp
     inputs, target = lit._mask(tokens, generator)
     with torch.no_grad():
         assert torch.isfinite(pruned.mlm_nll(pruned(inputs), target)).all()
-        save_model(tmp_path / "encoder.pt", pruned)
-        again, _ = load_model(tmp_path / "encoder.pt")
-        again = again.cuda()
-        assert_same_weights(again, pruned)
-        torch.testing.assert_close(again(inputs), pruned(inputs), rtol=1e-4, atol=1e-4)
+    assert_reloads(pruned, tmp_path / "encoder.pt", inputs)

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from layerdrop.models.layerdrop import draw_seed
+from layerdrop.models.layerdrop import LayerDropList, draw_seed
 from layerdrop.optim import build_optimizer
 
 DROPOUT_SALT = 7919  # separates the dropout stream of a micro-batch from its LayerDrop draws
@@ -42,6 +42,13 @@ class LayerDropModule(pl.LightningModule):
         self.update_tokens += n_tokens.to(self.update_tokens.dtype)
         return loss_sum
 
+    def log_training(self, loss_sum: torch.Tensor, n: torch.Tensor) -> None:
+        """The step's mean loss, the layers it ran (every LayerDrop stack) and the tokens seen so far."""
+        kept = sum(sum(m.last_keep) for m in self.model.modules() if isinstance(m, LayerDropList))
+        self.log("train/loss", loss_sum.detach() / n.clamp(min=1), prog_bar=True)
+        self.log("train/kept_layers", float(kept))
+        self.log("train/tokens_seen", self.tokens_seen.float())
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """Gradients are now (sum over micro-batches and ranks of d loss_sum) / (accum x world): scale by
         accum x world / tokens of the update. Runs before gradient clipping (and after AMP unscaling)."""
@@ -56,3 +63,40 @@ class LayerDropModule(pl.LightningModule):
         optim = self.hparams.optim
         optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ScoredSplits:
+    """Validation and test through one ``_eval_step(split, batch, batch_idx)`` ("val" or "test") and one
+    ``_eval_end(split)``; ``eval_tokens`` counts what the latest epoch scored (``Task.evaluate`` reports it).
+    Mixed in before ``LayerDropModule``."""
+
+    eval_tokens: int
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch, batch_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_tokens = 0
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_tokens = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+
+class PerplexityScores(ScoredSplits):
+    """``_eval_end`` for token-level models (LM, masked LM): the token-weighted mean loss of the split
+    (``self.metrics[split]``, a ``MeanMetric``) and its perplexity."""
+
+    def _eval_end(self, split: str) -> None:
+        loss = self.metrics[split].compute()
+        self.log(f"{split}/loss", loss, sync_dist=False)
+        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
+        self.metrics[split].reset()

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from layerdrop.lit.base import LayerDropModule
+from layerdrop.lit.base import LayerDropModule, ScoredSplits
 from layerdrop.models.classifier import ClassifierConfig, EncoderClassifier
 
 
-class ClassifierLitModule(LayerDropModule):
+class ClassifierLitModule(ScoredSplits, LayerDropModule):
     """Args are plain dicts (checkpoints load with ``weights_only=True``): model: ``ClassifierConfig``
     fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``; seed: the draws' base seed."""
 
@@ -31,7 +31,7 @@ class ClassifierLitModule(LayerDropModule):
         self.log("train/loss", loss_sum.detach() / n, prog_bar=True)
         return self.update_loss(loss_sum, n)
 
-    def _eval_step(self, split: str, batch: dict) -> None:
+    def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
         logits = self.model(batch["input"]).float()
         n = batch["label"].numel()
         self.metrics[f"{split}_loss"].update(F.cross_entropy(logits, batch["label"]), weight=n)
@@ -42,21 +42,3 @@ class ClassifierLitModule(LayerDropModule):
         for metric in ("loss", "acc"):
             self.log(f"{split}/{metric}", self.metrics[f"{split}_{metric}"].compute(), prog_bar=metric == "acc")
             self.metrics[f"{split}_{metric}"].reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")

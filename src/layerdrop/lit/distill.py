@@ -85,6 +85,5 @@ class DistillLitModule(MLMLitModule):
         loss_sum = distill_loss(student, soft, target.reshape(-1)[keep], h.temperature, h.alpha)
         n = keep.sum()
         self.tokens_seen += batch["input"].numel() * self.trainer.world_size
-        self.log("train/loss", loss_sum.detach() / n.clamp(min=1), prog_bar=True)
-        self.log("train/tokens_seen", self.tokens_seen.float())
+        self.log_training(loss_sum, n)
         return self.update_loss(loss_sum, n)

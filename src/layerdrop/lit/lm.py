@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
-from layerdrop.lit.base import LayerDropModule
-from layerdrop.models.layerdrop import LayerDropList
+from layerdrop.lit.base import LayerDropModule, PerplexityScores
 from layerdrop.models.lm import LMConfig, TransformerLM
 
 
-class LMLitModule(LayerDropModule):
+class LMLitModule(PerplexityScores, LayerDropModule):
     """Args are plain dicts (so checkpoints load with ``weights_only=True``):
     model: ``LMConfig`` fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``;
     seed: base seed of the synchronised LayerDrop draws."""
@@ -41,37 +40,10 @@ class LMLitModule(LayerDropModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss_sum, n = self._nll(batch)
         self.tokens_seen += n * self.trainer.world_size
-        kept = sum(sum(m.last_keep) for m in self.model.modules() if isinstance(m, LayerDropList))
-        self.log("train/loss", loss_sum.detach() / n.clamp(min=1), prog_bar=True)
-        self.log("train/kept_layers", float(kept))
-        self.log("train/tokens_seen", self.tokens_seen.float())
+        self.log_training(loss_sum, n)
         return self.update_loss(loss_sum, n)
 
-    def _eval_step(self, split: str, batch: dict) -> None:
+    def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
         loss_sum, n = self._nll(batch)
         self.metrics[split].update(loss_sum / n.clamp(min=1), weight=n)
         self.eval_tokens += int(n)
-
-    def _eval_end(self, split: str) -> None:
-        loss = self.metrics[split].compute()
-        self.log(f"{split}/loss", loss, sync_dist=False)
-        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
-        self.metrics[split].reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")

@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
-from layerdrop.lit.base import LayerDropModule
+from layerdrop.lit.base import LayerDropModule, PerplexityScores
 from layerdrop.models.encoder import EncoderConfig, TransformerEncoder
-from layerdrop.models.layerdrop import LayerDropList
 
 EVAL_MASK_SEED = 20_191_115  # the fixed masks of validation and test batches
 
@@ -51,7 +50,7 @@ def mask_tokens(
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
 
 
-class MLMLitModule(LayerDropModule):
+class MLMLitModule(PerplexityScores, LayerDropModule):
     """Args are plain dicts (so checkpoints load with ``weights_only=True``): model: ``EncoderConfig``
     fields; optim: ``{optimizer: <partial _target_>, scheduler: {...}}``; seed: base seed of the
     synchronised draws; the masking rates as above."""
@@ -94,10 +93,7 @@ class MLMLitModule(LayerDropModule):
         inputs, target = self._mask(batch["input"])  # the per-step seeded RNG: a new mask every time
         loss_sum, n = self._nll(inputs, target)
         self.tokens_seen += batch["input"].numel() * self.trainer.world_size
-        kept = sum(sum(m.last_keep) for m in self.model.modules() if isinstance(m, LayerDropList))
-        self.log("train/loss", loss_sum.detach() / n.clamp(min=1), prog_bar=True)
-        self.log("train/kept_layers", float(kept))
-        self.log("train/tokens_seen", self.tokens_seen.float())
+        self.log_training(loss_sum, n)
         return self.update_loss(loss_sum, n)
 
     def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
@@ -106,27 +102,3 @@ class MLMLitModule(LayerDropModule):
         loss_sum, n = self._nll(*self._mask(tokens, generator))
         self.metrics[split].update(loss_sum / n.clamp(min=1), weight=n)
         self.eval_tokens += int(n)
-
-    def _eval_end(self, split: str) -> None:
-        loss = self.metrics[split].compute()
-        self.log(f"{split}/loss", loss, sync_dist=False)
-        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
-        self.metrics[split].reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("val", batch, batch_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("test", batch, batch_idx)
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torchmetrics import MeanMetric
 
-from layerdrop.lit.base import LayerDropModule
+from layerdrop.lit.base import LayerDropModule, PerplexityScores
 from layerdrop.models.ops import cross_entropy
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
@@ -28,7 +28,7 @@ def label_smoothed_nll(
     return loss[keep].sum(), nll[keep].sum(), keep.sum()
 
 
-class Seq2SeqLitModule(LayerDropModule):
+class Seq2SeqLitModule(PerplexityScores, LayerDropModule):
     """Args are plain dicts (checkpoints load with ``weights_only=True``): model: ``Seq2SeqConfig``
     fields; optim: ``{optimizer, scheduler}``; seed: base seed of the LayerDrop draws."""
 
@@ -90,7 +90,7 @@ class Seq2SeqLitModule(LayerDropModule):
         self.log("train/tokens_seen", self.tokens_seen.float())
         return self.update_loss(loss, n)
 
-    def _eval_step(self, split: str, batch: dict) -> None:
+    def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
         _, nll, n = self._losses(batch)
         self.metrics[split].update(nll / n.clamp(min=1), weight=n)
         self.eval_tokens += int(n)
@@ -108,10 +108,7 @@ class Seq2SeqLitModule(LayerDropModule):
                     self.hypotheses[i] = g["decode"](tokens)
 
     def _eval_end(self, split: str) -> None:
-        loss = self.metrics[split].compute()
-        self.log(f"{split}/loss", loss)
-        self.log(f"{split}/ppl", torch.exp(loss), prog_bar=True)
-        self.metrics[split].reset()
+        super()._eval_end(split)  # loss and perplexity
         if split == "test" and self.generation is not None and self.hypotheses:
             ids = sorted(self.hypotheses)
             hyps = [self.hypotheses[i] for i in ids]
@@ -119,20 +116,6 @@ class Seq2SeqLitModule(LayerDropModule):
             for name, value in self.generation["score"](hyps, refs).items():
                 self.log(f"test/{name}", value)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_tokens = 0
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
     def on_test_epoch_start(self) -> None:
-        self.eval_tokens, self.hypotheses, self.generate_seconds = 0, {}, 0.0
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+        super().on_test_epoch_start()
+        self.hypotheses, self.generate_seconds = {}, 0.0
