@@ -342,3 +342,14 @@ def test_summarisation_regime_report_counts_summary_tokens_and_shows_rouge(tmp_p
     text = (tmp_path / "out" / "regime_sum.md").read_text()
     assert text.startswith("# cpu summarisation regime search") and "| test ROUGE-L |" in text
     assert "| 6/6 | 0.0 | 0.0 | 1 | 500 | 100 | 20.0 | 30.0 (100) | yes |" in text and "| 14.50 |" in text
+
+
+def test_dropout_is_picked_on_in_training_valid_where_no_full_valid_split_was_scored(tmp_path):
+    runs_ = [mt_regime_record("d1", 0.1, [(50, 40.0), (100, 30.0)], 10.0),
+             mt_regime_record("d2", 0.3, [(50, 38.0), (100, 25.0)], 11.0)]
+    for r in runs_:
+        for e in r["eval"]:
+            e.pop("valid_ppl")  # a test-only evaluation (Table 1 and 3 score test alone)
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert "dropout **0.3** (valid perplexity 0.1: 30.0 (n=1), 0.3: 25.0 (n=1))" in (tmp_path / "out" / "regime_mt.md").read_text()

@@ -141,17 +141,19 @@ def build(records: list[dict], out: Path, scale: str) -> None:
             f"| {_num(r['full_test_ppl'])} |{score} {r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
     lines += ["", "## Dropout picked on valid (full depth)", "",
               "The baseline's dropout (LayerDrop 0), and the LayerDrop rows' own (fairseq's tip: about 0.1 less "
-              "once LayerDrop is on), each the lowest full-model valid perplexity of its group.", ""]
+              "once LayerDrop is on), each the lowest full-model valid perplexity of its group (the best "
+              "in-training valid perplexity, the reported checkpoint's, where a run scored no full valid split).",
+              ""]
     picked = False
     budgets = sorted({(r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) for r in rows})
     for tokens, layers, p in budgets:
         cands = [r for r in rows if r["layerdrop_p"] == p and (r["train_tokens"] or 0) == tokens
-                 and r["layers"] == layers and r["full_valid_ppl"] is not None]
+                 and r["layers"] == layers and _valid(r) is not None]
         if len({r["dropout"] for r in cands}) < 2:
             continue  # nothing was picked in this group
         by_dropout: dict[float, list[float]] = {}
         for r in cands:
-            by_dropout.setdefault(r["dropout"], []).append(r["full_valid_ppl"])
+            by_dropout.setdefault(r["dropout"], []).append(_valid(r))
         means = {d: statistics.mean(v) for d, v in by_dropout.items()}
         pick = min(means, key=means.get)
         tried = ", ".join(f"{d}: {m:.1f} (n={len(by_dropout[d])})" for d, m in sorted(means.items()))
@@ -162,6 +164,11 @@ def build(records: list[dict], out: Path, scale: str) -> None:
         lines.append("- none yet: no group of runs differs only in dropout.")
     lines += ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / f"regime_{task}.md", "\n".join(lines))
+
+
+def _valid(row: dict) -> float | None:
+    """What a dropout is picked on: the full valid perplexity, else the reported checkpoint's in-training one."""
+    return row["full_valid_ppl"] if row["full_valid_ppl"] is not None else row["best_valid_ppl"]
 
 
 def _num(value: float | None) -> str:
