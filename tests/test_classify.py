@@ -10,13 +10,8 @@ from omegaconf import OmegaConf
 
 from layerdrop.classify import check, classify, classify_key, layerdrop_rate
 from layerdrop.config import load_config
-from layerdrop.data.classify import (
-    ClassificationDataModule,
-    qnli_pairs,
-    read_examples,
-    sentences,
-    split_by_group,
-)
+from layerdrop.data.classify import ClassificationDataModule
+from layerdrop.data.classify_sources import qnli_pairs, read_examples, sentences, split_by_group
 from layerdrop.models.classifier import EncoderClassifier
 from layerdrop.models.encoder import EncoderConfig, TransformerEncoder
 from layerdrop.models.pruning import layers_to_keep, prune_model
@@ -172,7 +167,7 @@ def vitaminc_task(examples):
 def test_vitaminc_pairs_parse_to_mnli_labels_and_split_by_page(tmp_path, lm_corpus):
     import json
 
-    from layerdrop.data.classify import DATASETS, VITAMINC_FILE, vitaminc_examples
+    from layerdrop.data.classify_sources import DATASETS, VITAMINC_FILE, vitaminc_examples
 
     labels = DATASETS["vitaminc"].labels
     rows = [("Westlife: sold 23 million .", "Westlife sold under 23.5 million .", "Neither"),
@@ -201,7 +196,7 @@ def test_vitaminc_pairs_parse_to_mnli_labels_and_split_by_page(tmp_path, lm_corp
 def test_bible_verse_pairs_are_one_per_verse_with_hard_negatives_from_the_chapter(tmp_path, lm_corpus):
     import json
 
-    from layerdrop.data.classify import BIBLES_FILE, paraphrase_pairs
+    from layerdrop.data.classify_sources import BIBLES_FILE, paraphrase_pairs
 
     verses = {"Gen 1:1": ["In the beginning God created the heaven.", "In the beginning, God created the heavens."],
               "Gen 1:2": ["And the earth was without form.", "The earth was formless."],

@@ -11,7 +11,7 @@ import pytest
 
 from layerdrop.classify import check
 from layerdrop.config import load_config
-from layerdrop.data.classify import DATASETS
+from layerdrop.data.classify_sources import DATASETS
 from layerdrop.train import validate
 from layerdrop.utils import runs
 

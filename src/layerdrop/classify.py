@@ -30,7 +30,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from layerdrop.data.classify import DATASETS, ClassificationDataModule
+from layerdrop.data.classify import ClassificationDataModule
+from layerdrop.data.classify_sources import DATASETS
 from layerdrop.lit.classify import ClassifierLitModule
 from layerdrop.models.checkpoint import load_model
 from layerdrop.models.classifier import EncoderClassifier
