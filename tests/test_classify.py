@@ -124,6 +124,7 @@ def test_the_child_key_follows_its_parent_and_its_settings():
     ({"max_len": 500}, "classify.max_len=500: must be <= model.max_len=128"),
     ({"strategy": "random"}, "classify.strategy='random'"),
     ({"lr": 0.0}, "classify.lr=0.0: must be > 0"),
+    ({"init": "imagenet"}, "classify.init='imagenet': must be one of pretrained, scratch"),
 ])
 def test_bad_settings_are_refused_before_any_work(change, message):
     with pytest.raises(ValueError, match=message):
@@ -156,6 +157,27 @@ def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path, dataset, st
     assert 0 <= record["valid_acc"] <= 1 and 0 <= record["test_acc"] <= 1
     assert [p["step"] for p in record["train"]["curve"]] == [4, 8]
     assert classify(cfg)["run_key"] == record["run_key"]  # done: read back, not trained again
+
+
+def test_the_scratch_control_needs_no_pretrained_weights_and_starts_from_a_fresh_encoder(tmp_path, monkeypatch):
+    """classify.init=scratch: the pretraining run's architecture, freshly initialised, fine-tuned by the same
+    recipe; no model.pt is read (none exists here), and it is a child of its own (not the pretrained one's)."""
+    import layerdrop.classify as module
+
+    overrides = ["experiment=pretrain_mlm", "debug=smoke_mlm", f"paths.runs_dir={tmp_path}/runs",
+                 f"paths.log_dir={tmp_path}/logs", "logger=none", "classify.dataset=rotten_tomatoes",
+                 "classify.init=scratch", "classify.steps=4", "classify.val_check_interval=4", "classify.max_len=32"]
+    cfg = load_config(overrides)
+    encoders = []
+    monkeypatch.setattr(module, "load_model", lambda path: pytest.fail(f"read {path}"))
+    original = module._scratch_encoder
+    monkeypatch.setattr(module, "_scratch_encoder", lambda c: encoders.append(original(c)) or encoders[-1])
+    record = classify(cfg)
+    assert record["classify"]["init"] == "scratch" and record["kept_layers"] == list(range(cfg.model.n_layers))
+    assert record["layerdrop"] == 0.2  # full depth: the architecture's LayerDrop stays on, as for a pretrained one
+    assert record["run_key"] != classify_key(record["source_run_key"], load_config(overrides[:-4] + overrides[-3:]))
+    again = original(cfg)  # seeded: the same fresh weights each time
+    assert all(torch.equal(a, b) for a, b in zip(encoders[0].state_dict().values(), again.state_dict().values()))
 
 
 def vitaminc_task(examples):

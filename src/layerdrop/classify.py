@@ -41,6 +41,9 @@ from layerdrop.utils import runs
 
 log = logging.getLogger("layerdrop")
 STRATEGIES = ("every_other", "first", "last")
+#: where the encoder's weights come from: the pretraining run's model.pt, or a fresh initialisation of the
+#: same architecture (the control that says how much pretraining transfers to a stand-in)
+INITS = ("pretrained", "scratch")
 
 
 def check(cfg: DictConfig) -> None:
@@ -50,6 +53,8 @@ def check(cfg: DictConfig) -> None:
         raise ValueError(f"task={cfg.task.name!r}: classification fine-tunes a masked-LM encoder (task mlm)")
     if c.dataset not in DATASETS:
         raise ValueError(f"classify.dataset={c.dataset!r}: must be one of {', '.join(DATASETS)}")
+    if c.get("init", "pretrained") not in INITS:
+        raise ValueError(f"classify.init={c.init!r}: must be one of {', '.join(INITS)}")
     if c.strategy not in STRATEGIES:
         raise ValueError(f"classify.strategy={c.strategy!r}: must be one of {', '.join(STRATEGIES)}")
     if c.depth is not None and not 1 <= int(c.depth) <= int(cfg.model.n_layers):
@@ -94,7 +99,8 @@ def classify(cfg: DictConfig) -> dict:
     validate(cfg)
     check(cfg)
     source = runs.run_dir(cfg)
-    if not (source / "model.pt").exists():
+    scratch = cfg.classify.get("init", "pretrained") == "scratch"
+    if not scratch and not (source / "model.pt").exists():
         raise FileNotFoundError(f"no pretrained model at {source / 'model.pt'}: pretrain it first (the same "
                                 "overrides with python -m layerdrop.train)")
     out = Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / classify_key(source.name, cfg)
@@ -115,7 +121,7 @@ def classify(cfg: DictConfig) -> dict:
             batch_size=int(c.batch_size), split_seed=int(cfg.data.split_seed), shuffle_seed=int(cfg.seed))
         datamodule.prepare_data()
         datamodule.setup("fit")
-        encoder, _ = load_model(source / "model.pt")
+        encoder = _scratch_encoder(cfg) if scratch else load_model(source / "model.pt")[0]
         if encoder.config.vocab_size != datamodule.vocab_size + 1:
             raise ValueError(f"the pretrained encoder has {encoder.config.vocab_size} ids, the tokenizer "
                              f"{datamodule.vocab_size} (+1 for <mask>): not the pretraining corpus' tokenizer")
@@ -145,6 +151,15 @@ def classify(cfg: DictConfig) -> dict:
         log.info("fine-tuned %s on %s (a %s stand-in), %d layers: valid acc %.4f, test acc %.4f", source.name,
                  c.dataset, datamodule.stand_in_for, depth, record["valid_acc"], record["test_acc"])
         return record
+
+
+def _scratch_encoder(cfg: DictConfig):
+    """The pretraining run's architecture (and LayerDrop rate), freshly initialised with the run's seed."""
+    from layerdrop.tasks import get_task
+    from layerdrop.train import model_config
+
+    torch.manual_seed(int(cfg.seed))
+    return get_task(cfg).build_module(model_config(cfg), seed=int(cfg.seed)).model
 
 
 def _trainer(cfg: DictConfig, out: Path, **extra) -> pl.Trainer:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The cpu pretraining regime probe (the pretraining issue's first question): does masked-LM pretraining on
+# the news text transfer to the classification stand-ins at this scale at all? The 8-layer encoder with
+# LayerDrop 0.2 (Table 4's LayerDrop row, shared with it through the run cache) fine-tuned on every
+# stand-in, against the same architecture fine-tuned from a fresh initialisation (classify.init=scratch)
+# by the same recipe, beside each stand-in's majority class. One learning rate (LR, default 3e-4) for
+# both rows: a probe, not a table.   bash experiments/tune_pretrain.sh [extra Hydra overrides]
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+LRS=${LR:-3e-4}
+train experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
+classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=pretrained artefact=regime_mlm "$@"
+classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=scratch artefact=regime_mlm "$@"
+report regime_mlm
