@@ -82,3 +82,28 @@ def test_a_fine_tuning_without_its_pretraining_run_is_an_error(tmp_path):
     child(tmp_path, "c1", "gone", 8, 0.8, 0.8, "table4", "baseline")
     with pytest.raises(FileNotFoundError, match="names pretraining run gone, which is not in"):
         report_main(["table4", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+
+
+def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majority_class(tmp_path):
+    write_json(tmp_path / "runs" / "mlm" / "enc" / "metrics.json", {
+        "run_key": "enc", "config": {"model": {"n_layers": 8, "dropout": 0.1}, "layerdrop": {"p": 0.2}, "seed": 1},
+        "train": {"steps": 400, "wall_s": 600.0, "curve": [{"step": s, "val/ppl": ppl} for s, ppl in
+                                                            ((100, 90.0), (200, 50.0), (300, 40.0), (400, 38.0))]}})
+    splits = {"train": {"examples": 100, "labels": {"a": 50, "b": 50}}, "valid": {"examples": 20, "labels": {"a": 12, "b": 8}},
+              "test": {"examples": 400, "labels": {"a": 300, "b": 100}}}
+    for key, init, lr, valid, test in (("p1", "pretrained", 3e-4, 0.80, 0.81), ("p2", "pretrained", 1e-3, 0.70, 0.90),
+                                       ("s1", "scratch", 3e-4, 0.74, 0.75)):
+        child(tmp_path, key, "enc", 8, valid, test, "regime_mlm", lr=lr)
+        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
+        record = __import__("json").loads(path.read_text())
+        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = init, splits, 400
+        write_json(path, record)
+    out = tmp_path / "out"
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    # majority 300/400; the best-on-valid pretrained point (lr 3e-4, not the better-on-test 1e-3); binomial se
+    # of 81% on 400 examples is 2.0 points
+    assert "| rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 | +6.0 |" in text
+    assert "| enc | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 |" in text
+    assert "gives no verdicts" in text and (out / "curves.png").stat().st_size > 0
+    assert len(list(csv.DictReader((out / "raw.csv").open()))) == 3

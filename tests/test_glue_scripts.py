@@ -31,7 +31,8 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
-@pytest.mark.parametrize("script,artefact", [("table4", "table4"), ("table7", "table7"), ("figure8", "figure8")])
+@pytest.mark.parametrize("script,artefact", [("table4", "table4"), ("table7", "table7"), ("figure8", "figure8"),
+                                            ("tune_pretrain", "regime_mlm")])
 def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, artefact, scale):
     lines = commands(script, scale)
     assert lines[-1] == ("report", [artefact])
@@ -61,6 +62,10 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
             runs.tag({"run_key": "x", "artefacts": []}, cfg.artefact, cfg.role)  # a row of the artefact
             assert runs.run_key(cfg) in trained, f"{run}: its pretraining run is not trained by {script}.sh"
             fine_tunings += len(swept["classify.dataset"]) * len(swept["classify.lr"])
-    assert fine_tunings >= 4 * 3 * 3  # stand-ins x learning rates x rows
+    if script == "tune_pretrain":  # the probe: every stand-in, from the pretrained encoder and from scratch
+        inits = [o for k, ov in lines if k == "classify" for o in ov if o.startswith("classify.init=")]
+        assert sorted(inits) == ["classify.init=pretrained", "classify.init=scratch"] and fine_tunings == 4 * 2
+    else:
+        assert fine_tunings >= 4 * 3 * 3  # stand-ins x learning rates x rows
     if script == "table7":  # the distilled students, of both depths
         assert sum("distilled" in " ".join(o) for k, o in lines if k == "classify") == 2

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, glue, regime, table1, table2, table3, table8
+from layerdrop.report import figures, glue, regime, regime_mlm, table1, table2, table3, table8
 from layerdrop.report.collect import (
     artefact_curves,
     code_version_line,
@@ -34,6 +34,7 @@ ARTEFACTS = {
     "regime_mt": ("mt", regime.build),
     "regime_sum": ("sum", regime.build),
     "regime_qa": ("qa", regime.build),
+    "regime_mlm": ("mlm_classify", regime_mlm.build),
     "table8": ("lm_finetune", table8.build),
     "table4": ("mlm_classify", glue.table4),
     "table7": ("mlm_classify", glue.table7),
@@ -41,9 +42,9 @@ ARTEFACTS = {
 }
 REPO = Path(__file__).resolve().parents[3]
 #: artefacts that draw their own curves.png (the others get one grouped by what varies between runs)
-OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt", "regime_sum", "regime_qa"}
+OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt", "regime_sum", "regime_qa", "regime_mlm"}
 #: artefacts of fine-tunings (runs/mlm_classify/), joined with their pretraining runs in --runs-dir
-FINETUNED = {"table4", "table7", "figure8"}
+FINETUNED = {"table4", "table7", "figure8", "regime_mlm"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.artefact in FINETUNED:  # rows by role (or drop rate), the best of each learning-rate sweep
         paper = REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv"
         build(records, out, scale=args.scale, runs_dir=args.runs_dir,
-              **({} if args.artefact == "figure8" else {"paper_csv": paper}))
+              **({} if args.artefact in ("figure8", "regime_mlm") else {"paper_csv": paper}))
     elif args.artefact in ROLES:  # tables: one run per row (or its seeds), named by the role it recorded
         records = select_roles(records, args.artefact)
         build(records, out, REPO / "experiments" / "paper_numbers" / f"{args.artefact}.csv", args.scale)

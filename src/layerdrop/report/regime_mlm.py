@@ -1,0 +1,125 @@
+"""The cpu pretraining probe (``make tune-pretrain``) from its records: ``results/regime_mlm/``.
+
+Does masked-LM pretraining on the news text transfer to the classification stand-ins at this scale? For
+each stand-in: its majority class (what a classifier that learnt nothing scores), the architecture
+fine-tuned from a fresh initialisation (``classify.init=scratch``) and the same architecture fine-tuned
+from the pretrained encoder, by one recipe. Every row is one seed, so no claim is judged here: the
+``±`` is the test set's own sampling error (binomial), a floor under the seed noise, not the seed noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
+from layerdrop.report.regime import last_fifth_gain  # noqa: E402
+
+INITS = ("scratch", "pretrained")
+COLUMNS = ["run_key", "source_run_key", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
+           "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
+           "code_version"]
+
+
+def majority(record: dict, split: str = "test") -> float:
+    """The share of the split's most frequent label: the accuracy of always answering it."""
+    labels = record["data"]["splits"][split]["labels"]
+    return 100 * max(labels.values()) / sum(labels.values())
+
+
+def binomial_se(acc: float, n: int) -> float:
+    """Standard error (percentage points) of an accuracy measured on n independent examples."""
+    p = acc / 100
+    return 100 * math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def rows_of(records: list[dict]) -> list[dict]:
+    return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"],
+             "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
+             "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
+             "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
+             "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"], "test_examples": r["test_examples"],
+             "majority_test_acc": majority(r), "steps": r["train"]["steps"],
+             "best_step": (r["train"].get("selected") or {}).get("step"), "train_wall_s": r["train"]["wall_s"],
+             "code_version": r.get("code_version")} for r in records]
+
+
+def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
+    lines = ["| pretraining run | layers | LayerDrop | dropout | steps | best valid masked-LM ppl (step) | still "
+             "improving | last fifth | train min |", "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(keys):
+        rec = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
+        curve = [p for p in rec["train"].get("curve", []) if "val/ppl" in p]
+        best = min(curve, key=lambda p: p["val/ppl"]) if curve else None
+        gain = last_fifth_gain(curve)
+        cfg = rec["config"]
+        lines.append(f"| {key} | {cfg['model']['n_layers']} | {cfg['layerdrop']['p']} | {cfg['model']['dropout']} | "
+                     f"{rec['train']['steps']} | " + (f"{best['val/ppl']:.1f} ({best['step']})" if best else "-") +
+                     f" | {'yes' if best and best['step'] == curve[-1]['step'] else 'no'} | "
+                     + (f"{100 * gain:.1f}%" if gain is not None else "-") + f" | {rec['train']['wall_s'] / 60:.1f} |")
+    return lines
+
+
+def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
+    records = join_parents(records, runs_dir)
+    rows = rows_of(records)
+    write_csv(out / "raw.csv", sorted(rows, key=lambda r: (r["dataset"], r["init"], r["lr"], r["seed"])),
+              columns=COLUMNS)
+    head = ["stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
+           [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by = {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}  # best lr kept
+    sizes = {r["dataset"]: r["data"]["splits"] for r in records}
+    for dataset, stand_in in _datasets(rows):
+        cells = []
+        for init in INITS:
+            r = by.get((dataset, init))
+            cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± {binomial_se(r['test_acc'], r['test_examples']):.1f}"
+                         if r else "-")
+        a, b = by.get((dataset, "pretrained")), by.get((dataset, "scratch"))
+        diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
+        split = sizes[dataset]
+        maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
+        table.append(f"| {dataset} ({stand_in}) | {' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
+                     f" | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
+    wall = sum(r["train_wall_s"] for r in rows) / 60
+    machine = records[0].get("machine", {})
+    lines = [
+        "# cpu pretraining probe: does masked-LM pretraining transfer to the stand-ins?", "",
+        f"Scale `{scale}`; {len(rows)} fine-tunings, {len(records[0]['kept_layers'])}-layer encoders, one seed each; "
+        f"machine {machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}; fine-tuning wall time "
+        f"{wall:.1f} min (`make tune-pretrain`). Stand-ins are named as such: none of these is the GLUE task.", "",
+        "## The pretrained encoder", "", *_pretraining(runs_dir, {r["source_run_key"] for r in rows}), "",
+        "## Fine-tuned: from scratch against pretrained", "",
+        "Accuracy in %, the best valid point of each fine-tuning (its test accuracy beside it); where several "
+        "learning rates ran, the one best on valid. *majority class* is what always answering the test split's "
+        "most frequent label scores. The `±` is the test set's binomial standard error, a floor under the "
+        "seed-to-seed noise: one seed per row judges nothing, so this page gives no verdicts.", "",
+        *table, "", "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "", "Raw numbers: `raw.csv`.", ""]
+    write_text(out / "regime_mlm.md", "\n".join(lines))
+    curves(records, out / "curves.png")
+
+
+def curves(records: list[dict], path: Path) -> None:
+    datasets = _datasets([{"dataset": r["dataset"], "stand_in_for": r["stand_in_for"]} for r in records])
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
+    for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
+        mine = [r for r in records if r["dataset"] == dataset]
+        for r in mine:
+            points = [p for p in r["train"]["curve"] if "val/acc" in p]
+            ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
+                    label=f"{r['classify'].get('init', 'pretrained')}, lr {r['classify']['lr']:g}")
+        ax.axhline(majority(mine[0], "valid"), color="grey", ls=":", label="majority class")
+        ax.set_title(f"{stand_in} stand-in: {dataset}")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("valid accuracy (%)")
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+    plt.close(fig)
