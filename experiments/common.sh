@@ -28,9 +28,12 @@ case "$SCALE" in
 esac
 classify() { python -m layerdrop.classify -m scale="$SCALE" classify.dataset="$DATASETS" classify.lr="$LRS" "$@"; }
 report() { python -m layerdrop.report "$1" --scale "$SCALE"; }
+# Does a pretrained masked LM read word order? (context.json beside the run; python -m layerdrop.metrics.context)
+context() { python -m layerdrop.metrics.context "$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")"; }
 # LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
 if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
   train() { echo "train scale=$SCALE $*"; }
   classify() { echo "classify scale=$SCALE classify.dataset=$DATASETS classify.lr=$LRS $*"; }
   report() { echo "report $1"; }
+  context() { echo "context scale=$SCALE $*"; }
 fi

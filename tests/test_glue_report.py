@@ -104,6 +104,10 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # majority 300/400; the best-on-valid pretrained point (lr 3e-4, not the better-on-test 1e-3); binomial se
     # of 81% on 400 examples is 2.0 points
     assert "| rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 | +6.0 |" in text
-    assert "| enc | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 |" in text
+    assert "| enc | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 | not measured |" in text
+    write_json(tmp_path / "runs" / "mlm" / "enc" / "context.json",
+               {"intact": 30.0, "shuffled": 31.0, "no_context": 90.0, "unigram": 100.0})
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    assert "| 10.0 | 30.0 / 31.0 / 90.0 (100.0) |" in (out / "regime_mlm.md").read_text()
     assert "gives no verdicts" in text and (out / "curves.png").stat().st_size > 0
     assert len(list(csv.DictReader((out / "raw.csv").open()))) == 3

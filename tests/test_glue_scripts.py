@@ -45,6 +45,9 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
                 teacher = (cfg.task.get("module_args") or {}).get("teacher")
                 assert teacher is None or teacher in trained, f"{run}: its teacher is not trained before it"
                 trained.add(runs.run_key(cfg))
+    for kind, overrides in lines:  # the context probe reads a run the script trains
+        if kind == "context":
+            assert runs.run_key(load_config(overrides)) in trained, f"{overrides}: context of an untrained run"
     fine_tunings = 0
     for kind, overrides in lines:
         if kind != "classify":
@@ -69,3 +72,13 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
         assert fine_tunings >= 4 * 3 * 3  # stand-ins x learning rates x rows
     if script == "table7":  # the distilled students, of both depths
         assert sum("distilled" in " ".join(o) for k, o in lines if k == "classify") == 2
+
+
+def test_runkey_prints_a_configurations_key_or_its_folder(capsys):
+    from layerdrop.runkey import main as runkey_main
+
+    overrides = ["experiment=pretrain_mlm", "layerdrop.p=0.2", "paths.runs_dir=/somewhere/runs"]
+    key = runs.run_key(load_config(overrides))
+    runkey_main(overrides)
+    runkey_main(["--dir", *overrides])
+    assert capsys.readouterr().out.split() == [key, f"/somewhere/runs/mlm/{key}"]

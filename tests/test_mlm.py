@@ -175,3 +175,44 @@ def test_a_tiny_pretraining_run_on_the_offline_news_corpus(tmp_path):
     assert all(math.isfinite(r["valid_ppl"]) and r["valid_ppl"] > 1 for r in rows.values())
     saved = json.loads((tmp_path / "runs" / "mlm" / record["run_key"] / "metrics.json").read_text())
     assert saved["eval"] == record["eval"]
+    # the context probe on the finished run: every mode scored on the same masked tokens, written beside it
+    from layerdrop.metrics.context import main as context_main
+
+    context_main([str(tmp_path / "runs" / "mlm" / record["run_key"]), "--batches", "2"])
+    probe = json.loads((tmp_path / "runs" / "mlm" / record["run_key"] / "context.json").read_text())
+    assert probe["masked_tokens"] > 0 and probe["batches"] == 2
+    assert all(math.isfinite(probe[k]) and probe[k] > 1 for k in ("intact", "shuffled", "no_context", "unigram"))
+
+
+def test_the_context_probe_shuffles_only_the_unscored_context_and_sees_order():
+    """``shuffled`` keeps the scored positions and each row's context words, only their order changes; a
+    model that reads its left neighbour scores worse on shuffled context, one that ignores order does not."""
+    from layerdrop.metrics.context import context_ppl, corrupt
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, V, (4, 32), generator=g)
+    inputs, target = mask_tokens(tokens, mask_id=MASK, n_random=V, generator=g, pad_id=PAD)
+    shuffled = corrupt(inputs, target, "shuffled", MASK, torch.Generator().manual_seed(1))
+    scored = target != -100
+    assert torch.equal(shuffled[scored], inputs[scored]) and not torch.equal(shuffled, inputs)
+    for row in range(4):
+        assert sorted(shuffled[row][~scored[row]].tolist()) == sorted(inputs[row][~scored[row]].tolist())
+    assert corrupt(inputs, target, "no_context", MASK, g).eq(MASK).all()
+    with pytest.raises(ValueError, match="mode='bogus': must be one of intact, shuffled, no_context"):
+        corrupt(inputs, target, "bogus", MASK, g)
+
+    class Neighbour(torch.nn.Module):  # predicts token t+1 at every position from the token left of it
+        config = EncoderConfig(vocab_size=V + 1, n_layers=1, d_model=8, n_heads=1, d_ff=8, max_len=64)
+
+        def forward(self, x):
+            return torch.roll(x, 1, dims=1)
+
+        def mlm_nll(self, left, target):
+            keep = target != -100
+            logits = torch.full((int(keep.sum()), V + 1), -5.0)
+            logits[torch.arange(len(logits)), (left[keep] + 1) % (V + 1)] = 5.0
+            return torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
+
+    counting = torch.arange(1, 33).repeat(4, 1)  # every token is its left neighbour + 1
+    ppl = context_ppl(Neighbour(), [counting], mask_id=MASK)
+    assert 10 * ppl["intact"] < ppl["shuffled"] and ppl["masked_tokens"] > 0  # (masked neighbours miss too)

@@ -53,7 +53,8 @@ def rows_of(records: list[dict]) -> list[dict]:
 
 def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
     lines = ["| pretraining run | layers | LayerDrop | dropout | steps | best valid masked-LM ppl (step) | still "
-             "improving | last fifth | train min |", "|---|---|---|---|---|---|---|---|---|"]
+             "improving | last fifth | train min | masked ppl: context / shuffled / none (unigram) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(keys):
         rec = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
         curve = [p for p in rec["train"].get("curve", []) if "val/ppl" in p]
@@ -63,8 +64,19 @@ def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
         lines.append(f"| {key} | {cfg['model']['n_layers']} | {cfg['layerdrop']['p']} | {cfg['model']['dropout']} | "
                      f"{rec['train']['steps']} | " + (f"{best['val/ppl']:.1f} ({best['step']})" if best else "-") +
                      f" | {'yes' if best and best['step'] == curve[-1]['step'] else 'no'} | "
-                     + (f"{100 * gain:.1f}%" if gain is not None else "-") + f" | {rec['train']['wall_s'] / 60:.1f} |")
-    return lines
+                     + (f"{100 * gain:.1f}%" if gain is not None else "-") + f" | {rec['train']['wall_s'] / 60:.1f} | "
+                     + _context(runs_dir / "mlm" / key / "context.json") + " |")
+    return lines + ["", "*masked ppl* (`python -m layerdrop.metrics.context`, on the same fixed masks of the valid "
+                    "split): with the context as it is, with the unmasked words shuffled within each block, and with "
+                    "no context, beside the unigram perplexity. Shuffled close to intact means the encoder reads a bag "
+                    "of words, not word order."]
+
+
+def _context(path: Path) -> str:
+    if not path.exists():
+        return "not measured"
+    c = json.loads(path.read_text())
+    return f"{c['intact']:.1f} / {c['shuffled']:.1f} / {c['no_context']:.1f} ({c['unigram']:.1f})"
 
 
 def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("runs")) -> None:
