@@ -108,6 +108,17 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     write_json(tmp_path / "runs" / "mlm" / "enc" / "context.json",
                {"intact": 30.0, "shuffled": 31.0, "no_context": 90.0, "unigram": 100.0})
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
-    assert "| 10.0 | 30.0 / 31.0 / 90.0 (100.0) |" in (out / "regime_mlm.md").read_text()
+    text = (out / "regime_mlm.md").read_text()
+    assert "| 10.0 | 30.0 / 31.0 / 90.0 (100.0) |" in text and "reads no word order" not in text  # 3.3% apart
+    assert "Caution: pretraining gains nothing" not in text  # +6.0 points, 2 se = 5.8
+    write_json(tmp_path / "runs" / "mlm" / "enc" / "context.json",
+               {"intact": 30.0, "shuffled": 30.1, "no_context": 90.0, "unigram": 100.0})
+    path = tmp_path / "runs" / "mlm_classify" / "s1" / "metrics.json"
+    write_json(path, {**__import__("json").loads(path.read_text()), "test_acc": 0.78})  # now +3.0 points
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    assert "Caution: encoder enc reads no word order: shuffling the unmasked context changes its masked-token " \
+           "perplexity by +0.33%" in text
+    assert "Caution: pretraining gains nothing over the same encoder from scratch on rotten_tomatoes (+3.0 points" in text
     assert "gives no verdicts" in text and (out / "curves.png").stat().st_size > 0
     assert len(list(csv.DictReader((out / "raw.csv").open()))) == 3

@@ -23,6 +23,7 @@ from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
 from layerdrop.report.regime import last_fifth_gain  # noqa: E402
 
 INITS = ("scratch", "pretrained")
+COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
 COLUMNS = ["run_key", "source_run_key", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
            "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
            "code_version"]
@@ -114,9 +115,38 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
         "learning rates ran, the one best on valid. *majority class* is what always answering the test split's "
         "most frequent label scores. The `±` is the test set's binomial standard error, a floor under the "
         "seed-to-seed noise: one seed per row judges nothing, so this page gives no verdicts.", "",
-        *table, "", "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "", "Raw numbers: `raw.csv`.", ""]
+        *table, "", *cautions(rows, runs_dir), "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "",
+        "Raw numbers: `raw.csv`.", ""]
     write_text(out / "regime_mlm.md", "\n".join(lines))
     curves(records, out / "curves.png")
+
+
+def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
+    """What the probe says, computed: an encoder that ignores word order (shuffled context within 1% of
+    intact), and stand-ins where pretraining gains nothing over scratch (test difference within 2 binomial
+    standard errors of the two accuracies combined, or below it)."""
+    out = []
+    for key in sorted({r["source_run_key"] for r in rows}):
+        path = runs_dir / "mlm" / key / "context.json"
+        if path.exists():
+            c = json.loads(path.read_text())
+            gap = c["shuffled"] / c["intact"] - 1
+            if abs(gap) < 0.01:
+                out.append(f"Caution: encoder {key} reads no word order: shuffling the unmasked context changes its "
+                           f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
+                           f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
+    by = {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+    flat = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        a, b = by.get((dataset, "pretrained")), by.get((dataset, "scratch"))
+        if a and b:
+            se = math.hypot(binomial_se(a["test_acc"], a["test_examples"]), binomial_se(b["test_acc"], b["test_examples"]))
+            if a["test_acc"] - b["test_acc"] < 2 * se:
+                flat.append(f"{dataset} ({a['test_acc'] - b['test_acc']:+.1f} points, 2 se {2 * se:.1f})")
+    if flat:
+        out.append("Caution: pretraining gains nothing over the same encoder from scratch on " + "; ".join(flat) +
+                   ": at this pretraining budget Tables 4 and 7 and Figure 8 cannot test the paper's claims.")
+    return [x for line in out for x in (line, "")]
 
 
 def curves(records: list[dict], path: Path) -> None:
@@ -126,8 +156,9 @@ def curves(records: list[dict], path: Path) -> None:
         mine = [r for r in records if r["dataset"] == dataset]
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
+            init = r["classify"].get("init", "pretrained")
             ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
-                    label=f"{r['classify'].get('init', 'pretrained')}, lr {r['classify']['lr']:g}")
+                    color=COLOURS[init], label=f"{init}, lr {r['classify']['lr']:g}")
         ax.axhline(majority(mine[0], "valid"), color="grey", ls=":", label="majority class")
         ax.set_title(f"{stand_in} stand-in: {dataset}")
         ax.set_xlabel("fine-tuning step")
