@@ -159,9 +159,10 @@ def test_pretrain_prune_and_fine_tune_on_real_offline_data(tmp_path, dataset, st
     assert classify(cfg)["run_key"] == record["run_key"]  # done: read back, not trained again
 
 
-def test_the_scratch_control_needs_no_pretrained_weights_and_starts_from_a_fresh_encoder(tmp_path, monkeypatch):
+def test_the_scratch_control_needs_no_pretrained_weights_and_starts_from_a_fresh_encoder(tmp_path, monkeypatch, lm_corpus):
     """classify.init=scratch: the pretraining run's architecture, freshly initialised, fine-tuned by the same
-    recipe; no model.pt is read (none exists here), and it is a child of its own (not the pretrained one's)."""
+    recipe; no model.pt is read (none exists here: lm_corpus builds only the tokenizer it needs), and it is a
+    child of its own (not the pretrained one's)."""
     import layerdrop.classify as module
 
     overrides = ["experiment=pretrain_mlm", "debug=smoke_mlm", f"paths.runs_dir={tmp_path}/runs",

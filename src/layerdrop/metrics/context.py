@@ -51,7 +51,7 @@ def corrupt(inputs: torch.Tensor, target: torch.Tensor, mode: str, mask_id: int,
 def context_ppl(model: torch.nn.Module, batches, mask_id: int) -> dict[str, float]:
     """Masked-token perplexity per mode over ``batches`` (each a (B,T) tensor), fixed masks per batch."""
     model.eval()
-    sums = {mode: 0.0 for mode in MODES}
+    sums = dict.fromkeys(MODES, 0.0)
     count = 0
     for k, tokens in enumerate(batches):
         g = torch.Generator().manual_seed(EVAL_MASK_SEED + k)
