@@ -120,5 +120,12 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     assert "Caution: encoder enc reads no word order: shuffling the unmasked context changes its masked-token " \
            "perplexity by +0.33%" in text
     assert "Caution: pretraining gains nothing over the same encoder from scratch on rotten_tomatoes (+3.0 points" in text
+    # the claims page carries it as the pretraining artefacts' precondition: one seed, so inconclusive
+    from layerdrop.report.claims import main as claims_main
+
+    claims_main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
+    page = (tmp_path / "results" / "claims.md").read_text()
+    assert "| precondition: pretraining transfers: the cpu encoder reads word order and beats the same encoder " \
+           "from scratch after fine-tuning | regime_mlm | **inconclusive** | encoder enc reads no word order" in page
     assert "gives no verdicts" in text and (out / "curves.png").stat().st_size > 0
     assert len(list(csv.DictReader((out / "raw.csv").open()))) == 3

@@ -14,7 +14,7 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import figures, glue, table1, table2, table3, table8
+from layerdrop.report import figures, glue, regime_mlm, table1, table2, table3, table8
 from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
 from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
 from layerdrop.utils.runs import git_sha
@@ -72,6 +72,9 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
             results.append(table8.c11(table8.tidy_rows(records)))
         else:
             results += FIGURE_CLAIMS[artefact](tidy_rows(records))
+    probe = load_records(runs_dir, "mlm_classify", "regime_mlm", scale)  # the pretraining artefacts' precondition
+    if probe:
+        results.append(regime_mlm.precondition(probe, runs_dir))
     return results, runs
 
 

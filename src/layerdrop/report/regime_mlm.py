@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
 from layerdrop.report.regime import last_fifth_gain  # noqa: E402
+from layerdrop.report.verdict import ClaimResult  # noqa: E402
 
 INITS = ("scratch", "pretrained")
 COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
@@ -147,6 +148,20 @@ def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
         out.append("Caution: pretraining gains nothing over the same encoder from scratch on " + "; ".join(flat) +
                    ": at this pretraining budget Tables 4 and 7 and Figure 8 cannot test the paper's claims.")
     return [x for line in out for x in (line, "")]
+
+
+def precondition(records: list[dict], runs_dir: Path) -> ClaimResult:
+    """The pretraining artefacts' precondition for the claims page: the pretrained encoder reads word order
+    and transfers to the stand-ins. One seed is inconclusive by the noise rule, whatever the cautions say;
+    they are the detail."""
+    rows = rows_of(join_parents(records, runs_dir))
+    found = cautions(rows, runs_dir)
+    seeds = len({r["seed"] for r in rows})
+    detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution: see results/regime_mlm/"
+    return ClaimResult("precondition", "regime_mlm", "pretraining transfers: the cpu encoder reads word order and "
+                       "beats the same encoder from scratch after fine-tuning",
+                       "inconclusive" if seeds < 3 else "not held" if found else "held",
+                       f"{detail} ({seeds} seed(s); `make tune-pretrain`)")
 
 
 def curves(records: list[dict], path: Path) -> None:
