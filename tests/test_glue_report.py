@@ -86,8 +86,9 @@ def test_a_fine_tuning_without_its_pretraining_run_is_an_error(tmp_path):
 
 def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majority_class(tmp_path):
     write_json(tmp_path / "runs" / "mlm" / "enc" / "metrics.json", {
-        "run_key": "enc", "config": {"model": {"n_layers": 8, "dropout": 0.1}, "layerdrop": {"p": 0.2}, "seed": 1},
-        "train": {"steps": 400, "wall_s": 600.0, "curve": [{"step": s, "val/ppl": ppl} for s, ppl in
+        "run_key": "enc", "config": {"model": {"n_layers": 8, "dropout": 0.1}, "layerdrop": {"p": 0.2}, "seed": 1,
+                                     "data": {"max_train_tokens": 1000}}, "eval": [],
+        "train": {"steps": 400, "wall_s": 600.0, "tokens_seen": 4000, "curve": [{"step": s, "val/ppl": ppl} for s, ppl in
                                                             ((100, 90.0), (200, 50.0), (300, 40.0), (400, 38.0))]}})
     splits = {"train": {"examples": 100, "labels": {"a": 50, "b": 50}}, "valid": {"examples": 20, "labels": {"a": 12, "b": 8}},
               "test": {"examples": 400, "labels": {"a": 300, "b": 100}}}

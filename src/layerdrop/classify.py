@@ -53,7 +53,7 @@ def check(cfg: DictConfig) -> None:
         raise ValueError(f"task={cfg.task.name!r}: classification fine-tunes a masked-LM encoder (task mlm)")
     if c.dataset not in DATASETS:
         raise ValueError(f"classify.dataset={c.dataset!r}: must be one of {', '.join(DATASETS)}")
-    if c.get("init", "pretrained") not in INITS:
+    if c.init not in INITS:
         raise ValueError(f"classify.init={c.init!r}: must be one of {', '.join(INITS)}")
     if c.strategy not in STRATEGIES:
         raise ValueError(f"classify.strategy={c.strategy!r}: must be one of {', '.join(STRATEGIES)}")
@@ -99,7 +99,7 @@ def classify(cfg: DictConfig) -> dict:
     validate(cfg)
     check(cfg)
     source = runs.run_dir(cfg)
-    scratch = cfg.classify.get("init", "pretrained") == "scratch"
+    scratch = cfg.classify.init == "scratch"
     if not scratch and not (source / "model.pt").exists():
         raise FileNotFoundError(f"no pretrained model at {source / 'model.pt'}: pretrain it first (the same "
                                 "overrides with python -m layerdrop.train)")

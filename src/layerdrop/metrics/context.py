@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     if record.get("task") != "mlm":
         raise ValueError(f"{args.run}: task {record.get('task')!r}, not a masked-LM run")
     data = OmegaConf.create(record["config"]["data"])
-    import os
-
     data.data_dir = args.data_dir or os.environ.get("LAYERDROP_DATA_DIR") or data.data_dir
     dm = instantiate(data)
     dm.prepare_data()

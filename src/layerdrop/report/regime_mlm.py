@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
-from layerdrop.report.regime import last_fifth_gain  # noqa: E402
+from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
 
 INITS = ("scratch", "pretrained")
@@ -53,20 +53,21 @@ def rows_of(records: list[dict]) -> list[dict]:
              "code_version": r.get("code_version")} for r in records]
 
 
+def best_by_init(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """(dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate sweep)."""
+    return {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+
+
 def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
     lines = ["| pretraining run | layers | LayerDrop | dropout | steps | best valid masked-LM ppl (step) | still "
              "improving | last fifth | train min | masked ppl: context / shuffled / none (unigram) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(keys):
-        rec = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
-        curve = [p for p in rec["train"].get("curve", []) if "val/ppl" in p]
-        best = min(curve, key=lambda p: p["val/ppl"]) if curve else None
-        gain = last_fifth_gain(curve)
-        cfg = rec["config"]
-        lines.append(f"| {key} | {cfg['model']['n_layers']} | {cfg['layerdrop']['p']} | {cfg['model']['dropout']} | "
-                     f"{rec['train']['steps']} | " + (f"{best['val/ppl']:.1f} ({best['step']})" if best else "-") +
-                     f" | {'yes' if best and best['step'] == curve[-1]['step'] else 'no'} | "
-                     + (f"{100 * gain:.1f}%" if gain is not None else "-") + f" | {rec['train']['wall_s'] / 60:.1f} | "
+        r = run_summary(json.loads((runs_dir / "mlm" / key / "metrics.json").read_text()))
+        best = f"{r['best_valid_ppl']:.1f} ({r['best_step']})" if r["best_step"] is not None else "-"
+        gain = f"{100 * r['last_fifth_gain']:.1f}%" if r["last_fifth_gain"] is not None else "-"
+        lines.append(f"| {key} | {r['layers']} | {r['layerdrop_p']} | {r['dropout']} | {r['steps']} | {best} | "
+                     f"{'yes' if r['still_improving'] else 'no'} | {gain} | {r['train_wall_s'] / 60:.1f} | "
                      + _context(runs_dir / "mlm" / key / "context.json") + " |")
     return lines + ["", "*masked ppl* (`python -m layerdrop.metrics.context`, on the same fixed masks of the valid "
                     "split): with the context as it is, with the unmasked words shuffled within each block, and with "
@@ -89,7 +90,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     head = ["stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    by = {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}  # best lr kept
+    by = best_by_init(rows)
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
     for dataset, stand_in in _datasets(rows):
         cells = []
@@ -136,7 +137,7 @@ def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
                 out.append(f"Caution: encoder {key} reads no word order: shuffling the unmasked context changes its "
                            f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
                            f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
-    by = {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+    by = best_by_init(rows)
     flat = []
     for dataset in sorted({r["dataset"] for r in rows}):
         a, b = by.get((dataset, "pretrained")), by.get((dataset, "scratch"))
