@@ -14,19 +14,8 @@ import pytest
 
 from layerdrop.config import load_config
 from layerdrop.data.sources import hub_documents
-from layerdrop.dryrun import (
-    EXPERIMENTS,
-    MT_MAX_WORDS,
-    PAIR_ROWS,
-    STEPS,
-    SWEEP_AXES,
-    check_record,
-    lm_files,
-    main,
-    mt_files,
-    qa_files,
-    sum_files,
-)
+from layerdrop.dryrun import EXPERIMENTS, STEPS, SWEEP_AXES, check_record, main
+from layerdrop.dryrun_hub import MT_MAX_WORDS, PAIR_ROWS, lm_files, mt_files, qa_files, sum_files
 from layerdrop.utils.runs import training_config
 
 REPO = Path(__file__).resolve().parents[1]

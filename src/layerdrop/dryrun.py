@@ -5,7 +5,7 @@ For each ``conf/experiment/*.yaml`` composed with ``scale=paper`` it checks that
 ``python -m layerdrop.params`` prints it), and (c) a width-shrunk copy trains two steps and evaluates
 through ``layerdrop.train.train(cfg)``: the paper's task module, architecture flags, optimizer,
 scheduler, accumulation, checkpoint averaging and its ``source=hub`` data module, reading small local
-files in the hub's layout (Wikitext-style parquet built from the news articles; WMT-style JSON lines
+files in the hub's layout (``dryrun_hub.py``: Wikitext-style parquet built from the news articles; WMT-style JSON lines
 built from the Debian en-de pairs; CNN/DailyMail- and ELI5-style JSON lines built from the Debian
 summarisation and QA pairs) instead of the hub.
 
@@ -19,10 +19,8 @@ encoder layers). Precision is bf16-mixed: the paper's 16-mixed has no CPU kernel
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import re
 import shutil
 import sys
 import tempfile
@@ -32,17 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from omegaconf import DictConfig
 
 from layerdrop.config import CONF_DIR, load_config
-from layerdrop.data.debian_sources import debian_pairs
-from layerdrop.data.mt_sources import clean_pairs, split_pairs
-from layerdrop.data.qa_sources import debian_qa_pairs
-from layerdrop.data.sources import news_documents, split_documents
-from layerdrop.data.sum_sources import debian_summary_pairs
+from layerdrop.dryrun_hub import lm_files, mt_files, qa_files, reuse, sum_files
 from layerdrop.params import count_for
 from layerdrop.tasks import get_task
 from layerdrop.train import train
@@ -58,95 +50,10 @@ STEPS = 2  # optimizer steps of the shrunk copy (warmup 1 < 2)
 MAX_ACCUMULATE = 3  # the LM keeps the paper's 3; translation's 16 becomes 3
 LM_BLOCK = 64  # tokens per block (paper: 3072)
 MT_VOCAB = 512  # joint BPE size (paper: 32768)
-MT_MAX_WORDS = 16  # words per side of a local translation pair
 MT_TOKENS = 512  # padded tokens per batch (paper: 3584), sentences cut at 64 (paper: 1024)
-PAIR_ROWS = {"train": 400, "validation": 20, "test": 20}  # local summarisation / QA rows per hub split
-QA_WORDS = 40  # words of a local answer (the paper's ELI5 answers: about 130)
 GENERATE_SENTENCES = 4  # beam search + BLEU on this many test sentences
 WIDTH = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64"]
 GPU = ["trainer.accelerator=gpu", "trainer.precision=16-mixed"]  # the paper's precision, on one GPU
-
-
-# ---------------------------------------------------------------------------------------------------
-# Local files in the hub's layout, from the project's offline corpora
-
-
-def _wikitext_tokens(text: str) -> str:
-    """Wikitext-style spacing: punctuation split off as its own token."""
-    return " ".join(re.sub(r"([.,!?;:()\"])", r" \1 ", text).split())
-
-
-def _wikitext_rows(doc: str, max_paragraphs: int = 4) -> list[str]:
-    """One news article as Wikitext-103 rows: ' = Title = ', blank rows, one paragraph per row."""
-    title, *rest = doc.split("\n")
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(rest))
-    paragraphs = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)][:max_paragraphs]
-    rows = ["", f" = {_wikitext_tokens(title)} = ", ""]
-    for paragraph in paragraphs:
-        rows += [f" {_wikitext_tokens(paragraph)} ", ""]
-    return rows
-
-
-def lm_files(raw_dir: Path, out_dir: Path, articles: dict[str, int] | None = None) -> dict[str, str]:
-    """Wikitext-103-layout parquet files (one `text` column, hub split names) from news articles."""
-    articles = articles or {"train": 40, "valid": 5, "test": 5}
-    docs, _ = news_documents(raw_dir)
-    splits = split_documents(docs, seed=0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
-        rows = [row for doc in splits[split][: articles[split]] for row in _wikitext_rows(doc)]
-        files[hub_split] = str(out_dir / f"{hub_split}.parquet")
-        pq.write_table(pa.table({"text": rows}), files[hub_split])
-    return files
-
-
-def mt_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
-    """WMT-layout JSON lines (`{"translation": {"de": .., "en": ..}}`) from Debian en-de pairs."""
-    pairs, _ = debian_pairs(raw_dir, include_ddtp=False, libreoffice_pages=20, ding_lines=10000)
-    kept, _ = clean_pairs(pairs)
-    # Short sentences keep the untrained model's beam search (up to 1.2 x source + 10 steps) quick.
-    kept = [p for p in kept if max(len(p[0].split()), len(p[1].split())) <= MT_MAX_WORDS]
-    splits = split_pairs(kept, seed=0, valid_frac=0.1, test_frac=0.1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
-        files[hub_split] = str(out_dir / f"{hub_split}.jsonl")
-        lines = (
-            json.dumps({"translation": {"de": de, "en": en}}, ensure_ascii=False) for en, de in splits[split]
-        )
-        Path(files[hub_split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return files
-
-
-def _pair_files(pairs: list, out_dir: Path, row) -> dict[str, str]:
-    """JSON lines of the first PAIR_ROWS pairs of each split (split by document), one ``row(source, target,
-    i)`` dict a line."""
-    kept, _ = clean_pairs(pairs)
-    splits = split_pairs(kept, seed=0, valid_frac=0.1, test_frac=0.1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
-        files[hub_split] = str(out_dir / f"{hub_split}.jsonl")
-        lines = (json.dumps(row(src, tgt, i), ensure_ascii=False) for i, (src, tgt) in
-                 enumerate(splits[split][: PAIR_ROWS[hub_split]]))
-        Path(files[hub_split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return files
-
-
-def sum_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
-    """CNN/DailyMail-layout JSON lines (`article`, `highlights`, `id`) from the Debian summarisation pairs."""
-    pairs, _ = debian_summary_pairs(raw_dir)
-    return _pair_files(pairs, out_dir, lambda src, tgt, i: {"article": src, "highlights": tgt, "id": str(i)})
-
-
-def qa_files(raw_dir: Path, out_dir: Path) -> dict[str, str]:
-    """ELI5-layout JSON lines (`title`, `answers: {text, score}`, best answer first) from the Debian QA pairs,
-    answers cut to QA_WORDS words; the second answer is a decoy the data module must not take."""
-    pairs, _ = debian_qa_pairs(raw_dir)
-    pairs = [(q, " ".join(a.split()[:QA_WORDS]), doc) for q, a, doc in pairs]
-    return _pair_files(pairs, out_dir, lambda src, tgt, i: {
-        "q_id": str(i), "title": src, "answers": {"text": [tgt, "a lower-scored answer."], "score": [10, 1]}})
 
 
 @contextmanager
@@ -336,14 +243,6 @@ def dry_run(result: DryRun, out: Path, files: dict[str, dict[str, str]], extra: 
     result.steps, result.shrunk_params = record["train"]["steps"], record["train"]["n_params"]
 
 
-def _reuse(folder: Path, suffix: str) -> dict[str, str] | None:
-    """The hub-layout files an earlier ``--hub`` run left in ``folder`` (they depend only on the raw
-    sources), or None if any split is missing. A machine without the raw sources (a GPU box) reads
-    files built elsewhere this way."""
-    files = {split: str(folder / f"{split}{suffix}") for split in ("train", "validation", "test")}
-    return files if all(Path(f).is_file() for f in files.values()) else None
-
-
 def run_all(
     experiments: list[str], out: Path, extra: list[str] | None = None, verbose: bool = False,
     hub: Path | None = None,
@@ -358,13 +257,13 @@ def run_all(
     files = {}
     hub = hub or out / "hub"
     if tasks & {"lm", "mlm"}:  # the masked LM pretrains on the LM's text
-        files["lm"] = files["mlm"] = _reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
+        files["lm"] = files["mlm"] = reuse(hub / "wikitext", ".parquet") or lm_files(raw_dir, hub / "wikitext")
     if "mt" in tasks:
-        files["mt"] = _reuse(hub / "wmt", ".jsonl") or mt_files(raw_dir, hub / "wmt")
+        files["mt"] = reuse(hub / "wmt", ".jsonl") or mt_files(raw_dir, hub / "wmt")
     if "sum" in tasks:
-        files["sum"] = _reuse(hub / "cnn_dailymail", ".jsonl") or sum_files(raw_dir, hub / "cnn_dailymail")
+        files["sum"] = reuse(hub / "cnn_dailymail", ".jsonl") or sum_files(raw_dir, hub / "cnn_dailymail")
     if "qa" in tasks:
-        files["qa"] = _reuse(hub / "eli5", ".jsonl") or qa_files(raw_dir, hub / "eli5")
+        files["qa"] = reuse(hub / "eli5", ".jsonl") or qa_files(raw_dir, hub / "eli5")
     results = []
     with datasets_cache(out / "hf"), one_thread(), quiet(verbose):
         for experiment in experiments:
