@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% claims tune-lm tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% claims regime tune-lm tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -80,6 +80,9 @@ reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figu
 
 claims: ## every paper claim (C1-C11) against every artefact that tests it, by the noise rule -> results/claims.md
 	$(PYTHON) -m layerdrop.report.claims --scale $(SCALE)
+
+regime: ## each task's regime checks (dropout tuned, converged, depth matters, seeds, 15 BLEU) from the run cache -> results/regime/
+	$(PYTHON) -m layerdrop.report.regime_overview --scale $(SCALE)
 
 report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
 	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)

@@ -144,26 +144,33 @@ def build(records: list[dict], out: Path, scale: str) -> None:
               "once LayerDrop is on), each the lowest full-model valid perplexity of its group (the best "
               "in-training valid perplexity, the reported checkpoint's, where a run scored no full valid split).",
               ""]
-    picked = False
-    budgets = sorted({(r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) for r in rows})
-    for tokens, layers, p in budgets:
-        cands = [r for r in rows if r["layerdrop_p"] == p and (r["train_tokens"] or 0) == tokens
-                 and r["layers"] == layers and _valid(r) is not None]
-        if len({r["dropout"] for r in cands}) < 2:
-            continue  # nothing was picked in this group
-        by_dropout: dict[float, list[float]] = {}
-        for r in cands:
-            by_dropout.setdefault(r["dropout"], []).append(_valid(r))
-        means = {d: statistics.mean(v) for d, v in by_dropout.items()}
-        pick = min(means, key=means.get)
-        tried = ", ".join(f"{d}: {m:.1f} (n={len(by_dropout[d])})" for d, m in sorted(means.items()))
-        lines.append(f"- {layers} layers, LayerDrop {p}, {tokens:,} train tokens: dropout **{pick}** (valid "
-                     f"perplexity {tried})")
-        picked = True
-    if not picked:
+    picks = dropout_picks(rows)
+    for g in picks:
+        tried = ", ".join(f"{d}: {m:.1f} (n={n})" for d, (m, n) in sorted(g["tried"].items()))
+        lines.append(f"- {g['layers']} layers, LayerDrop {g['layerdrop_p']}, {g['train_tokens']:,} train tokens: dropout "
+                     f"**{g['pick']}** (valid perplexity {tried})")
+    if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
     lines += ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / f"regime_{task}.md", "\n".join(lines))
+
+
+def dropout_picks(rows: list[dict]) -> list[dict]:
+    """Per group of runs that differ only in dropout (same train tokens, layers, LayerDrop rate): the dropout
+    with the lowest mean valid perplexity (``_valid``), and every dropout tried: {dropout: (mean, runs)}."""
+    picks = []
+    for tokens, layers, p in sorted({(r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) for r in rows}):
+        by_dropout: dict[float, list[float]] = {}
+        for r in rows:
+            if ((r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) == (tokens, layers, p)
+                    and _valid(r) is not None):
+                by_dropout.setdefault(r["dropout"], []).append(_valid(r))
+        if len(by_dropout) < 2:
+            continue  # nothing was picked in this group
+        tried = {d: (statistics.mean(v), len(v)) for d, v in by_dropout.items()}
+        picks.append({"train_tokens": tokens, "layers": layers, "layerdrop_p": p, "tried": tried,
+                      "pick": min(tried, key=lambda d: tried[d][0])})
+    return picks
 
 
 def _valid(row: dict) -> float | None:

@@ -1,0 +1,61 @@
+"""The regime overview (make regime): each task's checks from a small fake run cache."""
+
+from test_report import mt_regime_record, regime_record, table2_seeds, write_runs
+
+from layerdrop.report import regime_overview
+from layerdrop.utils.runs import write_json
+
+
+def _ld(record, p=0.2):
+    record["config"]["layerdrop"]["p"] = p
+    return record
+
+
+def _table2(ld_full, scratch3):
+    runs = table2_seeds(ld_full, scratch3)
+    for r in runs:  # as train() records them: the data and the dropout
+        r["config"]["data"] = {"max_train_tokens": 50_000}
+        r["config"]["model"]["dropout"] = 0.1
+    return runs
+
+
+def _lm_search(with_layerdrop: bool = True):
+    runs = [regime_record(f"d{d}", d, [(100, 90.0), (200, v)], v) for d, v in ((0.1, 70.0), (0.2, 66.0), (0.3, 75.0))]
+    if with_layerdrop:
+        runs += [_ld(regime_record(f"l{d}", d, [(100, 90.0), (200, v)], v)) for d, v in ((0.0, 68.0), (0.1, 71.0))]
+    return runs
+
+
+def test_every_check_met_on_a_regime_that_has_them(tmp_path):
+    write_runs(tmp_path, _lm_search() + _table2(45.0, 82.0))
+    mt = mt_regime_record("m1", 0.1, [(50, 40.0), (100, 30.0), (150, 31.0)], 16.5)
+    write_json(tmp_path / "runs" / "mt" / "m1" / "metrics.json", mt)
+    tasks = {t["task"]: t for t in regime_overview.build(tmp_path / "runs", tmp_path / "out", "cpu")}
+    lm = tasks["lm"]["checks"]
+    assert lm["dropout picked on valid"][0] == "met" and "LayerDrop 0: 0.2 of [0.1, 0.2, 0.3]" in lm["dropout picked on valid"][1]
+    assert lm["depth matters"][0] == "met"  # 50 vs 82 from scratch at 3 layers, 3 seeds each
+    assert lm["3+ seeds a row"][0] == "met" and lm["table runs converged"][0] == "met"
+    assert tasks["mt"]["checks"]["translation works"] == (
+        "met", "best baseline 16.50 test BLEU (150 steps, 15.0 epochs, dropout 0.1, still improving: no); target 15")
+    page = (tmp_path / "out" / "regime.md").read_text()
+    assert "| language modelling (Table 2) | **met** | **met** | **met** | **met** | - | 5 / 9 |" in page
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+
+
+def test_checks_not_met_say_what_is_missing(tmp_path):
+    seeds = _table2(45.0, 50.5)[:6]  # two seeds; the 3-layer model from scratch about as good as 6 layers
+    for r in seeds:
+        r["train"]["curve"] = [{"step": s, "tokens_seen": 1000 * s, "val/ppl": 100.0 / s} for s in (1, 2)]
+    write_runs(tmp_path, _lm_search(with_layerdrop=False)[:2] + seeds)
+    mt = mt_regime_record("m1", 0.1, [(50, 40.0), (100, 30.0)], 10.25)
+    write_json(tmp_path / "runs" / "mt" / "m1" / "metrics.json", mt)
+    tasks = {t["task"]: t for t in regime_overview.build(tmp_path / "runs", tmp_path / "out", "cpu")}
+    lm = tasks["lm"]["checks"]
+    assert lm["dropout picked on valid"] == (
+        "not met", "LayerDrop 0: 0.2 of [0.1, 0.2] (baseline dropout 0.3 not tried; no LayerDrop dropout picked)")
+    assert lm["table runs converged"] == ("not met", "6 of 6 table2 runs still improving at their last validation "
+                                                     "(100 steps)")
+    assert lm["3+ seeds a row"][0] == "not met" and lm["depth matters"][0] == "inconclusive"
+    assert tasks["mt"]["checks"]["translation works"][0] == "not met"
+    assert tasks["mt"]["checks"]["table runs converged"] == ("not measured", "no table1 runs")
+    assert tasks["sum"]["checks"]["dropout picked on valid"][0] == "not measured"
