@@ -119,3 +119,26 @@ def test_blockwise_cross_entropy_equals_log_softmax_and_fairseq_smoothing(epsilo
     torch.testing.assert_close(nll, ref_nll.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_grad, logits.grad, atol=1e-6, rtol=1e-5)
     assert not nll.requires_grad
+
+
+@pytest.mark.parametrize("causal,pad", [(False, False), (False, True), (True, False), (True, True)])
+def test_fast_attention_with_a_position_bias_equals_sdpa_with_a_float_mask(causal, pad):
+    from layerdrop.models.encoder import alibi_bias
+
+    key_pad = None
+    if pad:
+        key_pad = torch.zeros(3, 5, dtype=torch.bool)
+        key_pad[0, -2:] = True
+    bias = alibi_bias(2, 5)
+    outs = []
+    for plain in (True, False):
+        q, k, v = _qkv()
+        with ops.plain() if plain else torch.enable_grad():
+            y = ops.attention(q, k, v, key_pad=key_pad, causal=causal, bias=bias)
+        y.square().sum().backward()
+        outs.append((y.detach(), q.grad, k.grad, v.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    q, k, v = (t.detach() for t in _qkv())
+    assert not torch.allclose(ops.attention(q, k, v, key_pad=key_pad, causal=causal, bias=bias),
+                              ops.attention(q, k, v, key_pad=key_pad, causal=causal))  # the bias is applied

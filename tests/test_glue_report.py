@@ -104,7 +104,8 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     text = (out / "regime_mlm.md").read_text()
     # majority 300/400; the best-on-valid pretrained point (lr 3e-4, not the better-on-test 1e-3); binomial se
     # of 81% on 400 examples is 2.0 points
-    assert "| rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 | +6.0 |" in text
+    assert ("| enc (learned) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 "
+            "| +6.0 |") in text
     assert "| enc | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 | not measured |" in text
     write_json(tmp_path / "runs" / "mlm" / "enc" / "context.json",
                {"intact": 30.0, "shuffled": 31.0, "no_context": 90.0, "unigram": 100.0})
@@ -120,13 +121,34 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     text = (out / "regime_mlm.md").read_text()
     assert "Caution: encoder enc reads no word order: shuffling the unmasked context changes its masked-token " \
            "perplexity by +0.33%" in text
-    assert "Caution: pretraining gains nothing over the same encoder from scratch on rotten_tomatoes (+3.0 points" in text
+    assert ("Caution: encoder enc: pretraining gains nothing over the same encoder from scratch on rotten_tomatoes "
+            "(+3.0 points") in text
     # the claims page carries it as the pretraining artefacts' precondition: one seed, so inconclusive
     from layerdrop.report.claims import main as claims_main
 
     claims_main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
     page = (tmp_path / "results" / "claims.md").read_text()
-    assert "| precondition: pretraining transfers: the cpu encoder reads word order and beats the same encoder " \
-           "from scratch after fine-tuning | regime_mlm | **inconclusive** | encoder enc reads no word order" in page
+    assert "| precondition: pretraining transfers: the cpu encoder enc (learned positions) reads word order and " \
+           "beats the same encoder from scratch after fine-tuning | regime_mlm | **inconclusive** | encoder enc reads " \
+           "no word order" in page
     assert "gives no verdicts" in text and (out / "curves.png").stat().st_size > 0
     assert len(list(csv.DictReader((out / "raw.csv").open()))) == 3
+    # a second encoder (ALiBi) probed the same way: its rows and cautions are its own, never mixed with enc's
+    import json
+
+    enc = json.loads((tmp_path / "runs" / "mlm" / "enc" / "metrics.json").read_text())
+    enc["run_key"], enc["config"]["model"]["positions"] = "enc2", "alibi"
+    write_json(tmp_path / "runs" / "mlm" / "enc2" / "metrics.json", enc)
+    for key, init, test in (("q1", "pretrained", 0.95), ("t1", "scratch", 0.74)):
+        child(tmp_path, key, "enc2", 8, 0.9 if init == "pretrained" else 0.5, test, "regime_mlm")
+        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
+        record = json.loads(path.read_text())
+        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = init, splits, 400
+        write_json(path, record)
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    assert "| enc2 (alibi) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    assert "| enc (learned) | rotten_tomatoes (SST-2) |" in text and "encoder enc2: pretraining gains nothing" not in text
+    results = {r.statement.split(" (")[0]: r for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
+        tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"}
+    assert set(results) == {"pretraining transfers: the cpu encoder enc", "pretraining transfers: the cpu encoder enc2"}

@@ -83,6 +83,38 @@ def test_pruned_encoder_equals_the_full_one_run_on_its_kept_layers():
     assert pruned.config.n_layers == 3
 
 
+def test_alibi_is_a_per_head_distance_penalty_with_geometric_slopes():
+    from layerdrop.models.encoder import alibi_bias
+
+    bias = alibi_bias(4, 5)
+    assert bias.shape == (4, 5, 5) and torch.equal(bias, bias.transpose(1, 2))  # symmetric: |i - j|
+    assert torch.all(torch.diagonal(bias, dim1=1, dim2=2) == 0)
+    assert torch.allclose(bias[:, 0, 1], -torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]))
+    assert torch.allclose(bias[:, 0, 3], 3 * bias[:, 0, 1])
+
+
+def test_an_alibi_encoder_has_no_position_table_reads_order_and_prunes_exactly():
+    model = tiny_encoder(positions="alibi")
+    learned = tiny_encoder()
+    assert model.positions is None
+    assert count_parameters(learned) - count_parameters(model) == learned.positions.weight.numel()
+    x = torch.randint(1, V, (3, 12))
+    x[1, 8:] = PAD
+    h = model(x)
+    swapped = x.clone()
+    swapped[:, [2, 6]] = x[:, [6, 2]]
+    h2 = model(swapped)  # an order-blind encoder would only swap the two outputs
+    assert not torch.allclose(h2[:, [6, 2]], h[:, [2, 6]], atol=1e-4)
+    keep = layers_to_keep("every_other", 6, 3)
+    pruned = prune_model(model, {"encoder": keep})
+    from layerdrop.models.encoder import alibi_bias
+
+    g = model.embed_norm(model.embed(x))
+    for i in keep:
+        g = model.layers[i](g, pad_mask=x.eq(PAD), attn_bias=alibi_bias(2, 12))
+    assert torch.allclose(pruned(x), model.norm(g), atol=1e-5) and pruned.config.positions == "alibi"
+
+
 def test_layerdrop_skips_encoder_layers_in_training():
     model = tiny_encoder(layerdrop=0.5).train()
     calls = []
@@ -140,15 +172,17 @@ def test_paper_configs_compose_to_roberta():
     ("data.frequency_order=true", "frequency_order=true: must be false"),
     ("task.module_args.mask_frac=0.95", "must be >= 0 and sum to at most 1"),
     ("model.activation=tanh", "model.activation"),
+    ("model.positions=rotary", "model.positions"),
 ])
 def test_bad_pretraining_settings_are_refused_at_config_time(override, message):
     with pytest.raises(ValueError, match=message):
         check_config(load_config(["experiment=pretrain_mlm", override]))
 
 
-def test_pretraining_is_device_clean():
+@pytest.mark.parametrize("positions", ["learned", "alibi"])
+def test_pretraining_is_device_clean(positions):
     lit = MLMLitModule(model=dict(vocab_size=V + 1, n_layers=3, d_model=16, n_heads=2, d_ff=32, max_len=12,
-                                  layerdrop=0.5))
+                                  layerdrop=0.5, positions=positions))
     tokens = torch.randint(1, V, (3, 12))
     tokens[2, 9:] = PAD
     lit.model.layers.set_draw(2, seed=1)

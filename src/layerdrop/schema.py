@@ -27,6 +27,7 @@ from layerdrop.data import lm as lm_data
 from layerdrop.data import mt as mt_data
 from layerdrop.data import text_pairs
 from layerdrop.data.mt_corpus import DIRECTIONS
+from layerdrop.models import encoder as encoder_model
 from layerdrop.models.pruning import SEARCHED, STRATEGIES
 from layerdrop.tasks.base import SPLITS, TASKS, Task
 
@@ -84,6 +85,7 @@ class MTModel(_Shape):
 class EncoderModel(_Shape):
     n_layers: int = rule(ge=1)
     activation: str = rule(choices=("relu", "gelu"))
+    positions: str = rule(choices=encoder_model.POSITIONS)
     pad_id: int = rule(ge=0)
 
 

@@ -3,7 +3,8 @@ it, for the paper's pretraining experiments (Tables 4 and 7, Figures 3 and 8).
 
 The layers are the same ``TransformerLayer`` and ``LayerDropList`` the LM and the translation model use
 (non-causal, post-norm, GELU), so LayerDrop, its synchronised draws and every-other pruning behave as
-there. RoBERTa's differences from those models are all outside the stack: learned positions, a
+there. RoBERTa's differences from those models are all outside the stack: learned positions (or, as the
+cpu regime's stated departure, ALiBi distance biases: ``positions="alibi"``), a
 LayerNorm on the embeddings (no sqrt(C) scaling), and an LM head (dense, GELU, LayerNorm, then the
 embedding matrix, tied, plus a bias). No token-type embeddings and no pooler, as fairseq's RoBERTa.
 
@@ -35,6 +36,7 @@ class EncoderConfig:
     n_heads: int = 12
     d_ff: int = 3072
     max_len: int = 514  # learned positions (fairseq RoBERTa: 512 tokens + 2 for its padding offset)
+    positions: str = "learned"  # RoBERTa's; "alibi": no position table, a distance bias in attention (see alibi_bias)
     dropout: float = 0.1
     attn_dropout: float = 0.1
     act_dropout: float = 0.0
@@ -46,6 +48,19 @@ class EncoderConfig:
     layerdrop_learned: bool = False
     sublayer_drop: float = 0.0
     head_drop: float = 0.0
+
+
+POSITIONS = ("learned", "alibi")
+
+
+def alibi_bias(n_heads: int, T: int, device: torch.device | None = None) -> torch.Tensor:
+    """(H,T,T) ALiBi (Press et al. 2022) for a bidirectional encoder: head h adds -m_h |i - j| to the score of
+    query i on key j, with slopes m_h = 2^(-8 h / H), h = 1..H (a geometric sequence from 2^(-8/H) to 1/256).
+    Each head starts out attending near itself, so word order is usable from the first step; with learned
+    absolute positions a small encoder at the cpu budget never leaves the bag-of-words plateau (README)."""
+    slopes = torch.pow(2.0, -8.0 * torch.arange(1, n_heads + 1, device=device, dtype=torch.float32) / n_heads)
+    i = torch.arange(T, device=device)
+    return -slopes[:, None, None] * (i[:, None] - i[None, :]).abs().float()
 
 
 @register_arch("encoder")
@@ -61,12 +76,15 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         if cfg.activation not in ACTIVATIONS:
             raise ValueError(f"activation={cfg.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
+        if cfg.positions not in POSITIONS:
+            raise ValueError(f"positions={cfg.positions!r}: must be one of {', '.join(POSITIONS)}")
         self.config = cfg
         C = cfg.d_model
         self.embed = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
-        self.positions = nn.Embedding(cfg.max_len, C)
+        self.positions = nn.Embedding(cfg.max_len, C) if cfg.positions == "learned" else None
         for table in (self.embed, self.positions):
-            nn.init.normal_(table.weight, std=INIT_STD)
+            if table is not None:
+                nn.init.normal_(table.weight, std=INIT_STD)
         with torch.no_grad():
             self.embed.weight[cfg.pad_id].zero_()
         self.embed_norm = nn.LayerNorm(C)
@@ -88,10 +106,15 @@ class TransformerEncoder(nn.Module):
         if self.config.max_len < T:
             raise ValueError(f"sequence length {T} exceeds the model's max_len={self.config.max_len}")
         pad = tokens.eq(self.config.pad_id)
-        x = self.embed_norm(self.embed(tokens) + self.positions.weight[:T])
-        x = dropout(x, self.config.dropout, self.training)
+        x = self.embed(tokens)
+        bias = None
+        if self.positions is not None:
+            x = x + self.positions.weight[:T]
+        else:
+            bias = alibi_bias(self.config.n_heads, T, tokens.device)
+        x = dropout(self.embed_norm(x), self.config.dropout, self.training)
         for layer in self.layers:  # skipped layers are never called
-            x = layer(x, pad_mask=pad)
+            x = layer(x, pad_mask=pad, attn_bias=bias)
         return self.norm(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -84,9 +84,10 @@ def _causal_bias(T: int, S: int, dtype: torch.dtype, device: torch.device) -> to
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_pad: torch.Tensor | None = None,
-    causal: bool = False, dropout_p: float = 0.0,
+    causal: bool = False, dropout_p: float = 0.0, bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q (B,H,T,D), k and v (B,H,S,D); ``key_pad`` (B,S) True at padded keys; -> (B,H,T,D).
+    """q (B,H,T,D), k and v (B,H,S,D); ``key_pad`` (B,S) True at padded keys; ``bias`` (H,T,S) added to
+    every row's scores (a position bias such as ALiBi's); -> (B,H,T,D).
 
     Every query must see at least one key (true for causal self-attention and for any source with a
     token); the fast form gives NaN to a query that sees none."""
@@ -94,6 +95,11 @@ def attention(
         mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
         if mask is not None and causal:
             mask = mask & torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+        if bias is not None:  # a float mask: the bias, -inf where the boolean mask forbids
+            allowed = mask if mask is not None or not causal else torch.ones(
+                q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+            bias = bias.to(q.dtype)
+            mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
         ctx = sdpa_kernel(SDPBackend.MATH) if q.device.type == "cpu" else contextlib.nullcontext()
         with ctx:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
@@ -102,21 +108,20 @@ def attention(
     S = k.size(2)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
     q3, k3, v3 = (t.reshape(B * H, -1, D).to(dtype) for t in (q, k, v))
-    bias = None
+    add = None if bias is None else bias.to(dtype)[None]  # (1,H,T,S)
     if causal:
-        bias = _causal_bias(T, S, dtype, q.device)
+        add = _causal_bias(T, S, dtype, q.device) if add is None else add + _causal_bias(T, S, dtype, q.device)
     if key_pad is not None:
         pad = torch.zeros(key_pad.shape, dtype=dtype, device=q.device).masked_fill_(key_pad, float("-inf"))
         pad = pad[:, None, None, :]  # (B,1,1,S)
-        bias = pad if bias is None else pad + bias  # (B,1,1,S), or (B,1,T,S) with the causal mask
-        bias = bias.expand(B, H, bias.size(2), S).reshape(B * H, bias.size(2), S)  # baddbmm broadcasts over T
-    elif bias is not None:
-        bias = bias.expand(B * H, T, S)
+        add = pad if add is None else pad + add  # (B,1,1,S), or (B,1|H,T,S) with a causal mask or a bias
+    if add is not None:
+        add = add.expand(B, H, add.size(-2), S).reshape(B * H, add.size(-2), S)  # baddbmm broadcasts over T
     scale = 1.0 / math.sqrt(D)
-    if bias is None:
+    if add is None:
         scores = torch.bmm(q3, k3.transpose(1, 2)).mul_(scale)
     else:
-        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)
+        scores = torch.baddbmm(add, q3, k3.transpose(1, 2), alpha=scale)
     probs = scores.softmax(-1)
     if dropout_p:
         probs = dropout(probs, dropout_p, True)

@@ -58,9 +58,10 @@ class SelfAttention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, heads: torch.Tensor | None = None,
-        memory: torch.Tensor | None = None, state: dict | None = None,
+        memory: torch.Tensor | None = None, state: dict | None = None, bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B,T,C); pad_mask (B,S) True at padded keys (S = T, or memory's length when cross)."""
+        """x (B,T,C); pad_mask (B,S) True at padded keys (S = T, or memory's length when cross); ``bias``
+        (H,T,T) added to the self-attention scores (a position bias; not with ``state``)."""
         B, T, C = x.shape
         H = self.n_heads
         D = C // H
@@ -104,7 +105,11 @@ class SelfAttention(nn.Module):
             causal = self.causal
             if state is not None:  # a whole prefix at once: only as the first call
                 state["cache"].write(state["layer"], k, v)
-        y = attention(q, k, v, key_pad=pad_mask, causal=causal,
+        if bias is not None:
+            if state is not None or self.cross:
+                raise ValueError("a position bias is for self-attention over a whole sequence, not decoding or cross-attention")
+            bias = bias if heads is None else bias[heads.to(bias.device)]
+        y = attention(q, k, v, key_pad=pad_mask, causal=causal, bias=bias,
                       dropout_p=self.attn_dropout if self.training else 0.0)  # (B,h,T,D), or (Bm,h,G*T,D) in cross
         return F.linear(y.transpose(1, 2).reshape(B, T, h * D), w_out, self.out.bias)
 
@@ -260,10 +265,11 @@ class TransformerLayer(nn.Module):
 
     def forward(
         self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-        memory_pad_mask: torch.Tensor | None = None, state: dict | None = None,
+        memory_pad_mask: torch.Tensor | None = None, state: dict | None = None, attn_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B,T,C). Decoder layers take the encoder output ``memory`` (B,S,C) and its padding
-        ``memory_pad_mask`` (B,S); ``state`` (a dict) caches keys/values for incremental decoding."""
+        ``memory_pad_mask`` (B,S); ``state`` (a dict) caches keys/values for incremental decoding; ``attn_bias``
+        (H,T,T) is added to the self-attention scores (the encoder's ALiBi)."""
         if self.cross and memory is None:
             raise ValueError("a decoder layer (cross=True) needs the encoder output `memory`")
         keep_attn, keep_ffn, keep_cross, heads = self._sample()
@@ -273,7 +279,7 @@ class TransformerLayer(nn.Module):
         if state is not None:
             self_state, cross_state = state.setdefault("self", {}), state.setdefault("cross", {})
         if keep_attn:
-            x = self._residual(x, self.attn, self.attn_norm, pad_mask, heads, state=self_state)
+            x = self._residual(x, self.attn, self.attn_norm, pad_mask, heads, state=self_state, bias=attn_bias)
         if keep_cross:
             x = self._residual(x, self.cross_attn, self.cross_norm, memory_pad_mask, heads, memory=memory,
                                state=cross_state)

@@ -74,7 +74,7 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
             results += FIGURE_CLAIMS[artefact](tidy_rows(records))
     probe = load_records(runs_dir, "mlm_classify", "regime_mlm", scale)  # the pretraining artefacts' precondition
     if probe:
-        results.append(regime_mlm.precondition(probe, runs_dir))
+        results += regime_mlm.precondition(probe, runs_dir)
     return results, runs
 
 

@@ -53,9 +53,10 @@ def rows_of(records: list[dict]) -> list[dict]:
              "code_version": r.get("code_version")} for r in records]
 
 
-def best_by_init(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """(dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate sweep)."""
-    return {(r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+def best_by_init(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(pretraining run, dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate
+    sweep). A scratch fine-tuning names the pretraining run whose architecture it copies."""
+    return {(r["source_run_key"], r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
 
 
 def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
@@ -75,6 +76,12 @@ def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
                     "of words, not word order."]
 
 
+def positions_of(runs_dir: Path, key: str) -> str:
+    """How the pretraining run's encoder encodes position (RoBERTa's learned table unless it says otherwise)."""
+    record = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
+    return record["config"]["model"].get("positions", "learned")
+
+
 def _context(path: Path) -> str:
     if not path.exists():
         return "not measured"
@@ -87,23 +94,26 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     rows = rows_of(records)
     write_csv(out / "raw.csv", sorted(rows, key=lambda r: (r["dataset"], r["init"], r["lr"], r["seed"])),
               columns=COLUMNS)
-    head = ["stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
+    head = ["encoder (positions)", "stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows)
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
-    for dataset, stand_in in _datasets(rows):
-        cells = []
-        for init in INITS:
-            r = by.get((dataset, init))
-            cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± {binomial_se(r['test_acc'], r['test_examples']):.1f}"
-                         if r else "-")
-        a, b = by.get((dataset, "pretrained")), by.get((dataset, "scratch"))
-        diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
-        split = sizes[dataset]
-        maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
-        table.append(f"| {dataset} ({stand_in}) | {' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
-                     f" | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
+    for key in sorted({r["source_run_key"] for r in rows}):
+        encoder = f"{key} ({positions_of(runs_dir, key)})"
+        for dataset, stand_in in _datasets([r for r in rows if r["source_run_key"] == key]):
+            cells = []
+            for init in INITS:
+                r = by.get((key, dataset, init))
+                cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± "
+                             f"{binomial_se(r['test_acc'], r['test_examples']):.1f}" if r else "-")
+            a, b = by.get((key, dataset, "pretrained")), by.get((key, dataset, "scratch"))
+            diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
+            split = sizes[dataset]
+            maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
+            table.append(f"| {encoder} | {dataset} ({stand_in}) | "
+                         f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
+                         f" | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
     wall = sum(r["train_wall_s"] for r in rows) / 60
     machine = records[0].get("machine", {})
     lines = [
@@ -138,31 +148,39 @@ def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
                            f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
                            f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
     by = best_by_init(rows)
-    flat = []
-    for dataset in sorted({r["dataset"] for r in rows}):
-        a, b = by.get((dataset, "pretrained")), by.get((dataset, "scratch"))
-        if a and b:
-            se = math.hypot(binomial_se(a["test_acc"], a["test_examples"]), binomial_se(b["test_acc"], b["test_examples"]))
-            if a["test_acc"] - b["test_acc"] < 2 * se:
-                flat.append(f"{dataset} ({a['test_acc'] - b['test_acc']:+.1f} points, 2 se {2 * se:.1f})")
-    if flat:
-        out.append("Caution: pretraining gains nothing over the same encoder from scratch on " + "; ".join(flat) +
-                   ": at this pretraining budget Tables 4 and 7 and Figure 8 cannot test the paper's claims.")
+    for key in sorted({r["source_run_key"] for r in rows}):
+        flat = []
+        for dataset in sorted({r["dataset"] for r in rows}):
+            a, b = by.get((key, dataset, "pretrained")), by.get((key, dataset, "scratch"))
+            if a and b:
+                se = math.hypot(binomial_se(a["test_acc"], a["test_examples"]),
+                                binomial_se(b["test_acc"], b["test_examples"]))
+                if a["test_acc"] - b["test_acc"] < 2 * se:
+                    flat.append(f"{dataset} ({a['test_acc'] - b['test_acc']:+.1f} points, 2 se {2 * se:.1f})")
+        if flat:
+            out.append(f"Caution: encoder {key}: pretraining gains nothing over the same encoder from scratch on "
+                       + "; ".join(flat) + ": with this encoder Tables 4 and 7 and Figure 8 cannot test the paper's "
+                       "claims.")
     return [x for line in out for x in (line, "")]
 
 
-def precondition(records: list[dict], runs_dir: Path) -> ClaimResult:
-    """The pretraining artefacts' precondition for the claims page: the pretrained encoder reads word order
-    and transfers to the stand-ins. One seed is inconclusive by the noise rule, whatever the cautions say;
-    they are the detail."""
-    rows = rows_of(join_parents(records, runs_dir))
-    found = cautions(rows, runs_dir)
-    seeds = len({r["seed"] for r in rows})
-    detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution: see results/regime_mlm/"
-    return ClaimResult("precondition", "regime_mlm", "pretraining transfers: the cpu encoder reads word order and "
-                       "beats the same encoder from scratch after fine-tuning",
-                       "inconclusive" if seeds < 3 else "not held" if found else "held",
-                       f"{detail} ({seeds} seed(s); `make tune-pretrain`)")
+def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
+    """The pretraining artefacts' precondition for the claims page, one result per pretrained encoder probed:
+    it reads word order and transfers to the stand-ins. One seed is inconclusive by the noise rule, whatever
+    the cautions say; they are the detail."""
+    results = []
+    all_rows = rows_of(join_parents(records, runs_dir))
+    for key in sorted({r["source_run_key"] for r in all_rows}):
+        rows = [r for r in all_rows if r["source_run_key"] == key]
+        found = cautions(rows, runs_dir)
+        seeds = len({r["seed"] for r in rows})
+        detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
+        results.append(ClaimResult(
+            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions_of(runs_dir, key)} "
+            "positions) reads word order and beats the same encoder from scratch after fine-tuning",
+            "inconclusive" if seeds < 3 else "not held" if found else "held",
+            f"{detail} ({seeds} seed(s); `make tune-pretrain`, results/regime_mlm/)"))
+    return results
 
 
 def curves(records: list[dict], path: Path) -> None:
@@ -170,11 +188,13 @@ def curves(records: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
     for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
         mine = [r for r in records if r["dataset"] == dataset]
+        encoders = sorted({r["source_run_key"] for r in records})
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
             init = r["classify"].get("init", "pretrained")
             ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
-                    color=COLOURS[init], label=f"{init}, lr {r['classify']['lr']:g}")
+                    color=COLOURS[init], ls=("-", "--", ":", "-.")[encoders.index(r["source_run_key"]) % 4],
+                    label=f"{r['source_run_key']} {init}, lr {r['classify']['lr']:g}")
         ax.axhline(majority(mine[0], "valid"), color="grey", ls=":", label="majority class")
         ax.set_title(f"{stand_in} stand-in: {dataset}")
         ax.set_xlabel("fine-tuning step")

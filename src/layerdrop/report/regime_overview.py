@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report import claims  # noqa: E402
 from layerdrop.report.collect import load_records, role_of, save_figure, write_text  # noqa: E402
-from layerdrop.utils.runs import git_sha  # noqa: E402
 from layerdrop.report.regime import METRIC, dropout_picks, run_summary  # noqa: E402
+from layerdrop.utils.runs import git_sha  # noqa: E402
 
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline
 MIN_SEEDS = 3
@@ -51,7 +51,7 @@ def dropout_check(summaries: list[dict]) -> tuple[str, str]:
     said = "; ".join(f"LayerDrop {g['layerdrop_p']:g}: {g['pick']} of {sorted(g['tried'])}" for g in picks)
     if not base:
         return "not measured", "no baseline runs that differ only in dropout"
-    full = any(DROPOUTS <= set(g["tried"]) for g in base)
+    full = any(set(g["tried"]) >= DROPOUTS for g in base)
     missing = sorted(DROPOUTS - set().union(*(set(g["tried"]) for g in base)))
     if full and ld:
         return "met", said
