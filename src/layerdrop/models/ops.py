@@ -93,13 +93,12 @@ def attention(
     token); the fast form gives NaN to a query that sees none."""
     if _plain["attention"] or q.device.type != "cpu":
         mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
-        if mask is not None and causal:
-            mask = mask & torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+        if causal and (mask is not None or bias is not None):  # is_causal cannot be combined with a mask
+            tril = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+            mask = tril if mask is None else mask & tril
         if bias is not None:  # a float mask: the bias, -inf where the boolean mask forbids
-            allowed = mask if mask is not None or not causal else torch.ones(
-                q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
             bias = bias.to(q.dtype)
-            mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         ctx = sdpa_kernel(SDPBackend.MATH) if q.device.type == "cpu" else contextlib.nullcontext()
         with ctx:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,

@@ -29,7 +29,8 @@ COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "enco
 
 
 def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
-    """Each fine-tuning record with ``parent``: the pretraining run's config (depth, LayerDrop, seed)."""
+    """Each fine-tuning record with ``parent``: the pretraining run's config (depth, LayerDrop, seed, how its
+    encoder encodes position: RoBERTa's learned table unless the record says otherwise)."""
     out = []
     for r in records:
         path = runs_dir / "mlm" / r["source_run_key"] / "metrics.json"
@@ -39,7 +40,8 @@ def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
         parent = json.loads(path.read_text())
         out.append({**r, "parent": {"n_layers": parent["config"]["model"]["n_layers"],
                                     "layerdrop_p": parent["config"]["layerdrop"]["p"],
-                                    "seed": parent["config"].get("seed"), "run_key": parent["run_key"]}})
+                                    "seed": parent["config"].get("seed"), "run_key": parent["run_key"],
+                                    "positions": parent["config"]["model"].get("positions", "learned")}})
     return out
 
 

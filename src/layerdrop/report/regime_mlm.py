@@ -76,10 +76,9 @@ def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
                     "of words, not word order."]
 
 
-def positions_of(runs_dir: Path, key: str) -> str:
-    """How the pretraining run's encoder encodes position (RoBERTa's learned table unless it says otherwise)."""
-    record = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
-    return record["config"]["model"].get("positions", "learned")
+def positions_by_encoder(records: list[dict]) -> dict[str, str]:
+    """Pretraining run -> how its encoder encodes position (``records`` joined with their parents)."""
+    return {r["source_run_key"]: r["parent"]["positions"] for r in records}
 
 
 def _context(path: Path) -> str:
@@ -99,8 +98,9 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows)
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
-    for key in sorted({r["source_run_key"] for r in rows}):
-        encoder = f"{key} ({positions_of(runs_dir, key)})"
+    positions = positions_by_encoder(records)
+    for key in sorted(positions):
+        encoder = f"{key} ({positions[key]})"
         for dataset, stand_in in _datasets([r for r in rows if r["source_run_key"] == key]):
             cells = []
             for init in INITS:
@@ -169,14 +169,15 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
     it reads word order and transfers to the stand-ins. One seed is inconclusive by the noise rule, whatever
     the cautions say; they are the detail."""
     results = []
-    all_rows = rows_of(join_parents(records, runs_dir))
-    for key in sorted({r["source_run_key"] for r in all_rows}):
+    records = join_parents(records, runs_dir)
+    all_rows, positions = rows_of(records), positions_by_encoder(records)
+    for key in sorted(positions):
         rows = [r for r in all_rows if r["source_run_key"] == key]
         found = cautions(rows, runs_dir)
         seeds = len({r["seed"] for r in rows})
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
         results.append(ClaimResult(
-            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions_of(runs_dir, key)} "
+            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions[key]} "
             "positions) reads word order and beats the same encoder from scratch after fine-tuning",
             "inconclusive" if seeds < 3 else "not held" if found else "held",
             f"{detail} ({seeds} seed(s); `make tune-pretrain`, results/regime_mlm/)"))
@@ -186,9 +187,9 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
 def curves(records: list[dict], path: Path) -> None:
     datasets = _datasets([{"dataset": r["dataset"], "stand_in_for": r["stand_in_for"]} for r in records])
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
+    encoders = sorted({r["source_run_key"] for r in records})
     for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
         mine = [r for r in records if r["dataset"] == dataset]
-        encoders = sorted({r["source_run_key"] for r in records})
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
             init = r["classify"].get("init", "pretrained")

@@ -107,13 +107,13 @@ def task_checks(task: str, runs_dir: Path, scale: str, results: list) -> dict:
     name, record_task, regime_art, table, prefix = TASKS[task]
     regime = load_records(runs_dir, record_task, regime_art, scale)
     rows = table_runs(load_records(runs_dir, record_task, table, scale), table, prefix)
-    searched = [run_summary(r) for r in regime]
+    searched, tabled = [run_summary(r) for r in regime], [run_summary(r) for r in rows]
     checks = {"dropout picked on valid": dropout_check(searched),
-              "table runs converged": converged_check([run_summary(r) for r in rows], table),
+              "table runs converged": converged_check(tabled, table),
               "depth matters": depth_check(results, table, prefix),
               f"{MIN_SEEDS}+ seeds a row": seeds_check(rows, table)}
     if task == "mt":
-        checks["translation works"] = bleu_check(searched + [run_summary(r) for r in rows])
+        checks["translation works"] = bleu_check(searched + tabled)
     return {"task": task, "name": name, "regime": regime, "rows": rows, "checks": checks,
             "page": f"../{regime_art}/{regime_art}.md", "table": table}
 
@@ -145,7 +145,7 @@ def curves(tasks: list[dict], path: Path) -> None:
 
 def render(tasks: list[dict], scale: str, pretraining: list | None = None) -> str:
     records = [r for t in tasks for r in {x["run_key"]: x for x in t["regime"] + t["rows"]}.values()]
-    names = list(next(iter(tasks))["checks"]) + ["translation works"]
+    names = list(dict.fromkeys(n for t in tasks for n in t["checks"]))  # every check, in first-seen order
     machine = records[0].get("machine", {}) if records else {}
     versions = sorted({r.get("code_version") or "unknown" for r in records})
     lines = ["# The cpu regime, task by task", "",
