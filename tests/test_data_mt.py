@@ -18,7 +18,7 @@ import torch
 from layerdrop.data.cache import CorpusCacheError
 from layerdrop.data.debian_sources import DING, LIBREOFFICE_DE, LIBREOFFICE_EN, debian_pairs, fetch_ddtp
 from layerdrop.data.lm import IGNORE_INDEX
-from layerdrop.data.mt import MTDataModule, TokenBatchSampler, format_mt_manifest
+from layerdrop.data.mt import MTDataModule, format_mt_manifest
 from layerdrop.data.mt_corpus import (
     BOS,
     build_mt_corpus,
@@ -27,6 +27,7 @@ from layerdrop.data.mt_corpus import (
     load_mt_corpus,
 )
 from layerdrop.data.mt_sources import clean_pairs, ddtp_pairs, ding_pairs, help_paragraphs, split_pairs
+from layerdrop.data.pair_batches import TokenBatchSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_VOCAB = 400

@@ -49,7 +49,7 @@ BEAM_BASELINE, BEAM_TARGET = 49.0, 2.0
 def sample_batches(dm, count: int, batch_sentences: int = 64, seed: int = 0) -> list[dict]:
     """A seeded random sample of test pairs (all lengths, unlike the first length-sorted batches),
     in batches of similar length."""
-    from layerdrop.data.mt import collate
+    from layerdrop.data.pair_batches import collate
 
     data = dm.datasets["test"]
     g = torch.Generator().manual_seed(seed)
