@@ -367,3 +367,55 @@ def test_min_len_makes_every_sentence_decode_the_same_number_of_steps():
     model, src = tiny(), sources()
     for hyps in beam_search(model, src, bos=BOS, eos=EOS, beam=3, max_len_a=0, max_len_b=7, min_len=7):
         assert len(hyps[0].tokens) == 6  # 6 tokens, then the forced <eos>
+
+
+def test_the_bleu_curve_scores_the_model_of_each_validation_on_a_fixed_valid_subset(tmp_path, monkeypatch):
+    """generate.valid_sentences: every validation point of the learning curve carries val/bleu, computed on
+    the same seeded subset of valid. The last one (at the final step, no averaging) scores exactly the
+    hypotheses the saved model generates on that subset afterwards, outside training, in fp32."""
+    from dataclasses import replace
+
+    from hydra.utils import instantiate
+
+    from layerdrop.config import load_config
+    from layerdrop.data.pair_batches import sample_batches
+    from layerdrop.models.checkpoint import load_model
+    from layerdrop.models.generate import Generator
+    from layerdrop.tasks import seq2seq
+    from layerdrop.train import train
+    from layerdrop.utils import runs
+
+    scored = []  # (hypotheses, references) of every scoring, in order: the curve's two come first
+
+    def spy(hyps, refs):
+        scored.append((list(hyps), list(refs)))
+        return seq2seq.bleu_scores(hyps, refs)
+
+    monkeypatch.setitem(seq2seq.TEXT_METRICS, "bleu", replace(seq2seq.TEXT_METRICS["bleu"], score=spy))
+    overrides = ["experiment=table1_mt", "debug=smoke_mt", "generate.max_len_a=0", "generate.max_len_b=5",
+                 "generate.valid_sentences=40", "optim.average=null", "prune.strategies=[]", "prune.splits=[valid]",
+                 f"paths.runs_dir={tmp_path}/runs", f"paths.log_dir={tmp_path}/logs"]
+    cfg = load_config(overrides)
+    record = train(cfg)
+    curve = record["train"]["curve"]
+    assert [p["step"] for p in curve] == [3, 6] and all(0.0 <= p["val/bleu"] <= 100.0 for p in curve)
+    (hyps_3, refs_3), (hyps_6, refs_6) = scored[:2]
+    assert len(hyps_6) == 40 and refs_3 == refs_6 and hyps_3 != hyps_6  # one subset, two models
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    model, _ = load_model(runs.run_dir(cfg) / "model.pt")
+    generate = Generator(bos=dm.bos_id, eos=dm.eos_id, beam=2, lenpen=0.6, max_len_a=0.0, max_len_b=5)
+    batches = sample_batches(dm.datasets["valid"], 40, dm.pad_id, dm.bos_id, dm.eos_id, seed=0)
+    refs = dm.references("valid")
+    pairs = [(dm.decode(t), refs[i]) for b in batches for i, t in zip(b["ids"].tolist(), generate(model.eval(), b["src"]))]
+    assert [h for h, _ in pairs] == hyps_6 and [r for _, r in pairs] == refs_6
+    assert curve[-1]["val/bleu"] == pytest.approx(seq2seq.bleu_scores(hyps_6, refs_6)["bleu"])
+
+
+def test_a_bleu_curve_for_a_task_that_generates_nothing_is_refused_at_config_time():
+    from layerdrop.config import load_config
+    from layerdrop.train import validate
+
+    with pytest.raises(ValueError, match="generate.valid_sentences=10: task 'lm' generates no text"):
+        validate(load_config(["debug=smoke", "generate.valid_sentences=10"]))

@@ -125,3 +125,31 @@ def test_select_best_with_checkpoint_averaging_is_refused_at_config_time(smoke_o
 
     with pytest.raises(ValueError, match="select=best"):
         validate(load_config([*smoke_overrides, "select=best", "+optim.average={last: 3, every: 2}"]))
+
+
+def _trained_weights(overrides: list[str]) -> dict:
+    cfg = load_config([*overrides, "trainer.max_steps=4", "prune.strategies=[]", "prune.splits=[valid]"])
+    train(cfg)
+    return torch.load(runs.run_dir(cfg) / "model.pt", weights_only=True)["state_dict"]
+
+
+def test_fused_adam_is_clipped_like_lightnings_foreach_path(smoke_overrides, tmp_path):
+    """The cpu configs use fused AdamW, for which Lightning refuses gradient clipping (a guard for fp16's
+    loss scaler); under bf16-mixed the module clips itself. Clip 0.01 bites on every step: the fused run
+    must match the foreach run Lightning clips, and differ from a run that is not clipped."""
+    clipped = [*smoke_overrides, "trainer.gradient_clip_val=0.01", "trainer.precision=bf16-mixed"]
+    fused = _trained_weights([*clipped, "optim.optimizer.fused=true"])
+    foreach = _trained_weights([*clipped, "optim.optimizer.fused=false", f"paths.runs_dir={tmp_path}/foreach"])
+    free = _trained_weights([*clipped, "optim.optimizer.fused=true", "trainer.gradient_clip_val=null",
+                             f"paths.runs_dir={tmp_path}/free"])
+    assert fused.keys() == foreach.keys() == free.keys()
+    assert all(torch.allclose(fused[k], foreach[k], atol=1e-6, rtol=1e-5) for k in fused)
+    assert max((fused[k] - free[k]).abs().max() for k in fused) > 1e-3
+
+
+def test_fused_adam_with_an_fp16_loss_scaler_and_clipping_is_refused_at_config_time(smoke_overrides):
+    from layerdrop.train import validate
+
+    with pytest.raises(ValueError, match=r"optim.optimizer.fused=true with trainer.precision=16-mixed"):
+        validate(load_config([*smoke_overrides, "trainer.precision=16-mixed", "optim.optimizer.fused=true"]))
+    validate(load_config([*smoke_overrides, "trainer.precision=16-mixed", "optim.optimizer.fused=false"]))

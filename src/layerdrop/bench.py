@@ -58,8 +58,14 @@ def _set_draw(model: torch.nn.Module, draw: int) -> None:
             m.set_draw(draw, seed=1)
 
 
+def pipeline_optimizer(overrides: list[str]) -> dict:
+    """The optimizer implementation the configured runs train with (fused or foreach): what the bench times."""
+    return {"fused": bool(load_config(overrides).optim.optimizer.get("fused", False))}
+
+
 def lm_trainer(cfg: LMConfig, x: torch.Tensor, bf16: bool, optimizer: dict | None = None):
-    """A closure that runs one training step of a fresh model on ``x`` and returns its kept layers."""
+    """A closure that runs one training step of a fresh model on ``x`` and returns its kept layers
+    (AdamW with ``optimizer``'s keyword arguments, e.g. ``{"fused": True}``)."""
     torch.manual_seed(0)
     model = TransformerLM(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **(optimizer or {}))
@@ -96,9 +102,9 @@ def interleaved(steps: dict, n: int, warmup: int = 3) -> dict:
 
 
 def lm_training(cfg: LMConfig, batch: tuple[int, int], bf16: bool, steps: int, x: torch.Tensor,
-                rates=(0.0, 0.2, 0.5)) -> list[dict]:
+                rates=(0.0, 0.2, 0.5), optimizer: dict | None = None) -> list[dict]:
     shares = band_shares(cfg, x)
-    timed = interleaved({p: lm_trainer(replace(cfg, layerdrop=p), x, bf16) for p in rates}, steps)
+    timed = interleaved({p: lm_trainer(replace(cfg, layerdrop=p), x, bf16, optimizer) for p in rates}, steps)
     rows = []
     for p in rates:
         t = timed[p]
@@ -151,7 +157,7 @@ def mt_training(overrides: list[str], steps: int, rates=(0.0, 0.5)) -> dict:
     def trainer(p: float):
         torch.manual_seed(0)
         model = TransformerSeq2Seq(replace(base, encoder_layerdrop=p, decoder_layerdrop=p)).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **pipeline_optimizer(overrides))
         i = itertools.count()
 
         def step():
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, overrides in LM_SHAPES.items():
         cfg, batch, eval_batch, bf16, text = lm_shape(overrides)
         lm[name] = {"overrides": overrides, "shape": asdict(cfg), "batch": batch, "bf16": bf16,
-                    "train": lm_training(cfg, batch, bf16, args.steps, x=text[: batch[0]]),
+                    "train": lm_training(cfg, batch, bf16, args.steps, x=text[: batch[0]],
+                                         optimizer=pipeline_optimizer(overrides)),
                     "eval": lm_eval(cfg, eval_batch, max(6, args.steps // 2), x=text[: eval_batch[0]])}
     mt = mt_training(["experiment=table1_mt"], args.steps)
     beam = bench_mt.generation_bench(["experiment=table1_mt"], args.sentences, out=args.out)

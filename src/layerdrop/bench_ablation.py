@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from layerdrop.bench import interleaved, lm_shape, lm_trainer
+from layerdrop.bench import interleaved, lm_shape, lm_trainer, pipeline_optimizer
 from layerdrop.models import ops
 from layerdrop.report.collect import write_text
 from layerdrop.utils.runs import code_version, machine_info
@@ -42,13 +42,13 @@ def _threads(n: int, step):
     return run
 
 
-def _bf16_weights_step(cfg, x):
+def _bf16_weights_step(cfg, x, optimizer):
     """bf16 parameters and optimizer state, no autocast, no fp32 master copy (fastest, least exact)."""
     from layerdrop.models.lm import TransformerLM
 
     torch.manual_seed(0)
     model = TransformerLM(cfg).train().bfloat16()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **optimizer)
 
     def step():
         loss = model.nll(model(x), x).mean()
@@ -58,7 +58,30 @@ def _bf16_weights_step(cfg, x):
     return step
 
 
-def _compiled_step(cfg, x, bf16):
+def _bf16_master_step(cfg, x, optimizer):
+    """bf16 parameters and activations throughout (no autocast casts), the optimizer on an fp32 master copy:
+    each step copies the bf16 gradients into the master's and the updated master back (fairseq's --fp16)."""
+    from layerdrop.models.lm import TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(cfg).train().bfloat16()
+    params = list(model.parameters())
+    master = [p.detach().float().requires_grad_() for p in params]
+    opt = torch.optim.AdamW(master, lr=1e-3, **optimizer)
+
+    def step():
+        loss = model.nll(model(x), x).float().mean()
+        loss.backward()
+        for m, p in zip(master, params):
+            m.grad = p.grad.float()
+        opt.step()
+        torch._foreach_copy_([p.data for p in params], master)
+        opt.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
+    return step
+
+
+def _compiled_step(cfg, x, bf16, optimizer):
     """Regional torch.compile: each Transformer layer compiled (one graph for all layers, so a new
     set of kept layers does not recompile)."""
     from layerdrop.models.lm import TransformerLM
@@ -67,7 +90,7 @@ def _compiled_step(cfg, x, bf16):
     model = TransformerLM(cfg).train()
     for layer in model.layers:
         layer.compile()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **optimizer)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -143,7 +166,8 @@ def run(out: Path, steps: int) -> None:
     cfg, batch, _, bf16, text = lm_shape(["experiment=table2_lm"])
     x = text[: batch[0]]
     tokens = batch[0] * batch[1]
-    default = lm_trainer(cfg, x, bf16)
+    optimizer = pipeline_optimizer(["experiment=table2_lm"])  # fused, as the cpu configs train
+    default = lm_trainer(cfg, x, bf16, optimizer)
     rows = []
 
     def compare(name: str, variant, setting: bool, note: str, variant_tokens: int | None = None, extra: str = "",
@@ -156,25 +180,29 @@ def run(out: Path, steps: int) -> None:
         print(f"{name}: default {d:,.0f} tokens/s, variant {v:,.0f} tokens/s", flush=True)
 
     compare("attention: PyTorch SDPA (CPU math kernel) instead of ours",
-            _with(lambda: ops.plain(attention=True, dropout=False, cross_entropy=False), lm_trainer(cfg, x, bf16)), False,
+            _with(lambda: ops.plain(attention=True, dropout=False, cross_entropy=False), lm_trainer(cfg, x, bf16, optimizer)), False,
             "SDPA's CPU math kernel computes bf16 inputs in fp32; kernels by shape below")
     compare("dropout: F.dropout (bernoulli_) instead of ours",
-            _with(lambda: ops.plain(attention=False, dropout=True, cross_entropy=False), lm_trainer(cfg, x, bf16)), False,
+            _with(lambda: ops.plain(attention=False, dropout=True, cross_entropy=False), lm_trainer(cfg, x, bf16, optimizer)), False,
             "ours reads four 16-bit uniforms from each 64-bit generator call")
     compare("cross-entropy: fp32 log_softmax of all rows instead of ours (blockwise)",
-            _with(lambda: ops.plain(attention=False, dropout=False, cross_entropy=True), lm_trainer(cfg, x, bf16)),
+            _with(lambda: ops.plain(attention=False, dropout=False, cross_entropy=True), lm_trainer(cfg, x, bf16, optimizer)),
             False, "ours never holds the (N, V) fp32 log-probabilities")
     compare("output layer: 4096-way tied softmax instead of the adaptive softmax",
-            lm_trainer(replace(cfg, adaptive=False), x, bf16), False,
+            lm_trainer(replace(cfg, adaptive=False), x, bf16, optimizer), False,
             "the adaptive softmax is also the paper's LM")
-    compare("optimizer: fused AdamW instead of foreach", lm_trainer(cfg, x, bf16, {"fused": True}), False,
-            "gradient clipping (clip 1.0, as configured) under bf16-mixed", usable=False)
-    compare("precision: fp32 instead of bf16 autocast", lm_trainer(cfg, x, False), False,
+    compare("optimizer: foreach AdamW instead of fused", lm_trainer(cfg, x, bf16, {"fused": False}), False,
+            "Lightning refuses to clip for a fused optimizer (a guard for fp16's loss scaler); under bf16 the "
+            "module clips itself (lit/base.py)")
+    compare("precision: fp32 instead of bf16 autocast", lm_trainer(cfg, x, False, optimizer), False,
             "bf16's quality check is in bench.md", exact=False)
-    compare("precision: bf16 weights and optimizer state, no fp32 master copy", _bf16_weights_step(cfg, x), False,
+    compare("precision: bf16 weights and optimizer state, no fp32 master copy", _bf16_weights_step(cfg, x, optimizer), False,
             "without an fp32 master copy small Adam updates round away; only worth it if much faster", exact=False)
-    compare("threads: 1 instead of 2", _threads(1, lm_trainer(cfg, x, bf16)), False, "torch's default is one thread per core")
-    compiled = _compiled_step(cfg, x, bf16)
+    compare("precision: bf16 weights and activations with an fp32 master copy instead of autocast",
+            _bf16_master_step(cfg, x, optimizer), False,
+            "no per-op casts; norms, softmax and the residual stream in bf16 (fairseq's --fp16 recipe)", exact=False)
+    compare("threads: 1 instead of 2", _threads(1, lm_trainer(cfg, x, bf16, optimizer)), False, "torch's default is one thread per core")
+    compiled = _compiled_step(cfg, x, bf16, optimizer)
     compare("torch.compile (inductor, each layer)", compiled, False,
             "one graph serves every layer, so new kept-layer sets do not recompile",
             extra=f"; first step (compilation) {compiled.compile_s:.0f} s")
@@ -183,7 +211,8 @@ def run(out: Path, steps: int) -> None:
             cfg_b = replace(cfg, max_len=T)
         else:
             cfg_b = cfg
-        compare(f"batch {B} x {T} tokens instead of {batch[0]} x {batch[1]}", lm_trainer(cfg_b, text.reshape(-1)[: B * T].view(B, T), bf16),
+        compare(f"batch {B} x {T} tokens instead of {batch[0]} x {batch[1]}", lm_trainer(cfg_b, text.reshape(-1)[: B * T].view(B, T), bf16,
+                                                                                 optimizer),
                 True, "a training hyperparameter (the regime issue chooses it); listed for its speed", B * T)
 
     attn = attention_kernels({"LM (B=32, H=4, T=128, D=32)": (32, 4, 128, 32),

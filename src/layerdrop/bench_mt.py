@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from layerdrop.config import load_config
+from layerdrop.data.pair_batches import sample_batches
 from layerdrop.models.checkpoint import load_model
 from layerdrop.models.generate import beam_search
 from layerdrop.models.pruning import layers_to_keep, prune_model
@@ -46,20 +47,6 @@ FIXED_STEPS = 20  # output tokens per sentence in the equal-work comparison
 BEAM_BASELINE, BEAM_TARGET = 49.0, 2.0
 
 
-def sample_batches(dm, count: int, batch_sentences: int = 64, seed: int = 0) -> list[dict]:
-    """A seeded random sample of test pairs (all lengths, unlike the first length-sorted batches),
-    in batches of similar length."""
-    from layerdrop.data.pair_batches import collate
-
-    data = dm.datasets["test"]
-    g = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(data), generator=g)[:count].tolist()
-    picked.sort(key=lambda k: int(data.src_lens[k]))
-    items = [data[k] for k in picked]
-    return [collate(items[i : i + batch_sentences], dm.pad_id, dm.bos_id, dm.eos_id)
-            for i in range(0, len(items), batch_sentences)]
-
-
 def generation_bench(overrides: list[str], sentences: int = 400, repeats: int = 3, model_path: Path | None = None,
                      out: Path | None = None) -> dict:
     """Beam search at full, half and one decoder layer(s); writes bench_mt.{md,json} to ``out``.
@@ -79,7 +66,7 @@ def generation_bench(overrides: list[str], sentences: int = 400, repeats: int = 
     else:
         torch.manual_seed(0)
         model, source = TransformerSeq2Seq(Seq2SeqConfig(**base)).eval(), "freshly initialised model (no trained run found)"
-    test_batches = sample_batches(dm, sentences)
+    test_batches = sample_batches(dm.datasets["test"], sentences, dm.pad_id, dm.bos_id, dm.eos_id)
     gen = {k: cfg.generate[k] for k in ("beam", "lenpen", "max_len_a", "max_len_b")}
     fixed = {**gen, "max_len_a": 0.0, "max_len_b": FIXED_STEPS, "min_len": FIXED_STEPS}
     n = model.config.decoder_layers

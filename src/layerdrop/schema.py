@@ -210,6 +210,7 @@ class Generate:
     min_len: int = rule(ge=1)
     no_repeat_ngram: int = rule(ge=0)
     max_sentences: int | None = rule(ge=1)
+    valid_sentences: int | None = rule(ge=1)  # the text metric's learning curve (seq2seq tasks)
     seed: int = rule()
 
 
@@ -351,6 +352,10 @@ def _cross_checks(run: dict, task: Task) -> list[str]:
     if run.get("select") == "best" and int((run["optim"].get("average") or {}).get("last", 1)) > 1:
         errors.append(f"select=best: the run would report its best checkpoint, but optim.average.last="
                       f"{run['optim']['average']['last']} averages the last ones; choose one (optim.average.last=1)")
+    curve = (run.get("generate") or {}).get("valid_sentences")
+    if curve is not None and not task.generates:
+        errors.append(f"generate.valid_sentences={curve}: task {task.name!r} generates no text; it is for the "
+                      "sequence-to-sequence tasks (null here)")
     sched = run["optim"]["scheduler"]
     if sched["warmup_steps"] >= sched["total_steps"]:
         errors.append(f"optim.scheduler.warmup_steps={sched['warmup_steps']}: must be < "

@@ -60,6 +60,12 @@ def validate(cfg: DictConfig) -> None:
         check_rates(side_rate(cfg, stack), n)
     if cfg.layerdrop.learned and (cfg.layerdrop.target != "layers" or cfg.layerdrop.rates is not None):
         raise ValueError("layerdrop.learned needs layerdrop.target=layers and one mean rate p (no rates list)")
+    clip = cfg.trainer.get("gradient_clip_val") or 0
+    if cfg.optim.optimizer.get("fused") and str(cfg.trainer.get("precision")) in ("16", "16-mixed") and clip > 0:
+        raise ValueError(f"optim.optimizer.fused=true with trainer.precision={cfg.trainer.precision} and "
+                         f"trainer.gradient_clip_val={clip}: a fused optimizer unscales fp16's gradients inside its "
+                         "step, after clipping would have to; set optim.optimizer.fused=false, use bf16-mixed, or "
+                         "trainer.gradient_clip_val=null")
     if cfg.scale.name not in ("cpu", "paper"):
         raise ValueError(f"scale must be cpu or paper, got {cfg.scale.name!r}")
 
@@ -152,7 +158,7 @@ def fit(cfg: DictConfig, task: Task, datamodule, run_dir: Path, logger) -> tuple
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every)
     throughput, curve = TrainThroughput(), LearningCurve()
-    callbacks = [checkpoint, throughput, curve]
+    callbacks = [checkpoint, throughput, curve, *task.fit_callbacks(datamodule)]
     monitor, mode = cfg.task.monitor, cfg.task.mode
     if cfg.select == "best":  # the best validation so far, kept as it happens (and across a resume)
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "best", filename="best", monitor=monitor, mode=mode,

@@ -110,3 +110,15 @@ class TokenBatchSampler(EpochBatches):
         buckets = (positions[i : i + self.bucket_pairs] for i in range(0, len(positions), self.bucket_pairs))
         batches = [batch for bucket in buckets for batch in self._pack(bucket)]
         return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sample_batches(dataset: PairDataset, count: int, pad_id: int, bos_id: int, eos_id: int,
+                   batch_sentences: int = 64, seed: int = 0) -> list[dict]:
+    """A seeded random sample of ``count`` pairs of ``dataset`` (all lengths, unlike the first batches of a
+    length-sorted loader), collated in batches of ``batch_sentences`` pairs of similar length."""
+    g = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(dataset), generator=g)[:count].tolist()
+    picked.sort(key=lambda k: int(dataset.src_lens[k]))
+    items = [dataset[k] for k in picked]
+    return [collate(items[i : i + batch_sentences], pad_id, bos_id, eos_id)
+            for i in range(0, len(items), batch_sentences)]

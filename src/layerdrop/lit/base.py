@@ -59,6 +59,20 @@ class LayerDropModule(pl.LightningModule):
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
         self.update_tokens.zero_()
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning refuses to clip for an optimizer that unscales its own gradients (fused Adam), a guard
+        for fp16's loss scaler. Without a scaler (bf16-mixed, fp32) the gradients are already unscaled, so
+        they are clipped here, as Lightning would (the cpu configs use fused Adam: 4% faster steps)."""
+        unscales = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and unscales and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         optim = self.hparams.optim
         optimizer, scheduler = build_optimizer(self.model, instantiate(optim["optimizer"]), **optim["scheduler"])

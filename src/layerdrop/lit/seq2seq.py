@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import pytorch_lightning as pl
 import torch
 from torchmetrics import MeanMetric
 
@@ -26,6 +27,31 @@ def label_smoothed_nll(
     keep = target != IGNORE
     loss, nll = cross_entropy(logits, target.clamp(min=0), epsilon)  # blockwise fp32 (models/ops.py)
     return loss[keep].sum(), nll[keep].sum(), keep.sum()
+
+
+class GenerationCurve(pl.Callback):
+    """The text metric's learning curve (fairseq's ``--eval-bleu``): at the end of every validation, the
+    model generates the same ``batches`` (a seeded subset of valid) in fp32, as test evaluation does, and
+    ``val/<name>`` is logged for every score of ``score(hypotheses, references)`` (``references`` indexed
+    by the batches' ``ids``), so it joins the run's learning curve."""
+
+    def __init__(self, generator: Callable[[TransformerSeq2Seq, torch.Tensor], list[list[int]]], batches: list[dict],
+                 references: Sequence[str], decode: Callable[[list[int]], str],
+                 score: Callable[[Sequence[str], Sequence[str]], dict[str, float]]):
+        self.generator, self.batches, self.references, self.decode, self.score = (
+            generator, batches, references, decode, score)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, lit: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        hyps, refs = [], []
+        with torch.no_grad(), torch.autocast(lit.device.type, enabled=False):
+            for batch in self.batches:
+                for i, tokens in zip(batch["ids"].tolist(), self.generator(lit.model, batch["src"].to(lit.device))):
+                    hyps.append(self.decode(tokens))
+                    refs.append(self.references[i])
+        for name, value in self.score(hyps, refs).items():
+            lit.log(f"val/{name}", float(value))
 
 
 class Seq2SeqLitModule(PerplexityScores, LayerDropModule):

@@ -49,6 +49,8 @@ class Task:
     sweep_metric: ClassVar[str]
     #: where an evaluation row records the settings it was made with
     settings_key: ClassVar[str] = "settings"
+    #: whether the task generates text (``generate.*`` applies, e.g. the curve of ``generate.valid_sentences``)
+    generates: ClassVar[bool] = False
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -114,6 +116,10 @@ class Task:
 
     def config_errors(self, run: dict) -> list[str]:
         """Constraints between this task's keys (``run`` holds the resolved sections of ``schema``)."""
+        return []
+
+    def fit_callbacks(self, datamodule) -> list[pl.Callback]:
+        """Callbacks the task adds to training (after ``datamodule.setup("fit")``)."""
         return []
 
 

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 
+from layerdrop.data.pair_batches import sample_batches
+from layerdrop.lit.seq2seq import GenerationCurve
 from layerdrop.metrics.bleu import detok_bleu, tokenized_bleu
 from layerdrop.metrics.rouge import ROUGE_TYPES, rouge
 from layerdrop.models.generate import Generator
@@ -56,6 +58,7 @@ class Seq2SeqTask(Task):
     higher_is_better = True
     sweep_metric = "valid_loss"
     settings_key = "generate"
+    generates = True
 
     @property
     def metric_name(self) -> str:
@@ -100,6 +103,19 @@ class Seq2SeqTask(Task):
         row[f"{split}_generate_s"] = round(seconds, 2)
         row[f"{split}_sentences_per_s"] = round(sentences / max(seconds, 1e-9), 2)
         return row
+
+    def fit_callbacks(self, datamodule) -> list[pl.Callback]:
+        """With ``generate.valid_sentences``: the text metric on a seeded subset of valid at every validation."""
+        count = self.cfg.generate.get("valid_sentences")
+        if count is None:
+            return []
+        settings = self.eval_settings()
+        generator = Generator(bos=datamodule.bos_id, eos=datamodule.eos_id,
+                              **{k: settings[k] for k in GENERATOR_SETTINGS if k in settings})
+        batches = sample_batches(datamodule.datasets["valid"], int(count), datamodule.pad_id, datamodule.bos_id,
+                                 datamodule.eos_id, seed=int(self.cfg.generate.get("seed", 0)))
+        return [GenerationCurve(generator, batches, datamodule.references("valid"), datamodule.decode,
+                                self.metric.score)]
 
     def config_errors(self, run: dict) -> list[str]:
         data, errors = run["data"], []
