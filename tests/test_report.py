@@ -322,6 +322,26 @@ def test_translation_regime_report_counts_target_epochs_and_shows_bleu(tmp_path)
     assert "dropout **0.1** (valid perplexity 0.1: 30.0 (n=1), 0.3: 35.0 (n=1))" in text
 
 
+def test_a_longer_budget_is_its_own_dropout_group_and_its_bleu_curve_is_shown(tmp_path):
+    """A run with another step budget does not join the dropout pick of the sweep; a run trained with
+    generate.valid_sentences gets its valid-BLEU curve, plotted and listed by step with its best point."""
+    runs_ = [mt_regime_record("m1", 0.1, [(50, 40.0), (100, 30.0)], 12.5),
+             mt_regime_record("m2", 0.3, [(50, 45.0), (100, 35.0)], 9.25),
+             mt_regime_record("long", 0.1, [(50, 20.0), (100, 10.0), (150, 11.0)], 16.0)]
+    for r, budget in zip(runs_, (100, 100, 400)):
+        r["config"]["trainer"] = {"max_steps": budget}
+    for p, bleu in zip(runs_[2]["train"]["curve"], (8.0, 15.5, 15.25)):
+        p["val/bleu"] = bleu
+    for r in runs_:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_mt.md").read_text()
+    assert "at most 100 steps: dropout **0.1** (valid perplexity 0.1: 30.0 (n=1), 0.3: 35.0 (n=1))" in text
+    assert "at most 400 steps: dropout" not in text  # one dropout tried at that budget: nothing picked
+    assert "best val/bleu **15.50** at step 100; by step: 50: 8.00, 100: 15.50, 150: 15.25" in text
+    assert (tmp_path / "out" / "metric_curves.png").stat().st_size > 0
+
+
 def test_a_regime_report_refuses_runs_of_two_tasks(tmp_path):
     from layerdrop.report import regime
 

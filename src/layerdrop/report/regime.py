@@ -53,7 +53,8 @@ def run_summary(record: dict) -> dict:
     return {
         "run_key": record["run_key"], "seed": cfg.get("seed"), "layers": _layers(cfg["model"]),
         "dropout": cfg["model"]["dropout"], "layerdrop_p": cfg["layerdrop"]["p"],
-        "train_tokens": data_tokens, "steps": train["steps"], "tokens_seen": train["tokens_seen"],
+        "train_tokens": data_tokens, "max_steps": (cfg.get("trainer") or {}).get("max_steps"), "steps": train["steps"],
+        "tokens_seen": train["tokens_seen"],
         "epochs": round(train["tokens_seen"] / data_tokens, 1) if data_tokens else None,
         "select": (train.get("selected") or {}).get("rule", "final"),
         "best_step": best["step"] if best else None, "best_valid_ppl": best[METRIC] if best else None,
@@ -147,29 +148,67 @@ def build(records: list[dict], out: Path, scale: str) -> None:
     picks = dropout_picks(rows)
     for g in picks:
         tried = ", ".join(f"{d}: {m:.1f} (n={n})" for d, (m, n) in sorted(g["tried"].items()))
-        lines.append(f"- {g['layers']} layers, LayerDrop {g['layerdrop_p']}, {g['train_tokens']:,} train tokens: dropout "
-                     f"**{g['pick']}** (valid perplexity {tried})")
+        lines.append(f"- {g['layers']} layers, LayerDrop {g['layerdrop_p']}, {g['train_tokens']:,} train tokens, at most "
+                     f"{g['max_steps'] or 0:,} steps: dropout **{g['pick']}** (valid perplexity {tried})")
     if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
+    lines += text_metric_curves(records, out, title)
     lines += ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / f"regime_{task}.md", "\n".join(lines))
 
 
+def text_metric_curves(records: list[dict], out: Path, title: str) -> list[str]:
+    """For runs trained with ``generate.valid_sentences``: the text metric at every validation (``val/bleu``
+    or ``val/rougeL``), plotted against training tokens (``metric_curves.png``) and tabulated by step."""
+    runs = []
+    for record in records:
+        curve = record["train"].get("curve", [])
+        name = next((k for k in ("val/bleu", "val/rougeL") if any(k in p for p in curve)), None)
+        if name:
+            runs.append((run_summary(record), name, [p for p in curve if name in p]))
+    if not runs:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row, name, curve in runs:
+        ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[name] for p in curve], marker=".",
+                label=f"{row['layers']}L drop {row['dropout']} LD {row['layerdrop_p']} seed {row['seed']}, "
+                      f"{row['max_steps']:,} steps")
+    ax.set_xlabel("training target tokens (millions)")
+    ax.set_ylabel(f"{runs[0][1]} on a fixed valid subset (in training)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title}: text metric during training")
+    save_figure(fig, out / "metric_curves.png")
+    plt.close(fig)
+    lines = ["", "## The text metric during training", "",
+             "Runs trained with `generate.valid_sentences=N` beam-search the same seeded N valid sentences at every "
+             "validation (fp32, the evaluation settings); the score shows when generation, not just perplexity, "
+             "stops improving (`metric_curves.png`). It is measured on valid, so it can differ from test.", ""]
+    for row, name, curve in runs:
+        best = max(curve, key=lambda p: p[name])
+        points = ", ".join(f"{p['step']}: {p[name]:.2f}" for p in curve)
+        lines.append(f"- {row['layers']} layers, dropout {row['dropout']}, LayerDrop {row['layerdrop_p']}, seed "
+                     f"{row['seed']}, at most {row['max_steps']:,} steps (`{row['run_key']}`): best {name} "
+                     f"**{best[name]:.2f}** at step {best['step']}; by step: {points}")
+    return lines
+
+
 def dropout_picks(rows: list[dict]) -> list[dict]:
-    """Per group of runs that differ only in dropout (same train tokens, layers, LayerDrop rate): the dropout
-    with the lowest mean valid perplexity (``_valid``), and every dropout tried: {dropout: (mean, runs)}."""
+    """Per group of runs that differ only in dropout (same train tokens, step budget, layers, LayerDrop rate):
+    the dropout with the lowest mean valid perplexity (``_valid``), and every dropout tried: {dropout: (mean, runs)}."""
+    def group(r: dict) -> tuple:
+        return r["train_tokens"] or 0, r.get("max_steps") or 0, r["layers"], r["layerdrop_p"]
+
     picks = []
-    for tokens, layers, p in sorted({(r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) for r in rows}):
+    for tokens, budget, layers, p in sorted({group(r) for r in rows}):
         by_dropout: dict[float, list[float]] = {}
         for r in rows:
-            if ((r["train_tokens"] or 0, r["layers"], r["layerdrop_p"]) == (tokens, layers, p)
-                    and _valid(r) is not None):
+            if group(r) == (tokens, budget, layers, p) and _valid(r) is not None:
                 by_dropout.setdefault(r["dropout"], []).append(_valid(r))
         if len(by_dropout) < 2:
             continue  # nothing was picked in this group
         tried = {d: (statistics.mean(v), len(v)) for d, v in by_dropout.items()}
-        picks.append({"train_tokens": tokens, "layers": layers, "layerdrop_p": p, "tried": tried,
-                      "pick": min(tried, key=lambda d: tried[d][0])})
+        picks.append({"train_tokens": tokens, "max_steps": budget, "layers": layers, "layerdrop_p": p,
+                      "tried": tried, "pick": min(tried, key=lambda d: tried[d][0])})
     return picks
 
 
