@@ -91,3 +91,18 @@ def test_the_equal_flops_baseline_runs_fewer_steps_the_more_layerdrop_drops():
     assert steps == round(100 * ratio) and 50 < steps < 100
     with pytest.raises(SystemExit, match="P=1.5: must be a LayerDrop rate"):
         main(["equal-steps", "1.5"])
+
+
+def test_a_bench_without_quality_keeps_the_last_full_run_check_and_says_which_code_measured_it(tmp_path):
+    from layerdrop.utils.runs import write_json
+
+    assert bench.kept_quality(tmp_path / "bench.json") is None  # nothing measured yet: nothing to show
+    check = {"bf16": {"valid_ppl": 101.71, "steps": 4000, "run_key": "b"}, "fp32": {"valid_ppl": 101.63, "run_key": "f"},
+             "relative_change": 101.71 / 101.63 - 1}
+    write_json(tmp_path / "bench.json", {**_result(), "code": "old123", "bf16_full_run": check})
+    kept = bench.kept_quality(tmp_path / "bench.json")
+    assert kept["measured_at"] == "old123" and kept["bf16"] == check["bf16"]
+    write_json(tmp_path / "bench.json", {**_result(), "code": "new456", "bf16_full_run": kept})
+    assert bench.kept_quality(tmp_path / "bench.json")["measured_at"] == "old123"  # kept again: still the measuring code
+    text = bench.render({**_result(), "bf16_full_run": kept})
+    assert "(+0.08%; target within 1%: **met**); measured by an earlier `make bench` at code old123" in text

@@ -38,7 +38,7 @@ from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 from layerdrop.report.collect import write_text
 from layerdrop.train import model_config
-from layerdrop.utils.runs import code_version, machine_info
+from layerdrop.utils.runs import code_version, machine_info, read_json
 
 TARGETS = {"lm_share": 0.5, "p05_gap": 0.03, "p05_ideal": 0.6, "eval_half": 1.8, "eval_of_ideal": 0.95,
            "mt_share": 0.5, "beam_speedup": 2.0}
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         lm[name] = {"overrides": overrides, "shape": asdict(cfg), "batch": batch, "bf16": bf16,
                     "train": lm_training(cfg, batch, bf16, args.steps, x=text[: batch[0]],
                                          optimizer=pipeline_optimizer(overrides)),
-                    "eval": lm_eval(cfg, eval_batch, max(6, args.steps // 2), x=text[: eval_batch[0]])}
+                    "eval": lm_eval(cfg, eval_batch, 2 * args.steps, x=text[: eval_batch[0]])}
     mt = mt_training(["experiment=table1_mt"], args.steps)
     beam = bench_mt.generation_bench(["experiment=table1_mt"], args.sentences, out=args.out)
     peak_end = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -284,10 +284,22 @@ def main(argv: list[str] | None = None) -> None:
               "lm": lm, "mt": mt, "beam": beam}
     if args.quality:
         result["bf16_full_run"] = bf16_full_run(["experiment=table2_lm", "layerdrop.p=0.0"])
+    elif kept := kept_quality(args.out / "bench.json"):
+        result["bf16_full_run"] = kept
     report = render(result)
     print(report)
     write_text(args.out / "bench.json", json.dumps(result, indent=2, default=str) + "\n")
     write_text(args.out / "bench.md", report + "\n")
+
+
+def kept_quality(previous_json: Path) -> dict | None:
+    """The bf16-vs-fp32 full-run check of the previous ``bench.json`` (two full trainings, so a run without
+    ``--quality`` keeps it), marked with the code version that measured it."""
+    previous = read_json(previous_json)
+    if not previous or not previous.get("bf16_full_run"):
+        return None
+    q = previous["bf16_full_run"]
+    return {**q, "measured_at": q.get("measured_at", previous.get("code"))}
 
 
 def _verdict(ok: bool) -> str:
@@ -353,7 +365,9 @@ def render(r: dict) -> str:
         ok = abs(q["relative_change"]) <= 0.01
         lines += ["", f"bf16 autocast vs fp32, one full training run each of the default LM ({b['steps']} steps, "
                   f"LayerDrop 0, runs {b['run_key']} / {f['run_key']}): final valid perplexity {b['valid_ppl']:.2f} vs "
-                  f"{f['valid_ppl']:.2f} ({100 * q['relative_change']:+.2f}%; target within 1%: {_verdict(ok)})."]
+                  f"{f['valid_ppl']:.2f} ({100 * q['relative_change']:+.2f}%; target within 1%: {_verdict(ok)})"
+                  + (f"; measured by an earlier `make bench` at code {q['measured_at']} and kept (`--quality` trains "
+                     "both runs again)." if q.get("measured_at") else ".")]
     lines += ["", "FLOP model: matmul FLOPs only (projections, feed-forward, attention over every key the kernel "
               "computes, output layer; adaptive tails weighted by their share of tokens), x3 for training. "
               "Element-wise work (norms, dropout, softmax, optimizer) is the gap to the peak."]

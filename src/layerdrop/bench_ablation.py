@@ -73,7 +73,7 @@ def _bf16_master_step(cfg, x, optimizer):
         loss = model.nll(model(x), x).float().mean()
         loss.backward()
         for m, p in zip(master, params):
-            m.grad = p.grad.float()
+            m.grad = None if p.grad is None else p.grad.float()
         opt.step()
         torch._foreach_copy_([p.data for p in params], master)
         opt.zero_grad(set_to_none=True)
