@@ -171,12 +171,12 @@ def run(out: Path, steps: int) -> None:
     rows = []
 
     def compare(name: str, variant, setting: bool, note: str, variant_tokens: int | None = None, extra: str = "",
-                exact: bool = True, usable: bool = True):
+                exact: bool = True):
         t = interleaved({"default": default, "variant": variant}, steps)
         d = tokens / t["default"]["mean_s"]
         v = (variant_tokens or tokens) / t["variant"]["mean_s"]
         rows.append({"measure": name, "default_tokens_per_s": d, "variant_tokens_per_s": v, "effect": d / v,
-                     "setting": setting, "exact": exact, "usable": usable, "note": note + extra})
+                     "setting": setting, "exact": exact, "note": note + extra})
         print(f"{name}: default {d:,.0f} tokens/s, variant {v:,.0f} tokens/s", flush=True)
 
     compare("attention: PyTorch SDPA (CPU math kernel) instead of ours",
@@ -238,9 +238,6 @@ def verdict(row: dict) -> str:
     if row["effect"] > 1 + NOISE:
         return "default faster: variant not used"
     if row["effect"] < 1 - NOISE:
-        if not row.get("usable", True):
-            return (f"variant {100 * (1 / row['effect'] - 1):.0f}% faster but Lightning refuses it with "
-                    "the note's setting: not adopted")
         if not row.get("exact", True):
             return (f"variant {100 * (1 / row['effect'] - 1):.0f}% faster but it changes what is learned: "
                     "not adopted")

@@ -62,7 +62,7 @@ class LayerDropModule(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning refuses to clip for an optimizer that unscales its own gradients (fused Adam), a guard
         for fp16's loss scaler. Without a scaler (bf16-mixed, fp32) the gradients are already unscaled, so
-        they are clipped here, as Lightning would (the cpu configs use fused Adam: 4% faster steps)."""
+        they are clipped here, as Lightning would (the cpu configs use fused Adam; results/bench/ablation.md)."""
         unscales = getattr(optimizer, "_step_supports_amp_scaling", False)
         if gradient_clip_val and unscales and getattr(self.trainer.precision_plugin, "scaler", None) is None:
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]

@@ -94,13 +94,14 @@ def build(records: list[dict], out: Path, scale: str) -> None:
         raise ValueError(f"a regime report covers one task; these runs are of {tasks}")
     task = tasks[0]
     title, command, extra = TASKS[task]
-    rows = sorted((run_summary(r) for r in records),
+    summary = {r["run_key"]: run_summary(r) for r in records}
+    rows = sorted(summary.values(),
                   key=lambda r: (r["train_tokens"] or 0, r["layerdrop_p"], -_depth_key(r["layers"]), r["dropout"],
                                  r["seed"] or 0))
     write_csv(out / "raw.csv", rows, columns=list(rows[0]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for record in records:
-        row = run_summary(record)
+        row = summary[record["run_key"]]
         curve = [p for p in record["train"].get("curve", []) if METRIC in p]
         if curve:
             ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[METRIC] for p in curve], marker=".",
@@ -152,12 +153,12 @@ def build(records: list[dict], out: Path, scale: str) -> None:
                      f"{g['max_steps'] or 0:,} steps: dropout **{g['pick']}** (valid perplexity {tried})")
     if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
-    lines += text_metric_curves(records, out, title)
+    lines += text_metric_curves(records, summary, out, title)
     lines += ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / f"regime_{task}.md", "\n".join(lines))
 
 
-def text_metric_curves(records: list[dict], out: Path, title: str) -> list[str]:
+def text_metric_curves(records: list[dict], summary: dict[str, dict], out: Path, title: str) -> list[str]:
     """For runs trained with ``generate.valid_sentences``: the text metric at every validation (``val/bleu``
     or ``val/rougeL``), plotted against training tokens (``metric_curves.png``) and tabulated by step."""
     runs = []
@@ -165,7 +166,7 @@ def text_metric_curves(records: list[dict], out: Path, title: str) -> list[str]:
         curve = record["train"].get("curve", [])
         name = next((k for k in ("val/bleu", "val/rougeL") if any(k in p for p in curve)), None)
         if name:
-            runs.append((run_summary(record), name, [p for p in curve if name in p]))
+            runs.append((summary[record["run_key"]], name, [p for p in curve if name in p]))
     if not runs:
         return []
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -90,11 +90,15 @@ class Seq2SeqTask(Task):
             settings["metric"] = self.metric_name
         return settings
 
+    def generator(self, datamodule) -> Generator:
+        """The beam search of the configured ``generate.*`` settings, with the data's special tokens."""
+        settings = self.eval_settings()
+        return Generator(bos=datamodule.bos_id, eos=datamodule.eos_id,
+                         **{k: settings[k] for k in GENERATOR_SETTINGS if k in settings})
+
     def evaluate(self, lit: pl.LightningModule, datamodule, split: str, trainer: pl.Trainer) -> dict[str, Any]:
         settings = self.eval_settings()
-        generator = Generator(bos=datamodule.bos_id, eos=datamodule.eos_id,
-                              **{k: settings[k] for k in GENERATOR_SETTINGS if k in settings})
-        lit.set_generation(generator, references=datamodule.references(split), decode=datamodule.decode,
+        lit.set_generation(self.generator(datamodule), references=datamodule.references(split), decode=datamodule.decode,
                            score=self.metric.score, max_sentences=settings.get("max_sentences"),
                            seed=settings.get("seed", 0))
         row = super().evaluate(lit, datamodule, split, trainer)
@@ -109,12 +113,9 @@ class Seq2SeqTask(Task):
         count = self.cfg.generate.get("valid_sentences")
         if count is None:
             return []
-        settings = self.eval_settings()
-        generator = Generator(bos=datamodule.bos_id, eos=datamodule.eos_id,
-                              **{k: settings[k] for k in GENERATOR_SETTINGS if k in settings})
         batches = sample_batches(datamodule.datasets["valid"], int(count), datamodule.pad_id, datamodule.bos_id,
                                  datamodule.eos_id, seed=int(self.cfg.generate.get("seed", 0)))
-        return [GenerationCurve(generator, batches, datamodule.references("valid"), datamodule.decode,
+        return [GenerationCurve(self.generator(datamodule), batches, datamodule.references("valid"), datamodule.decode,
                                 self.metric.score)]
 
     def config_errors(self, run: dict) -> list[str]:
