@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% claims regime tune-lm tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% records-sync claims regime tune-lm tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -84,7 +84,7 @@ claims: ## every paper claim (C1-C11) against every artefact that tests it, by t
 regime: ## each task's regime checks (dropout tuned, converged, depth matters, seeds, 15 BLEU) from the run cache -> results/regime/
 	$(PYTHON) -m layerdrop.report.regime_overview --scale $(SCALE)
 
-report-%: ## rebuild results/<artefact>/ from the run cache only, e.g. make report-figure4
+report-%: ## rebuild results/<artefact>/ from the record store (records/) alone, e.g. make report-figure4
 	$(PYTHON) -m layerdrop.report $* --scale $(SCALE)
 
 bench: data-lm data-mt ## speed vs the matmul peak, LayerDrop/pruning savings, beam search, bf16 vs fp32 full run -> results/bench/
@@ -95,6 +95,9 @@ bench-ablation: data-lm ## each speed measure tried, one at a time -> results/be
 
 bench-gpu: ## on a CUDA machine: gpu-marked tests + paper-shape speed -> results/bench/gpu.md (says so if no GPU)
 	$(PYTHON) -m layerdrop.bench_gpu
+
+records-sync: ## copy the run cache's records (runs/) into the record store (records/, committed)
+	$(PYTHON) -m layerdrop.records sync
 
 params: ## parameter counts of every experiment at both scales (meta device, no memory)
 	@for e in table2_lm table2_lm_deep table1_mt table1_mt_deep; do for s in cpu paper; do \

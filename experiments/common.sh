@@ -18,6 +18,10 @@ if [ "$SCALE" = cpu ]; then LAYERDROP_ROW=(model.dropout=0.0); fi
 # settings are one run in the cache.
 SELECT=()
 if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
+# Runs whose weights a later step reads (fine-tuning, a probe, a distilled student's teacher): from a fresh
+# clone the record store (records/) holds their records but not their weights, so they train again.
+# `make report-<artefact>` regenerates an artefact from the store alone.
+WEIGHTS=(need_weights=true)
 # Fine-tuning a pretrained encoder (python -m layerdrop.classify): every stand-in, a learning-rate sweep
 # (Hydra multirun; the reports keep the best valid point of each sweep). The paper sweeps lr {1e-5, 2e-5,
 # 3e-5} x batch {16, 32} at RoBERTa's size; the cpu encoders take larger rates.

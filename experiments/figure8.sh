@@ -4,7 +4,7 @@
 #   SCALE=cpu|paper bash experiments/figure8.sh [seed=1,2,3 ...]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-train experiment=pretrain_mlm layerdrop.p=0.1,0.2,0.5 "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0.1,0.2,0.5 "${SELECT[@]}" "$@"
 classify experiment=pretrain_mlm layerdrop.p=0.1,0.2,0.5 "${SELECT[@]}" classify.depth=null,"$HALF_ENC","$QUARTER" \
   artefact=figure8 "$@"
 report figure8

@@ -6,10 +6,10 @@
 #   SCALE=cpu|paper bash experiments/table7.sh [seed=1,2,3 ...]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-train experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
-train experiment=pretrain_mlm layerdrop.p=0 "${SELECT[@]}" "$@"
-train experiment=pretrain_mlm layerdrop.p=0 model.n_layers="$HALF_ENC" "${SELECT[@]}" "$@"
-train experiment=pretrain_mlm layerdrop.p=0 model.n_layers="$QUARTER" "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0 "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0 model.n_layers="$HALF_ENC" "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0 model.n_layers="$QUARTER" "${SELECT[@]}" "$@"
 classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" artefact=table7 role=layerdrop "$@"
 classify experiment=pretrain_mlm layerdrop.p=0 "${SELECT[@]}" artefact=table7 role=baseline "$@"
 classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.depth="$HALF_ENC" artefact=table7 \
@@ -33,7 +33,7 @@ for seed in ${SEEDS//,/ }; do
     role=$([ "$depth" = "$HALF_ENC" ] && echo distilled_half || echo distilled_quarter)
     student=(experiment=pretrain_mlm layerdrop.p=0 model.n_layers="$depth" task.lit_module=layerdrop.lit.distill.DistillLitModule
              +task.module_args.teacher="$teacher" "${SELECT[@]}" "${OTHER[@]}" seed="$seed")
-    train "${student[@]}"
+    train "${WEIGHTS[@]}" "${student[@]}"
     classify "${student[@]}" artefact=table7 role="$role"
   done
 done

@@ -7,6 +7,6 @@ source "$(dirname "$0")/common.sh"
 # every seed of the Table 2 LayerDrop row, unless the overrides name seeds themselves
 case " $* " in *" seed="*) SEEDS=() ;; *) SEEDS=(seed=1,2,3) ;; esac
 LAYERDROP=(experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}")
-train "${LAYERDROP[@]}" role=layerdrop artefact=table2 "${SEEDS[@]}" "${SELECT[@]}" "${@}"
+train "${WEIGHTS[@]}" "${LAYERDROP[@]}" role=layerdrop artefact=table2 "${SEEDS[@]}" "${SELECT[@]}" "${@}"
 python -m layerdrop.finetune -m scale="$SCALE" "${LAYERDROP[@]}" "${SEEDS[@]}" "${SELECT[@]}" "${@}"
 python -m layerdrop.report table8 --scale "$SCALE"

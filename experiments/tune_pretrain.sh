@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 LRS=${LR:-3e-4}
-train experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
+train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
 context experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
 classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=pretrained artefact=regime_mlm "$@"
 classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=scratch artefact=regime_mlm "$@"

@@ -14,7 +14,8 @@ from layerdrop.train import train
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("figures")
-    base = ["debug=smoke", f"paths.runs_dir={root}/runs", f"paths.log_dir={root}/logs", "trainer.max_steps=4"]
+    base = ["debug=smoke", f"paths.runs_dir={root}/runs", f"paths.log_dir={root}/logs", f"paths.records_dir={root}/records",
+            "trainer.max_steps=4"]
 
     def run(*overrides):
         return train(load_config([*base, *overrides]))

@@ -19,7 +19,8 @@ FT = ["finetune.steps=4", "finetune.warmup_steps=1", "finetune.val_check_interva
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     overrides = ["debug=smoke", "layerdrop.p=0.2", "logger=none", f"paths.runs_dir={root}/runs",
-                 f"paths.log_dir={root}/logs", "prune.strategies=[]", "artefact=table2", "role=layerdrop"]
+                 f"paths.log_dir={root}/logs", f"paths.records_dir={root}/records", "prune.strategies=[]", "artefact=table2",
+                 "role=layerdrop"]
     train(load_config(overrides))
     return root, overrides
 

@@ -73,7 +73,8 @@ def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_ov
     assert record["train"]["tokens_seen"] == 12 * 8 * 32  # counted across the interruption
 
     seen.clear()
-    uninterrupted = load_config([*overrides, f"paths.runs_dir={tmp_path}/again"])
+    # the same run again from nothing: its own run cache and record store, or the stored record is reused
+    uninterrupted = load_config([*overrides, f"paths.runs_dir={tmp_path}/again", f"paths.records_dir={tmp_path}/again-records"])
     again = train(uninterrupted)
     assert [s for s, _ in seen] == list(range(12))
     # the learning curve survives the interruption: the same points as the run never stopped

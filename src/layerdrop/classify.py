@@ -98,21 +98,22 @@ def classify(cfg: DictConfig) -> dict:
     """Returns the fine-tuning record (what its ``metrics.json`` holds)."""
     validate(cfg)
     check(cfg)
-    source = runs.run_dir(cfg)
+    source, store = runs.run_dir(cfg), runs.record_store(cfg)
     scratch = cfg.classify.init == "scratch"
-    if not scratch and not (source / "model.pt").exists():
-        raise FileNotFoundError(f"no pretrained model at {source / 'model.pt'}: pretrain it first (the same "
-                                "overrides with python -m layerdrop.train)")
     out = Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / classify_key(source.name, cfg)
     with runs.locked(out):
-        record = runs.read_json(out / "metrics.json")
+        record = runs.read_record(out, store)
         if record and "test_acc" in record:
             log.info("fine-tuning %s already done: %s", out.name, out / "metrics.json")
             before = (list(record.get("artefacts", [])), dict(record.get("roles", {})))
             runs.tag(record, cfg.artefact, cfg.role)  # one fine-tuning serves every artefact that needs it
             if (record["artefacts"], record["roles"]) != before:
-                runs.write_json(out / "metrics.json", record)
+                runs.write_record(out, store, record)
             return record
+        if not scratch and not (source / "model.pt").exists():
+            raise FileNotFoundError(f"no pretrained model at {source / 'model.pt'}: pretrain it first (the same "
+                                    "overrides with python -m layerdrop.train need_weights=true; a run whose "
+                                    "record came from the record store has no weights until then)")
         pl.seed_everything(cfg.seed, workers=True)
         pretraining = instantiate(cfg.data)
         c = cfg.classify
@@ -147,7 +148,7 @@ def classify(cfg: DictConfig) -> dict:
         lit.load_state_dict(best["state_dict"])
         record["train"]["selected"] = {"rule": "best", "step": int(best["global_step"])}
         record.update(_score(lit.eval(), datamodule, cfg))
-        runs.write_json(out / "metrics.json", record)
+        runs.write_record(out, store, record)
         log.info("fine-tuned %s on %s (a %s stand-in), %d layers: valid acc %.4f, test acc %.4f", source.name,
                  c.dataset, datamodule.stand_in_for, depth, record["valid_acc"], record["test_acc"])
         return record

@@ -125,6 +125,7 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
         *WIDTH,
         "logger=none",
         f"paths.runs_dir={run_root / 'runs'}",
+        "paths.records_dir=null",  # a dry run's records are not results
         f"paths.log_dir={run_root / 'logs'}",
         f"paths.data_dir={data_dir}",
         "trainer.accelerator=cpu",
@@ -162,6 +163,7 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
             f"data.max_tokens={MT_TOKENS}",
             "data.max_source_len=64",
             f"data.max_target_len={64 if full.task.name == 'mt' else 128}",  # answers and summaries run longer
+            "generate.valid_sentences=2",  # the valid BLEU/ROUGE curve's generation runs in the dry run too
         ]
     return out
 

@@ -87,17 +87,18 @@ def finetune(cfg: DictConfig) -> dict:
     """Returns the fine-tuning record (what its ``metrics.json`` holds)."""
     validate(cfg)
     check(cfg)
-    source = runs.run_dir(cfg)
-    if not (source / "model.pt").exists():
-        raise FileNotFoundError(f"no trained model at {source / 'model.pt'}: train the run first (the same "
-                                "overrides with python -m layerdrop.train, or make reproduce-table2)")
-    source_record = runs.read_json(source / "metrics.json") or {}
+    source, store = runs.run_dir(cfg), runs.record_store(cfg)
     out = Path(cfg.paths.runs_dir) / f"{cfg.task.name}_finetune" / finetune_key(source.name, cfg)
     with runs.locked(out):
-        record = runs.read_json(out / "metrics.json")
+        record = runs.read_record(out, store)
         if record and "after" in record:
             log.info("fine-tuning %s already done: %s", out.name, out / "metrics.json")
             return record
+        if not (source / "model.pt").exists():
+            raise FileNotFoundError(f"no trained model at {source / 'model.pt'}: train the run first (the same "
+                                    "overrides with python -m layerdrop.train need_weights=true, or make "
+                                    "reproduce-table8)")
+        source_record = runs.read_record(source, store) or {}
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
@@ -112,14 +113,14 @@ def finetune(cfg: DictConfig) -> dict:
                   "finetune": OmegaConf.to_container(cfg.finetune, resolve=True), "kept_layers": keep,
                   "code_version": runs.run_code_version(cfg), "machine": runs.machine_info(), "git_sha": runs.git_sha(),
                   "before": {**_score(pruned, datamodule, cfg), "strategy": cfg.finetune.strategy}}
-        runs.write_json(out / "metrics.json", record)  # the pruned score survives an interrupted fine-tuning
+        runs.write_record(out, store, record)  # the pruned score survives an interrupted fine-tuning
         record["train"] = _fit(pruned, datamodule, cfg, out)
         best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
         lit = get_class(cfg.task.lit_module)(model={**asdict(pruned.config), "layerdrop": 0.0})
         lit.load_state_dict(best["state_dict"])
         record["train"]["selected"] = {"rule": "best", "step": int(best["global_step"])}
         record["after"] = {**_score(lit.model.eval(), datamodule, cfg), "strategy": cfg.finetune.strategy}
-        runs.write_json(out / "metrics.json", record)
+        runs.write_record(out, store, record)
         log.info("fine-tuned %s: valid ppl %.2f -> %.2f", out.name, record["before"]["valid_ppl"],
                  record["after"]["valid_ppl"])
         return record

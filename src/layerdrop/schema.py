@@ -217,6 +217,7 @@ class _Run:
     checkpoint_every: int = rule(required=True, ge=1)
     select: str = rule(required=True, choices=("final", "best"))
     early_stop_patience: int | None = rule(ge=1)
+    need_weights: bool = rule(required=True)
     role: str | None = rule()
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from layerdrop.evaluate import done_keys, evaluate_grid, merge_rows
+from layerdrop.evaluate import done_keys, evaluate_grid, merge_rows, prune_grid
 from layerdrop.models.checkpoint import average_into, checkpoint_step, load_model, save_model
 from layerdrop.models.layerdrop import check_rates
 from layerdrop.models.pruning import count_parameters
@@ -203,6 +203,20 @@ def fit(cfg: DictConfig, task: Task, datamodule, run_dir: Path, logger) -> tuple
     return lit.model, summary
 
 
+def unevaluated(cfg: DictConfig, task: Task, record: dict) -> str | None:
+    """What of the evaluation grid ``record`` lacks, in words (None: nothing), told without the weights:
+    the grid comes from a weightless (meta-device) copy of the model. Learned-rate pruning needs the
+    trained rates, so it always counts as missing."""
+    if "data_driven" in cfg.prune.strategies:
+        return "the data_driven pruning (it reads the trained rates)"
+    with torch.device("meta"):
+        model = task.build_module(model_config(cfg), seed=cfg.seed).model
+    skip = done_keys(record["eval"], cfg.prune.get("stack", "decoder"), task.eval_settings())
+    keys = [(s, t if isinstance(t, int) else tuple(t)) for s, t in prune_grid(cfg, model)]
+    missing = [f"{s} {list(t) if isinstance(t, tuple) else t}" for s, t in keys if (s, t) not in skip]
+    return ", ".join(missing) or None
+
+
 def end_distributed() -> None:
     """After a distributed fit, rank 0 alone averages, saves and evaluates, with single-process
     trainers: the process group is closed first (every rank waits for the others), so no metric of
@@ -223,14 +237,25 @@ def train(cfg: DictConfig) -> dict:
 
 def train_locked(cfg: DictConfig) -> dict:
     """``train`` inside the run folder's lock."""
-    run_dir = runs.run_dir(cfg)
-    record = runs.read_json(run_dir / "metrics.json") or {
+    run_dir, store = runs.run_dir(cfg), runs.record_store(cfg)
+    record = runs.read_record(run_dir, store) or {
         "run_key": run_dir.name, "task": cfg.task.name, "scale": cfg.scale.name, "code_version": runs.run_code_version(cfg),
         "config": runs.training_config(cfg), "artefacts": [], "roles": {}, "eval": [],
     }
+    before = (list(record["artefacts"]), dict(record.get("roles", {})))
     runs.tag(record, cfg.artefact, cfg.role)
-    pl.seed_everything(cfg.seed, workers=True)
     task = get_task(cfg)
+    if "train" in record and not (run_dir / "model.pt").exists() and not cfg.need_weights:
+        missing = unevaluated(cfg, task, record)
+        if not missing:  # a fresh clone: the record store holds the run, the weights are not needed
+            log.info("run %s: its stored record holds every evaluation asked for; nothing to train "
+                     "(need_weights=true trains it again for its weights)", run_dir.name)
+            if (record["artefacts"], record["roles"]) != before:
+                runs.write_record(run_dir, store, record)
+            return record
+        log.info("run %s: stored record found, but its weights are not here and %s are not evaluated: "
+                 "training it again", run_dir.name, missing)
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule = task.build_data()
     with runs.file_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):  # ranks of one node build a corpus once
         datamodule.prepare_data()
@@ -255,7 +280,7 @@ def train_locked(cfg: DictConfig) -> dict:
         new = evaluate_grid(model, datamodule, cfg, skip=skip, task=task)
         record["eval"] = sorted(merge_rows(record["eval"], new),
                                 key=lambda e: (e.get("stack", "decoder"), e["strategy"], e["depth"]))
-        runs.write_json(run_dir / "metrics.json", record)
+        runs.write_record(run_dir, store, record)
         log_prune_curve(logger, record["eval"])
         log.info("wrote %s", run_dir / "metrics.json")
     finally:

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from layerdrop.lit.mlm import EVAL_MASK_SEED, mask_tokens
 from layerdrop.models.checkpoint import load_model
-from layerdrop.utils.runs import write_json
+from layerdrop.utils.runs import default_store, write_record
 
 MODES = ("intact", "shuffled", "no_context")
 
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--data-dir", default=None, help="default: the run's data_dir, or LAYERDROP_DATA_DIR")
+    parser.add_argument("--records-dir", type=Path, default=default_store(),
+                        help="the record store that keeps a copy of context.json (paths.records_dir)")
     args = parser.parse_args(argv)
     record = json.loads((args.run / "metrics.json").read_text())
     if record.get("task") != "mlm":
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     result["unigram"] = unigram_ppl(np.load(corpus / "train.npy"), torch.cat(batches).flatten().numpy(),
                                     model.config.vocab_size - 1)
     result.update(split=args.split, batches=len(batches))
-    write_json(args.run / "context.json", result)
+    write_record(args.run, args.records_dir, result, "context.json")
     print(json.dumps(result, indent=1))
 
 

@@ -1,6 +1,6 @@
 """Regenerate a paper artefact from the run records.
 
-    python -m layerdrop.report table2 [--scale cpu] [--runs-dir runs] [--out results/table2]
+    python -m layerdrop.report table2 [--scale cpu] [--records-dir records] [--out results/table2]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from layerdrop.report.collect import (
     select_roles,
     write_text,
 )
-from layerdrop.utils.runs import ROLES
+from layerdrop.utils.runs import ROLES, default_store
 
 log = logging.getLogger("layerdrop")
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report", description=__doc__.splitlines()[0])
     parser.add_argument("artefact", choices=sorted(ARTEFACTS))
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
+                        help="the run records: the record store (default), or a run cache (runs/)")
     parser.add_argument("--out", type=Path, default=None, help="default: results/<artefact> (paper scale: results/<artefact>_paper)")
     args = parser.parse_args(argv)
     task, build = ARTEFACTS[args.artefact]

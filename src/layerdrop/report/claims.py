@@ -1,7 +1,7 @@
 """The claims page: every claim of the paper (C1-C11, ../shared/PAPER.md section 7) against every
 artefact that tests it, from the run records (`make claims` -> results/claims.md and claims.json).
 
-    python -m layerdrop.report.claims [--scale cpu] [--runs-dir runs] [--out results]
+    python -m layerdrop.report.claims [--scale cpu] [--records-dir records] [--out results]
 
 Every artefact judges its claims by the noise rule (report/verdict.py) on the seeds of each row; a
 claim no artefact tests yet says "not built yet", one whose artefact has no runs "not run yet".
@@ -17,7 +17,7 @@ from pathlib import Path
 from layerdrop.report import figures, glue, regime_mlm, table1, table2, table3, table8
 from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
 from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
-from layerdrop.utils.runs import git_sha
+from layerdrop.utils.runs import default_store, git_sha
 
 #: artefact -> (task, the claims it tests)
 ARTEFACTS = {
@@ -115,7 +115,8 @@ def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report.claims", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
+                        help="the run records: the record store (default), or a run cache (runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     results, runs = collect(args.runs_dir, args.scale)

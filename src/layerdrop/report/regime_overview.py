@@ -1,7 +1,7 @@
 """Where the cpu regime stands, task by task: ``results/regime/`` (``regime.md``, ``curves.png``), from the
 run records of every regime search (``regime_<task>``) and every table built on it.
 
-    python -m layerdrop.report.regime_overview [--scale cpu] [--runs-dir runs] [--out results/regime]
+    python -m layerdrop.report.regime_overview [--scale cpu] [--records-dir records] [--out results/regime]
 
 For each task it checks what a verdict needs before it means anything (the regime issue's rules):
 the dropout picked on valid from {0.1, 0.2, 0.3} (and the LayerDrop rows' own), the table's runs
@@ -23,7 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report import claims  # noqa: E402
 from layerdrop.report.collect import load_records, role_of, save_figure, write_text  # noqa: E402
 from layerdrop.report.regime import METRIC, dropout_picks, run_summary  # noqa: E402
-from layerdrop.utils.runs import git_sha  # noqa: E402
+from layerdrop.utils.runs import (
+    default_store,
+    git_sha,  # noqa: E402
+)
 
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline
 MIN_SEEDS = 3
@@ -194,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report.regime_overview",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
+                        help="the run records: the record store (default), or a run cache (runs/)")
     parser.add_argument("--out", type=Path, default=Path("results/regime"))
     args = parser.parse_args(argv)
     tasks = build(args.runs_dir, args.out, args.scale)
