@@ -224,7 +224,13 @@ def check_record(record: dict, task: str) -> str:
     scores = ", ".join(
         f"{split} {m} {full[f'{split}_{m}']:.4g}" for m in ("ppl", "bleu", "rougeL") if f"{split}_{m}" in full
     )
-    return f"{len(record['eval'])} eval rows, full model {scores}"
+    curve = ""
+    if task not in ("lm", "mlm"):  # the valid BLEU/ROUGE curve (generate.valid_sentences) must have been drawn
+        text = {k for point in record["train"]["curve"] for k in point} & {"val/bleu", "val/rougeL"}
+        if not text:
+            raise RuntimeError(f"no valid BLEU/ROUGE point in the learning curve {record['train']['curve']}")
+        curve = f", valid {'/'.join(sorted(k[4:] for k in text))} curve"
+    return f"{len(record['eval'])} eval rows, full model {scores}{curve}"
 
 
 def dry_run(result: DryRun, out: Path, files: dict[str, dict[str, str]], extra: list[str]) -> None:
