@@ -373,3 +373,45 @@ def test_dropout_is_picked_on_in_training_valid_where_no_full_valid_split_was_sc
         write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
     report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert "dropout **0.3** (valid perplexity 0.1: 30.0 (n=1), 0.3: 25.0 (n=1))" in (tmp_path / "out" / "regime_mt.md").read_text()
+
+
+def map_record(key, n_layers, p, full_valid, seed, budget, pruned_valid=None, dropout=0.1):
+    """A regime_lm run of ``n_layers`` at LayerDrop ``p``: full valid perplexity ``full_valid``, and, given,
+    its every-other half-depth sub-network's; the valid curve ends at its best (converged)."""
+    curve = {n_layers: full_valid / 1.01}
+    if pruned_valid is not None:
+        curve[n_layers // 2] = pruned_valid / 1.01
+    r = record(key, n_layers, p, curve, seed=seed, artefacts=("regime_lm",))
+    r["config"]["model"]["dropout"] = dropout
+    r["config"]["data"] = {"max_train_tokens": 50_000}
+    r["config"]["trainer"] = {"max_steps": budget}
+    r["train"].update(steps=budget, tokens_seen=budget * 1000,
+                      curve=[{"step": s, "tokens_seen": s * 1000, "val/ppl": v}
+                             for s, v in ((budget // 2, full_valid), (budget, full_valid + 1))])
+    return r
+
+
+def test_the_regime_map_judges_depth_and_the_claims_per_regime_by_the_noise_rule(tmp_path):
+    """Long regime, 3 seeds: depth matters (100 vs 110), LayerDrop improves the full model (96 vs 100), its
+    half-depth prune is far worse than the model from scratch (150 vs 110): held, held, not held. Short
+    regime, 1 seed, no LayerDrop run: inconclusive, and C7/C2 not measured. A worse dropout of the
+    baseline does not enter the comparison (the pick on valid)."""
+    runs_ = []
+    for seed, jitter in zip((1, 2, 3), (-0.5, 0.0, 0.5)):
+        runs_ += [map_record(f"b{seed}", 6, 0.0, 100 + jitter, seed, 4000),
+                  map_record(f"s{seed}", 3, 0.0, 110 + jitter, seed, 4000),
+                  map_record(f"l{seed}", 6, 0.2, 96 + jitter, seed, 4000, pruned_valid=150 + jitter, dropout=0.0)]
+    runs_ += [map_record("b-drop3", 6, 0.0, 130.0, 1, 4000, dropout=0.3),
+              map_record("short-b", 6, 0.0, 200.0, 1, 500), map_record("short-s", 3, 0.0, 205.0, 1, 500)]
+    write_runs(tmp_path, runs_)
+    report_main(["regime_lm", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_lm.md").read_text()
+    long_line = next(line for line in text.splitlines() if line.startswith("- 50,000 train tokens, at most 4,000"))
+    short_line = next(line for line in text.splitlines() if line.startswith("- 50,000 train tokens, at most 500"))
+    assert "converged 10 of 10 runs" in long_line
+    assert "depth matters (6 vs 3 layers, 100.0 (n=3) vs 110.0 (n=3)): **held**: +9.1%" in long_line
+    assert "C7 (LayerDrop 0.2 at dropout 0.0, 96.0 (n=3) vs 100.0 (n=3)): **held**: +4.0%" in long_line
+    assert "C2 (150.0 (n=3) vs 110.0 (n=3)): **not held**" in long_line
+    assert "depth matters (6 vs 3 layers, 200.0 vs 205.0): **inconclusive**: +2.4%" in short_line
+    assert "1 seed(s); the rule needs 3" in short_line
+    assert "C7: not measured (no LayerDrop run at full depth)" in short_line and "C2: not measured" in short_line
