@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% records-sync claims regime tune-lm tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-table3 tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -63,6 +63,9 @@ reproduce-figure8: data-lm data-qa ## Figure 8: training drop rate against pruni
 
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh
+
+tune-lm-map: data-lm ## cpu LM regime map at a long budget (12,000 steps): baseline, half depth from scratch, LayerDrop row -> results/regime_lm_map/ (about 2 h)
+	SCALE=cpu bash experiments/tune_lm_map.sh
 
 tune-table3: data-sum data-qa ## Table 3's dropouts picked on valid (baseline {0.1,0.2,0.3}, LayerDrop {0,0.1}) -> results/regime_sum/, regime_qa/
 	SCALE=cpu bash experiments/tune_table3.sh

@@ -82,3 +82,18 @@ def test_runkey_prints_a_configurations_key_or_its_folder(capsys):
     runkey_main(overrides)
     runkey_main(["--dir", *overrides])
     assert capsys.readouterr().out.split() == [key, f"/somewhere/runs/mlm/{key}"]
+
+
+def test_the_lm_regime_map_trains_the_three_rows_of_one_regime_and_reports_them_apart(tmp_path):
+    """experiments/tune_lm_map.sh: the baseline, half depth from scratch and the LayerDrop row, on one
+    budget (so the regime map compares them), each composing and passing its checks."""
+    lines = commands("tune_lm_map", "cpu")
+    assert lines[-1] == ("report", ["regime_lm", "->", "results/regime_lm_map"])
+    cfgs = [load_config(run) for kind, overrides in lines if kind == "train" for run in expand(overrides)]
+    for cfg in cfgs:
+        validate(cfg)
+    rows = sorted((c.model.n_layers, c.layerdrop.p, c.model.dropout) for c in cfgs)
+    assert rows == [(3, 0.0, 0.1), (6, 0.0, 0.1), (6, 0.2, 0.0)]
+    assert {(c.trainer.max_steps, c.data.max_train_tokens, c.artefact, c.select) for c in cfgs} == {
+        (12000, 1_000_000, "regime_lm", "best")}
+    assert len({runs.run_key(c) for c in cfgs}) == 3
