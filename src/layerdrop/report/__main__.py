@@ -11,6 +11,7 @@ from pathlib import Path
 
 from layerdrop.report import figures, glue, regime, regime_mlm, table1, table2, table3, table8
 from layerdrop.report.collect import (
+    add_records_arg,
     artefact_curves,
     code_version_line,
     code_version_note,
@@ -18,7 +19,7 @@ from layerdrop.report.collect import (
     select_roles,
     write_text,
 )
-from layerdrop.utils.runs import ROLES, default_store
+from layerdrop.utils.runs import ROLES
 
 log = logging.getLogger("layerdrop")
 
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report", description=__doc__.splitlines()[0])
     parser.add_argument("artefact", choices=sorted(ARTEFACTS))
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
-                        help="the run records: the record store (default), or a run cache (runs/)")
+    add_records_arg(parser)
     parser.add_argument("--out", type=Path, default=None, help="default: results/<artefact> (paper scale: results/<artefact>_paper)")
     args = parser.parse_args(argv)
     task, build = ARTEFACTS[args.artefact]

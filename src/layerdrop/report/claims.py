@@ -15,9 +15,16 @@ import json
 from pathlib import Path
 
 from layerdrop.report import figures, glue, regime_mlm, table1, table2, table3, table8
-from layerdrop.report.collect import aggregate, load_records, select_roles, tidy_rows, write_text
+from layerdrop.report.collect import (
+    add_records_arg,
+    aggregate,
+    load_records,
+    select_roles,
+    tidy_rows,
+    write_text,
+)
 from layerdrop.report.verdict import CLAIMS, RULE, ClaimResult
-from layerdrop.utils.runs import default_store, git_sha
+from layerdrop.utils.runs import git_sha
 
 #: artefact -> (task, the claims it tests)
 ARTEFACTS = {
@@ -115,8 +122,7 @@ def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report.claims", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
-                        help="the run records: the record store (default), or a run cache (runs/)")
+    add_records_arg(parser)
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     results, runs = collect(args.runs_dir, args.scale)

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from layerdrop.utils.atomic import atomic_path
+from layerdrop.utils.store import default_store
 
 log = logging.getLogger("layerdrop")
 
@@ -21,6 +22,12 @@ COLUMNS = ["run_key", "scale", "role", "seed", "n_layers", "layerdrop_p", "targe
            "kept_layers", "layers", "n_params", "valid_ppl", "test_ppl", "valid_tokens", "test_tokens",
            "search_evaluations", "steps", "tokens_seen", "train_wall_s", "train_tokens_per_s", "git_sha",
            "code_version"]
+
+
+def add_records_arg(parser) -> None:
+    """``--records-dir`` (alias ``--runs-dir``, as ``args.runs_dir``): where a report reads run records."""
+    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
+                        help="the run records: the record store (default), or a run cache (runs/)")
 
 
 def load_records(runs_dir: Path, task: str, artefact: str, scale: str) -> list[dict]:

@@ -165,10 +165,10 @@ def _pruned_depth(model: dict) -> int:
     return int(model["n_layers"] if "n_layers" in model else model["decoder_layers"])
 
 
-def _scores(record: dict, strategy: str, depth: int) -> tuple[float | None, float | None]:
-    """(valid, test) perplexity of a run's evaluated sub-network (``strategy`` at ``depth`` kept layers)."""
+def _valid_of(record: dict, strategy: str, depth: int) -> float | None:
+    """Valid perplexity of a run's evaluated sub-network (``strategy`` at ``depth`` kept layers)."""
     row = next((e for e in record["eval"] if e["strategy"] == strategy and e["depth"] == depth), None)
-    return (row.get("valid_ppl"), row.get("test_ppl")) if row else (None, None)
+    return row.get("valid_ppl") if row else None
 
 
 def _best_group(runs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
@@ -226,7 +226,7 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
                          f"{_mean(valid(ld))} vs {_mean(valid(base))}): " + _verdict(v))
         else:
             parts.append("C7: not measured (no " + ("LayerDrop run" if base else "baseline") + " at full depth)")
-        pruned = [_scores(r, "every_other", half)[0] for r, _ in ld]
+        pruned = [_valid_of(r, "every_other", half) for r, _ in ld]
         if scratch and ld and all(x is not None for x in pruned):
             v = judge(pruned, valid(scratch), higher_is_better=False, kind="matches")
             parts.append(f"C2 ({_mean(pruned)} vs {_mean(valid(scratch))}): " + _verdict(v))

@@ -21,12 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report import claims  # noqa: E402
-from layerdrop.report.collect import load_records, role_of, save_figure, write_text  # noqa: E402
+from layerdrop.report.collect import add_records_arg, load_records, role_of, save_figure, write_text  # noqa: E402
 from layerdrop.report.regime import METRIC, dropout_picks, run_summary  # noqa: E402
-from layerdrop.utils.runs import (
-    default_store,
-    git_sha,  # noqa: E402
-)
+from layerdrop.utils.runs import git_sha  # noqa: E402
 
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline
 MIN_SEEDS = 3
@@ -197,8 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m layerdrop.report.regime_overview",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--records-dir", "--runs-dir", dest="runs_dir", type=Path, default=default_store(),
-                        help="the run records: the record store (default), or a run cache (runs/)")
+    add_records_arg(parser)
     parser.add_argument("--out", type=Path, default=Path("results/regime"))
     args = parser.parse_args(argv)
     tasks = build(args.runs_dir, args.out, args.scale)
