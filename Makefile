@@ -64,7 +64,7 @@ reproduce-figure8: data-lm data-qa ## Figure 8: training drop rate against pruni
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh
 
-tune-lm-map: data-lm ## cpu LM regime map at a long budget (12,000 steps): baseline, half depth from scratch, LayerDrop row -> results/regime_lm_map/ (about 2 h)
+tune-lm-map: data-lm ## cpu LM regime map (STEPS=12000 default, or 5000): baseline dropout {0.1,0.2}, half depth from scratch, LayerDrop 0.2 at dropout {0,0.1} -> results/regime_lm_map/ (12,000: about 3 h; 5,000: about 1 h)
 	SCALE=cpu bash experiments/tune_lm_map.sh
 
 tune-table3: data-sum data-qa ## Table 3's dropouts picked on valid (baseline {0.1,0.2,0.3}, LayerDrop {0,0.1}) -> results/regime_sum/, regime_qa/

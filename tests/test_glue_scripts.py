@@ -18,9 +18,9 @@ from layerdrop.utils import runs
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commands(script: str, scale: str) -> list[tuple[str, list[str]]]:
+def commands(script: str, scale: str, env: dict | None = None) -> list[tuple[str, list[str]]]:
     out = subprocess.run(["bash", f"experiments/{script}.sh", "seed=1"], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": scale}, check=True).stdout
+                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": scale, **(env or {})}, check=True).stdout
     return [(line.split()[0], line.split()[1:]) for line in out.splitlines()]
 
 
@@ -93,7 +93,14 @@ def test_the_lm_regime_map_trains_the_three_rows_of_one_regime_and_reports_them_
     for cfg in cfgs:
         validate(cfg)
     rows = sorted((c.model.n_layers, c.layerdrop.p, c.model.dropout) for c in cfgs)
-    assert rows == [(3, 0.0, 0.1), (6, 0.0, 0.1), (6, 0.2, 0.0)]
+    assert rows == [(3, 0.0, 0.1), (6, 0.0, 0.1), (6, 0.0, 0.2), (6, 0.2, 0.0), (6, 0.2, 0.1)]
     assert {(c.trainer.max_steps, c.data.max_train_tokens, c.artefact, c.select) for c in cfgs} == {
         (12000, 1_000_000, "regime_lm", "best")}
-    assert len({runs.run_key(c) for c in cfgs}) == 3
+    assert len({runs.run_key(c) for c in cfgs}) == 5
+    # every 6-layer row is pruned every-other (C1, C2); the model trained at 3 layers is not
+    assert all(list(c.prune.strategies) == (["every_other"] if c.model.n_layers == 6 else []) for c in cfgs)
+    # the budget is a knob: STEPS=5000 gives a second regime of the same rows
+    short = commands("tune_lm_map", "cpu", env={"STEPS": "5000", "DROPOUTS": "all"})
+    short_cfgs = [load_config(run) for kind, overrides in short if kind == "train" for run in expand(overrides)]
+    assert {c.trainer.max_steps for c in short_cfgs} == {5000}
+    assert sorted(c.model.dropout for c in short_cfgs if c.layerdrop.p == 0 and c.model.n_layers == 6) == [0.1, 0.2, 0.3]
