@@ -106,3 +106,27 @@ def test_a_bench_without_quality_keeps_the_last_full_run_check_and_says_which_co
     assert bench.kept_quality(tmp_path / "bench.json")["measured_at"] == "old123"  # kept again: still the measuring code
     text = bench.render({**_result(), "bf16_full_run": kept})
     assert "(+0.08%; target within 1%: **met**); measured by an earlier `make bench` at code old123" in text
+
+
+def test_the_step_breakdown_splits_the_profiled_time_and_rates_the_matmuls_alone():
+    """The shares of a profiled training step add up to 1, the matmuls take a real part of it, and their
+    own rate is the step's FLOPs over their time alone, so it exceeds the whole step's rate."""
+    cfg = LMConfig(vocab_size=256, n_layers=2, d_model=64, n_heads=2, d_ff=128, max_len=32)
+    x = torch.randint(0, 256, (4, 32))
+    bd = bench.step_breakdown(cfg, x, bf16=False, optimizer=None, steps=2)
+    assert set(bd["shares"]) == {"matmul", "casts", "optimizer", "other"}
+    assert abs(sum(bd["shares"].values()) - 1) < 1e-9 and 0 < bd["shares"]["matmul"] < 1
+    assert bd["shares"]["optimizer"] > 0  # AdamW's step is found by name
+    step_gflops = 3 * flops.lm_forward_flops(cfg, 2, 32, flops.band_shares(cfg, x)) * x.numel() / bd["step_s"] / 1e9
+    assert bd["matmul_gflops"] > step_gflops
+
+
+def test_the_report_names_the_cpu_and_where_the_step_time_goes():
+    r = _result()
+    r["machine"].update(cpu="Some Xeon", amx_bf16=True)
+    r["lm"]["default"]["breakdown"] = {"step_s": 0.2, "matmul_gflops": 300.0, "matmul_share_of_peak": 0.75,
+                                       "shares": {"matmul": 0.3, "casts": 0.15, "optimizer": 0.05, "other": 0.5}}
+    text = bench.render(r)
+    assert "2 CPUs (Some Xeon, with AMX bf16 matrix units)" in text
+    assert "matmul kernels 30%, dtype casts 15%, optimizer 5%, everything else" in text
+    assert "run at 300 GFLOP/s (75% of the peak)" in text

@@ -375,9 +375,11 @@ def test_dropout_is_picked_on_in_training_valid_where_no_full_valid_split_was_sc
     assert "dropout **0.3** (valid perplexity 0.1: 30.0 (n=1), 0.3: 25.0 (n=1))" in (tmp_path / "out" / "regime_mt.md").read_text()
 
 
-def map_record(key, n_layers, p, full_valid, seed, budget, pruned_valid=None, dropout=0.1):
+def map_record(key, n_layers, p, full_valid, seed, budget, pruned_valid=None, dropout=0.1, last_fifth=None,
+               wall_min=10.0):
     """A regime_lm run of ``n_layers`` at LayerDrop ``p``: full valid perplexity ``full_valid``, and, given,
-    its every-other half-depth sub-network's; the valid curve ends at its best (converged)."""
+    its every-other half-depth sub-network's; the valid curve ends after its best (converged), or, with
+    ``last_fifth``, ends at its best having fallen by that fraction over the last fifth of the steps."""
     curve = {n_layers: full_valid / 1.01}
     if pruned_valid is not None:
         curve[n_layers // 2] = pruned_valid / 1.01
@@ -388,6 +390,10 @@ def map_record(key, n_layers, p, full_valid, seed, budget, pruned_valid=None, dr
     r["train"].update(steps=budget, tokens_seen=budget * 1000,
                       curve=[{"step": s, "tokens_seen": s * 1000, "val/ppl": v}
                              for s, v in ((budget // 2, full_valid), (budget, full_valid + 1))])
+    if last_fifth is not None:
+        r["train"]["curve"] = [{"step": s, "tokens_seen": s * 1000, "val/ppl": v} for s, v in
+                               ((budget * 4 // 5, full_valid / (1 - last_fifth)), (budget, full_valid))]
+    r["train"]["wall_s"] = wall_min * 60
     return r
 
 
@@ -398,11 +404,15 @@ def test_the_regime_map_judges_depth_and_the_claims_per_regime_by_the_noise_rule
     baseline does not enter the comparison (the pick on valid)."""
     runs_ = []
     for seed, jitter in zip((1, 2, 3), (-0.5, 0.0, 0.5)):
-        runs_ += [map_record(f"b{seed}", 6, 0.0, 100 + jitter, seed, 4000),
+        runs_ += [map_record(f"b{seed}", 6, 0.0, 100 + jitter, seed, 4000, pruned_valid=300 + jitter, wall_min=20),
                   map_record(f"s{seed}", 3, 0.0, 110 + jitter, seed, 4000),
-                  map_record(f"l{seed}", 6, 0.2, 96 + jitter, seed, 4000, pruned_valid=150 + jitter, dropout=0.0)]
+                  map_record(f"l{seed}", 6, 0.2, 96 + jitter, seed, 4000, pruned_valid=150 + jitter, dropout=0.0,
+                             wall_min=16)]
     runs_ += [map_record("b-drop3", 6, 0.0, 130.0, 1, 4000, dropout=0.3),
-              map_record("short-b", 6, 0.0, 200.0, 1, 500), map_record("short-s", 3, 0.0, 205.0, 1, 500)]
+              # short regime: the baseline annealed (0.5% over its last fifth: converged), the 3-layer model
+              # still falling (5%: not converged)
+              map_record("short-b", 6, 0.0, 200.0, 1, 500, last_fifth=0.005),
+              map_record("short-s", 3, 0.0, 205.0, 1, 500, last_fifth=0.05)]
     write_runs(tmp_path, runs_)
     report_main(["regime_lm", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     text = (tmp_path / "out" / "regime_lm.md").read_text()
@@ -412,6 +422,10 @@ def test_the_regime_map_judges_depth_and_the_claims_per_regime_by_the_noise_rule
     assert "depth matters (6 vs 3 layers, 100.0 (n=3) vs 110.0 (n=3)): **held**: +9.1%" in long_line
     assert "C7 (LayerDrop 0.2 at dropout 0.0, 96.0 (n=3) vs 100.0 (n=3)): **held**: +4.0%" in long_line
     assert "C2 (150.0 (n=3) vs 110.0 (n=3)): **not held**" in long_line
+    assert "C1 (both pruned every other to 3 layers, 150.0 (n=3) vs 300.0 (n=3)): **held**" in long_line
+    # the rows compared: baseline 20 min, scratch 10, LayerDrop 16, each 3 seeds: 2.3 h
+    assert "cost: 20, 10, 16 min a run for the rows compared, so 3 seeds of each take 2.3 h" in long_line
+    assert "converged 1 of 2 runs" in short_line and "C1: not measured" in short_line
     assert "depth matters (6 vs 3 layers, 200.0 vs 205.0): **inconclusive**: +2.4%" in short_line
     assert "1 seed(s); the rule needs 3" in short_line
     assert "C7: not measured (no LayerDrop run at full depth)" in short_line and "C2: not measured" in short_line

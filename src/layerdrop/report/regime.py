@@ -196,10 +196,12 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
         regimes.setdefault((s["train_tokens"] or 0, s["max_steps"] or 0), []).append((r, s))
     lines = ["", "## The map: what each regime does to the claims", "",
              "One line per regime tried (train tokens x step budget). *converged*: runs whose best validation "
-             "was not their last. *depth matters*: the full-depth baseline (LayerDrop 0) against half its depth "
+             "was not their last, or whose valid perplexity fell less than 1% over the last fifth of their steps "
+             "(the schedule annealed). *depth matters*: the full-depth baseline (LayerDrop 0) against half its depth "
              "trained from scratch; *C7*: the LayerDrop model against the baseline at full depth; *C2*: the "
              "LayerDrop model pruned every other layer to half depth, without fine-tuning, against the half-depth "
-             f"model from scratch (matches within 1%). Valid perplexity; each side is the dropout picked on valid "
+             "model from scratch (matches within 1%); *C1*: the LayerDrop model and the baseline, both pruned that "
+             "way. *cost*: the compared rows' training time on this machine, and 3 seeds of each. Valid perplexity; each side is the dropout picked on valid "
              f"in its group, its seeds averaged. Noise rule: {RULE}.", ""]
     for (tokens, budget), runs in sorted(regimes.items()):
         full = max(_pruned_depth(r["config"]["model"]) for r, _ in runs)
@@ -210,7 +212,7 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
                                if s["layerdrop_p"] == 0 and _pruned_depth(r["config"]["model"]) == half])
         ld = _best_group([(r, s) for r, s in runs
                           if s["layerdrop_p"] > 0 and _pruned_depth(r["config"]["model"]) == full])
-        done = sum(not s["still_improving"] for _, s in runs)
+        done = sum(converged(s) for _, s in runs)
         parts = [f"converged {done} of {len(runs)} runs"]
         valid = lambda group: [_valid(s) for _, s in group]  # noqa: E731
         if base and scratch:
@@ -226,15 +228,48 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
                          f"{_mean(valid(ld))} vs {_mean(valid(base))}): " + _verdict(v))
         else:
             parts.append("C7: not measured (no " + ("LayerDrop run" if base else "baseline") + " at full depth)")
+        pruned_base = [_valid_of(r, "every_other", half) for r, _ in base]
         pruned = [_valid_of(r, "every_other", half) for r, _ in ld]
+        if ld and base and all(x is not None for x in pruned + pruned_base):
+            v = judge(pruned, pruned_base, higher_is_better=False)
+            parts.append(f"C1 (both pruned every other to {half} layers, {_mean(pruned)} vs {_mean(pruned_base)}): "
+                         + _verdict(v))
+        else:
+            parts.append("C1: not measured (needs the LayerDrop run and the baseline both pruned every other to "
+                         "half depth on valid)")
         if scratch and ld and all(x is not None for x in pruned):
             v = judge(pruned, valid(scratch), higher_is_better=False, kind="matches")
             parts.append(f"C2 ({_mean(pruned)} vs {_mean(valid(scratch))}): " + _verdict(v))
         else:
             parts.append("C2: not measured (needs the LayerDrop run pruned every other to half depth on valid, and "
                          "the half-depth run from scratch)")
+        cost = regime_cost([g for g in (base, scratch, ld) if g])
+        if cost:
+            parts.append(cost)
         lines.append(f"- {tokens:,} train tokens, at most {budget:,} steps: " + "; ".join(parts) + ".")
     return lines
+
+
+def converged(summary: dict) -> bool:
+    """Converged for its schedule: valid stopped improving before the last validation, or fell less than
+    1% over the last fifth of the steps (a cosine schedule that has annealed)."""
+    gain = summary["last_fifth_gain"]
+    return not summary["still_improving"] or (gain is not None and gain < CONVERGED_GAIN)
+
+
+CONVERGED_GAIN = 0.01
+SEEDS = 3
+
+
+def regime_cost(groups: list[list[tuple[dict, dict]]]) -> str | None:
+    """What deciding the claims in this regime costs on this machine: each compared row's mean training
+    wall time, times the 3 seeds a deciding row needs."""
+    minutes = [statistics.mean(s["train_wall_s"] for _, s in g) / 60 for g in groups]
+    if not minutes:
+        return None
+    rows = ", ".join(f"{m:.0f}" for m in minutes)
+    return (f"cost: {rows} min a run for the rows compared, so {SEEDS} seeds of each take "
+            f"{SEEDS * sum(minutes) / 60:.1f} h")
 
 
 def _verdict(v) -> str:
