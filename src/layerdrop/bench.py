@@ -38,7 +38,7 @@ from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 from layerdrop.report.collect import write_text
 from layerdrop.train import model_config
-from layerdrop.utils.runs import code_version, machine_info, read_json
+from layerdrop.utils.runs import code_version, cpus, machine_info, read_json
 
 TARGETS = {"lm_share": 0.5, "p05_gap": 0.03, "p05_ideal": 0.6, "eval_half": 1.8, "eval_of_ideal": 0.95,
            "mt_share": 0.5, "beam_speedup": 2.0}
@@ -342,9 +342,7 @@ def render(r: dict) -> str:
     m, peak = r["machine"], r["peak_gflops"]
     shapes = " ".join(f"{k} {v:.0f}" for k, v in r["peak_by_shape"]["start"]["bf16"].items() if k != "peak")
     lines = ["# Benchmark: cpu models against this machine's matmul peak", "",
-             f"`make bench` on {m['cpus']} CPUs ({m.get('cpu', 'CPU model not recorded')}"
-             + ("" if "amx_bf16" not in m else ", with AMX bf16 matrix units" if m["amx_bf16"] else ", no AMX")
-             + f"), torch {m['torch']}, {m['threads']} threads, code {r['code']}, "
+             f"`make bench` on {cpus(m)}, torch {m['torch']}, {m['threads']} threads, code {r['code']}, "
              f"{r['seconds']} s. Matmul peak (best of {len(PEAK_SHAPES)} shapes, start and end of the run): "
              f"bf16 **{peak['bf16']:.0f}** GFLOP/s, fp32 {peak['fp32']:.0f} GFLOP/s (bf16 by shape, GFLOP/s: "
              f"{shapes}).", "", "## Targets", "", "| measure | now | target | |", "|---|---|---|---|"]

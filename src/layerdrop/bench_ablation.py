@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from layerdrop.bench import interleaved, lm_shape, lm_trainer, pipeline_optimizer
 from layerdrop.models import ops
 from layerdrop.report.collect import write_text
-from layerdrop.utils.runs import code_version, machine_info
+from layerdrop.utils.runs import code_version, cpus, machine_info
 
 
 def _with(ctx_factory, step):
@@ -248,7 +248,7 @@ def verdict(row: dict) -> str:
 def render(r: dict) -> str:
     m = r["machine"]
     lines = ["# Speed ablation: one change at a time against the default cpu LM training step", "",
-             f"`python -m layerdrop.bench --ablation` on {m['cpus']} CPUs, torch {m['torch']}, code {r['code']}, "
+             f"`python -m layerdrop.bench --ablation` on {cpus(m)}, torch {m['torch']}, code {r['code']}, "
              f"{r['seconds']} s. Default: {r['shape']['n_layers']} layers, d={r['shape']['d_model']}, batch "
              f"{tuple(r['shape']['batch'])}, {'bf16 autocast' if r['shape']['bf16'] else 'fp32'}, the fast attention "
              "and dropout, adaptive softmax. Each row is timed interleaved with the default; effect = default "

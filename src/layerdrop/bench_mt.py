@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 def render(r: dict) -> str:
     g = r["generate_settings"]
     lines = [f"# Benchmark: beam search of the default cpu translation model ({' '.join(r['config'])})", "",
-             f"Machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, {r['machine']['threads']} "
+             f"Machine: {runs.cpus(r['machine'])}, torch {r['machine']['torch']}, {r['machine']['threads']} "
              "threads. Training speed is in bench.md.", "", f"Beam search (beam {g['beam']}, lenpen {g['lenpen']}, fp32) on a seeded random sample of "
               f"{r['generate'][0]['sentences']} test sentences, {r['model']}; the encoder keeps all "
               f"{r['encoder_layers']} layers. *Equal work*: every sentence decodes exactly {FIXED_STEPS} tokens "

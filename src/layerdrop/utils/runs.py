@@ -238,6 +238,13 @@ def cpu_model() -> dict[str, Any]:
     return {"cpu": fields.get("model name", "unknown"), "amx_bf16": "amx_bf16" in flags}
 
 
+def cpus(m: dict) -> str:
+    """'2 CPUs (Xeon ..., with AMX bf16 matrix units)': the machine a figure was measured on, which moves
+    the peak several-fold (records made before the CPU was recorded say so)."""
+    amx = "" if "amx_bf16" not in m else ", with AMX bf16 matrix units" if m["amx_bf16"] else ", no AMX"
+    return f"{m['cpus']} CPUs ({m.get('cpu', 'CPU model not recorded')}{amx})"
+
+
 def machine_info() -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_model()}
