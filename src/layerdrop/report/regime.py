@@ -201,7 +201,8 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
              "trained from scratch; *C7*: the LayerDrop model against the baseline at full depth; *C2*: the "
              "LayerDrop model pruned every other layer to half depth, without fine-tuning, against the half-depth "
              "model from scratch (matches within 1%); *C1*: the LayerDrop model and the baseline, both pruned that "
-             "way. *cost*: the compared rows' training time on this machine, and 3 seeds of each. Valid perplexity; each side is the dropout picked on valid "
+             "way. *cost*: the compared rows' training wall time as recorded (it includes any time a run was paused), "
+             "and 3 seeds of each. Valid perplexity; each side is the dropout picked on valid "
              f"in its group, its seeds averaged. Noise rule: {RULE}.", ""]
     for (tokens, budget), runs in sorted(regimes.items()):
         full = max(_pruned_depth(r["config"]["model"]) for r, _ in runs)
