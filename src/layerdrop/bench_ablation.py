@@ -215,6 +215,11 @@ def run(out: Path, steps: int) -> None:
                                                                                  optimizer),
                 True, "a training hyperparameter (the regime issue chooses it); listed for its speed", B * T)
 
+    compare(f"width: d={2 * cfg.d_model}, ff={2 * cfg.d_ff} instead of d={cfg.d_model}, ff={cfg.d_ff}",
+            lm_trainer(replace(cfg, d_model=2 * cfg.d_model, d_ff=2 * cfg.d_ff), x, bf16, optimizer), True,
+            "a model shape (the regime issue chooses it); listed for its cost on this CPU: with AMX the matmuls "
+            "are cheap, yet the element-wise work grows with the width too")
+
     attn = attention_kernels({"LM (B=32, H=4, T=128, D=32)": (32, 4, 128, 32),
                               "MT (B=100, H=4, T=20, D=32)": (100, 4, 20, 32)})
     ce = cross_entropy_kernels({"LM tied softmax (N=4096, V=4096)": (4096, 4096, 0.0),
