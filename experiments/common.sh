@@ -7,17 +7,20 @@ case "$SCALE" in
 esac
 # A sweep of runs: one Hydra multirun when every run is single-process (cpu), one torchrun per run that
 # needs several GPUs (paper), never a sweep inside the ranks (see src/layerdrop/launch.py).
-train() { python -m layerdrop.launch scale="$SCALE" "$@"; }
+# A script that adds its own overrides to every run redefines train() on top of launch().
+launch() { python -m layerdrop.launch scale="$SCALE" "$@"; }
+train() { launch "$@"; }
 # The LayerDrop rows' own regularisation, picked on valid as the baseline's dropout was (fairseq's tip:
-# about 0.1 less dropout once LayerDrop is on). cpu LM, LayerDrop 0.2, seed 1 (results/regime_lm/):
-# dropout 0.0 gives valid ppl 104.7, dropout 0.1 gives 111.0.
+# about 0.1 less dropout once LayerDrop is on). cpu LM, LayerDrop 0.2, seed 1, 5,000 steps
+# (results/regime_lm_map/): dropout 0.0 gives valid ppl 102.6, dropout 0.1 gives 104.7.
 LAYERDROP_ROW=()
 if [ "$SCALE" = cpu ]; then LAYERDROP_ROW=(model.dropout=0.0); fi
-# The cpu regime: every run reports its best-on-valid checkpoint and stops after 3 validations without
-# a better one (the paper's runs report their final weights). Runs of different artefacts with the same
-# settings are one run in the cache.
+# The cpu regime: every run reports its best-on-valid checkpoint and stops after 6 validations without
+# a better one (the paper's runs report their final weights). 6 as in the LM regime map, whose runs are
+# then Table 2's rows (same settings, same run). Runs of different artefacts with the same settings are
+# one run in the cache and the record store.
 SELECT=()
-if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
+if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=6); fi
 # Runs whose weights a later step reads (fine-tuning, a probe, a distilled student's teacher): from a fresh
 # clone the record store (records/) holds their records but not their weights, so they train again.
 # `make report-<artefact>` regenerates an artefact from the store alone.
@@ -32,12 +35,19 @@ case "$SCALE" in
 esac
 classify() { python -m layerdrop.classify -m scale="$SCALE" classify.dataset="$DATASETS" classify.lr="$LRS" "$@"; }
 report() { python -m layerdrop.report "$1" --scale "$SCALE"; }
+# The steps that give a baseline the training FLOPs of a LayerDrop run at rate $1 (reads the data's vocabulary)
+equal_steps() { python -m layerdrop.flops equal-steps "$@" | tail -1; }
+# Fine-tuning a trained LM, pruned or not (python -m layerdrop.finetune, Table 8)
+finetune() { python -m layerdrop.finetune -m scale="$SCALE" "$@"; }
 # Does a pretrained masked LM read word order? (context.json beside the run; python -m layerdrop.metrics.context)
 context() { python -m layerdrop.metrics.context "$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")"; }
 # LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
 if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
-  train() { echo "train scale=$SCALE $*"; }
+  launch() { echo "train scale=$SCALE $*"; }
+  train() { launch "$@"; }
   classify() { echo "classify scale=$SCALE classify.dataset=$DATASETS classify.lr=$LRS $*"; }
   report() { echo "report $1"; }
+  finetune() { echo "finetune scale=$SCALE $*"; }
+  equal_steps() { echo "EQUAL_FLOPS_STEPS"; }   # no data read in a dry run
   context() { echo "context scale=$SCALE $*"; }
 fi

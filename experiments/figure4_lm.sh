@@ -12,4 +12,4 @@ train experiment=figure4_lm "prune.strategies=[every_other,first,last,search_on_
 # ... and data-driven pruning keeps the top half of a model trained with learned per-layer rates
 train experiment=figure4_lm layerdrop.learned=true "prune.strategies=[data_driven,every_other]" \
   "prune.depths=[$HALF]" "${SELECT[@]}" "$@"
-python -m layerdrop.report figure4 --scale "$SCALE"
+report figure4

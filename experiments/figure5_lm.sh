@@ -5,4 +5,4 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 train experiment=figure5_lm "prune.strategies=[random]" "prune.depths=[$HALF]" prune.samples=20 \
   "prune.splits=[valid]" "${SELECT[@]}" "$@"
-python -m layerdrop.report figure5 --scale "$SCALE"
+report figure5

@@ -4,4 +4,4 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 train experiment=figure6_lm layerdrop.p=0,0.1,0.2,0.5 "${SELECT[@]}" "$@"
-python -m layerdrop.report figure6 --scale "$SCALE"
+report figure6

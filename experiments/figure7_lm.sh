@@ -3,4 +3,4 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 train experiment=figure7_lm layerdrop.p=0,0.1,0.2,0.3,0.4,0.5 "$@"
-python -m layerdrop.report figure7 --scale "$SCALE"
+report figure7

@@ -3,16 +3,12 @@
 # Runs already in the run cache (runs/) are skipped, so an interrupted reproduction resumes.
 #   SCALE=cpu|paper bash experiments/table1_mt.sh [extra Hydra overrides]
 set -euo pipefail
-SCALE=${SCALE:-cpu}
-case "$SCALE" in
-  cpu)   SCRATCH=3 ;;        # decoder depths trained from scratch (the cpu model has 6 decoder layers)
-  paper) SCRATCH=3 ;;        # the paper model has 6 too
-  *) echo "SCALE must be cpu or paper, got '$SCALE'" >&2; exit 2 ;;
-esac
+source "$(dirname "$0")/common.sh"
+SCRATCH=3                    # the decoder depth trained from scratch (cpu and paper models have 6)
 # cpu: BLEU on a fixed seeded 1500-sentence subset of the 4,431 test pairs keeps the 15 beam searches
 # inside the time budget (perplexity still covers every test pair); paper: the whole test set
 GEN=$([ "$SCALE" = cpu ] && echo generate.max_sentences=1500 || echo generate.max_sentences=null)
-train() { python -m layerdrop.launch scale="$SCALE" "$GEN" "$@"; }     # as common.sh
+train() { launch "$GEN" "$@"; }
 
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.
@@ -26,4 +22,4 @@ train experiment=table1_mt_deep layerdrop.p=0.2 role=deep_layerdrop prune.strate
 # Figure 2 (b): a shallower decoder trained from scratch, without LayerDrop (full depth only)
 train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
 
-python -m layerdrop.report table1 --scale "$SCALE"
+report table1

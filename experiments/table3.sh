@@ -3,13 +3,9 @@
 # Hydra sweeps. Runs already in the run cache (runs/) are skipped, so an interrupted reproduction resumes.
 #   SCALE=cpu|paper bash experiments/table3.sh [extra Hydra overrides, e.g. seed=1,2,3]
 set -euo pipefail
-SCALE=${SCALE:-cpu}
-case "$SCALE" in
-  cpu)   SCRATCH=3 ;;        # the decoder depth trained from scratch (every-other pruning keeps 3 of 6)
-  paper) SCRATCH=3 ;;
-  *) echo "SCALE must be cpu or paper, got '$SCALE'" >&2; exit 2 ;;
-esac
-# cpu: the regime's selection rule (best on valid, early stopping; see common.sh)
+source "$(dirname "$0")/common.sh"
+SCRATCH=3                    # the decoder depth trained from scratch (every-other pruning keeps 3 of 6)
+# cpu: best on valid with early stopping as common.sh, after 3 validations (this regime's setting)
 SELECT=()
 if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
 # cpu: regularisation picked on valid (make tune-table3, one seed each, results/regime_sum/ and regime_qa/):
@@ -18,7 +14,7 @@ if [ "$SCALE" = cpu ]; then SELECT=(select=best early_stop_patience=3); fi
 # at 0.1; QA 228 vs 244).
 LD=()
 if [ "$SCALE" = cpu ]; then LD=(model.dropout=0.0); fi
-train() { python -m layerdrop.launch scale="$SCALE" "${SELECT[@]}" "$@"; }
+train() { launch "${SELECT[@]}" "$@"; }
 
 # Summarisation: 6/6 without and with LayerDrop, both pruned every other decoder layer (Figure 2 panel,
 # series a and c); the deeper decoder with LayerDrop (the paper's 6/8); a 3-layer decoder from scratch (b).
@@ -30,4 +26,4 @@ train experiment=table3_sum layerdrop.p=0 model.decoder_layers="$SCRATCH" role=s
 train experiment=table3_qa layerdrop.p=0 role=qa_baseline "$@"
 train experiment=table3_qa layerdrop.p=0.2 "${LD[@]}" role=qa_layerdrop "$@"
 
-python -m layerdrop.report table3 --scale "$SCALE"
+report table3

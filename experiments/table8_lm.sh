@@ -8,5 +8,5 @@ source "$(dirname "$0")/common.sh"
 case " $* " in *" seed="*) SEEDS=() ;; *) SEEDS=(seed=1,2,3) ;; esac
 LAYERDROP=(experiment=table2_lm layerdrop.p=0.2 "${LAYERDROP_ROW[@]}")
 train "${WEIGHTS[@]}" "${LAYERDROP[@]}" role=layerdrop artefact=table2 "${SEEDS[@]}" "${SELECT[@]}" "${@}"
-python -m layerdrop.finetune -m scale="$SCALE" "${LAYERDROP[@]}" "${SEEDS[@]}" "${SELECT[@]}" "${@}"
-python -m layerdrop.report table8 --scale "$SCALE"
+finetune "${LAYERDROP[@]}" "${SEEDS[@]}" "${SELECT[@]}" "${@}"
+report table8

@@ -8,4 +8,4 @@ source "$(dirname "$0")/common.sh"
 REGIME=(data.max_train_tokens=1000000 trainer.max_steps=4000 trainer.val_check_interval=250 select=best
         early_stop_patience=3 prune.strategies=[] artefact=regime_lm)
 train experiment=table2_lm layerdrop.p=0 model.dropout=0.1,0.2,0.3 "${REGIME[@]}" "${@}"
-python -m layerdrop.report regime_lm --scale "$SCALE"
+report regime_lm

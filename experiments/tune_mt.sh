@@ -19,4 +19,4 @@ if [ "${BUDGET:-0}" = 1 ]; then
 else
   train experiment=table1_mt layerdrop.p=0 model.dropout=0.1,0.2,0.3 trainer.max_steps=6000 "${REGIME[@]}" "${@}"
 fi
-python -m layerdrop.report regime_mt --scale "$SCALE"
+report regime_mt

@@ -9,5 +9,5 @@ source "$(dirname "$0")/common.sh"
 for task in sum qa; do
   train experiment=table3_$task "${SELECT[@]}" layerdrop.p=0.2 model.dropout=0.0,0.1 artefact=regime_$task "${@}"
   train experiment=table3_$task "${SELECT[@]}" layerdrop.p=0 model.dropout=0.1,0.2,0.3 artefact=regime_$task "${@}"
-  python -m layerdrop.report regime_$task --scale "$SCALE"
+  report regime_$task
 done

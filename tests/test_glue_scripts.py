@@ -104,3 +104,28 @@ def test_the_lm_regime_map_trains_the_three_rows_of_one_regime_and_reports_them_
     short_cfgs = [load_config(run) for kind, overrides in short if kind == "train" for run in expand(overrides)]
     assert {c.trainer.max_steps for c in short_cfgs} == {5000}
     assert sorted(c.model.dropout for c in short_cfgs if c.layerdrop.p == 0 and c.model.n_layers == 6) == [0.1, 0.2, 0.3]
+
+
+SCRIPTS = sorted(p.stem for p in (REPO / "experiments").glob("*.sh") if p.stem != "common")
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_experiment_script_prints_its_runs_and_ends_with_its_report(script, scale):
+    """LAYERDROP_DRY=1 runs no training, fine-tuning or report in any script (each goes through common.sh's
+    functions), and every script ends by writing its page."""
+    lines = commands(script, scale)
+    assert lines and lines[-1][0] == "report"
+    assert {kind for kind, _ in lines} <= {"train", "classify", "finetune", "context", "report"}
+
+
+def test_table2_in_the_cpu_regime_is_the_lm_maps_5000_step_regime():
+    """The cpu Table 2 rows that decide depth, C7, C1 and C2 are the regime map's 5,000-step runs (same
+    settings, so the same run keys): the map's seeds are Table 2's seeds."""
+    def keys(lines):  # the equal-compute row's steps are not computed in a dry run
+        return {runs.run_key(load_config(run)) for kind, overrides in lines
+                if kind == "train" and "role=equal_compute" not in overrides for run in expand(overrides)}
+
+    table2 = commands("table2_lm", "cpu")
+    grid = commands("tune_lm_map", "cpu", env={"STEPS": "5000"})
+    assert len(keys(table2) & keys(grid)) == 3  # baseline, LayerDrop at its dropout, 3 layers from scratch
