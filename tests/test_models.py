@@ -136,3 +136,13 @@ def test_paper_scale_parameter_counts_match_the_paper(experiment, paper):
     assert abs(n - paper) / paper < 0.01
     if experiment == "table2_lm":
         assert n == 246_933_504  # fairseq's exact count for transformer_lm_wiki103
+
+
+def test_the_params_command_takes_help_as_a_flag_and_overrides_as_words(capsys):
+    from layerdrop.params import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "Hydra overrides" in capsys.readouterr().out
+    main(["experiment=table2_lm", "scale=paper"])
+    assert "table2_lm [paper] lm: 246,933,504 parameters" in capsys.readouterr().out

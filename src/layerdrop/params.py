@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
@@ -35,7 +35,10 @@ def describe(overrides: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(describe(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(prog="python -m layerdrop.params", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=table2_lm scale=paper")
+    print(describe(parser.parse_args(argv).overrides))
 
 
 if __name__ == "__main__":
