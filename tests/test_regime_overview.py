@@ -53,8 +53,9 @@ def test_checks_not_met_say_what_is_missing(tmp_path):
     lm = tasks["lm"]["checks"]
     assert lm["dropout picked on valid"] == (
         "not met", "LayerDrop 0: 0.2 of [0.1, 0.2] (baseline dropout 0.3 not tried; no LayerDrop dropout picked)")
-    assert lm["table runs converged"] == ("not met", "6 of 6 table2 runs still improving at their last validation "
-                                                     "(100 steps)")
+    assert lm["table runs converged"] == ("not met", "6 of 6 table2 runs still improving at the end (best at the "
+                                                     "last validation, and valid fell by 1% or more over the last "
+                                                     "fifth of the steps) (100 steps)")
     assert lm["3+ seeds a row"][0] == "not met" and lm["depth matters"][0] == "inconclusive"
     assert tasks["mt"]["checks"]["translation works"][0] == "not met"
     assert tasks["mt"]["checks"]["table runs converged"] == ("not measured", "no table1 runs")

@@ -86,7 +86,7 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
 
 
 def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: set[str] = frozenset()) -> str:
-    """``stale``: artefacts whose results/ page exists but none of whose runs are in the run cache (a page
+    """``stale``: artefacts whose results/ page exists but none of whose runs are in the record store (a page
     made by earlier code or an earlier regime, not judged here)."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Did the paper's claims hold?", "",
@@ -110,7 +110,7 @@ def render(results: list[ClaimResult], runs: dict[str, int], scale: str, stale: 
                 lines.append(f"| {claim}: {text} | {what} | **{r.outcome}** | {r.detail} |")
             if not mine:
                 why = ("its rows are not run yet" if runs.get(artefact) else
-                       f"no runs in the run cache; `results/{artefact}/` predates the current regime and is "
+                       f"no runs in the record store; `results/{artefact}/` predates the current regime and is "
                        "not judged here" if artefact in stale else "no runs at this scale")
                 outcome = "not run yet" if not runs.get(artefact) else "not built yet"
                 lines.append(f"| {claim}: {text} | {artefact} ({why}) | {outcome} | - |")

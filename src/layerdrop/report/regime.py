@@ -74,7 +74,7 @@ def last_fifth_gain(curve: list[dict]) -> float | None:
     if len(curve) < 2:
         return None
     end = curve[-1]["step"]
-    start = min(curve, key=lambda p: abs(p["step"] - 0.8 * end))
+    start = min(curve[:-1], key=lambda p: abs(p["step"] - 0.8 * end))  # a point before the last, however sparse
     return (start[METRIC] - curve[-1][METRIC]) / start[METRIC]
 
 
