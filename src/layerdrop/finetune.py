@@ -1,6 +1,6 @@
 """Table 8: fine-tune a pruned LayerDrop LM, and measure whether it helps (claim C11).
 
-    python -m layerdrop.finetune experiment=table2_lm layerdrop.p=0.2 seed=1 [finetune.steps=400 ...]
+    python -m layerdrop.finetune experiment=table2_lm layerdrop.p=0.2 seed=1 [finetune.steps=500 ...]
     make reproduce-table8
 
 The overrides name a trained run exactly as when it was trained (they resolve to its run folder);
