@@ -99,8 +99,8 @@ BAD = [  # (overrides, a line the error must hold: the full key, the value, what
     (LM, "data.block_size=0", "data.block_size=0: must be >= 1"),
     (LM, "optim.optimizer.lr=-1", "optim.optimizer.lr=-1: must be > 0"),
     (LM, "optim.scheduler.warmup_steps=abc", "optim.scheduler.warmup_steps='abc': expected an int"),
-    (LM, "optim.scheduler.warmup_steps=4000",
-     "optim.scheduler.warmup_steps=4000: must be < optim.scheduler.total_steps=4000"),
+    (LM, "optim.scheduler.warmup_steps=5000",
+     "optim.scheduler.warmup_steps=5000: must be < optim.scheduler.total_steps=5000"),
     (LM, "trainer.max_steps=-1", "optim.scheduler.total_steps=-1: must be >= 1"),  # interpolated, resolved
     (LM, "prune.depths=[0]", "prune.depths[0]=0: must be >= 1"),
     (LM, "prune.depths=[2,7]", "prune.depths[1]=7: must be <= 6 (the decoder's layers)"),
