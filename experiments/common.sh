@@ -43,8 +43,7 @@ finetune() { python -m layerdrop.finetune -m scale="$SCALE" "$@"; }
 context() { python -m layerdrop.metrics.context "$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")"; }
 # LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
 if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
-  launch() { echo "train scale=$SCALE $*"; }
-  train() { launch "$@"; }
+  launch() { echo "train scale=$SCALE $*"; }   # train() and the scripts' own train() go through it
   classify() { echo "classify scale=$SCALE classify.dataset=$DATASETS classify.lr=$LRS $*"; }
   report() { echo "report $1"; }
   finetune() { echo "finetune scale=$SCALE $*"; }

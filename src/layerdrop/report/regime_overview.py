@@ -6,8 +6,9 @@ run records of every regime search (``regime_<task>``) and every table built on 
 For each task it checks what a verdict needs before it means anything (the regime issue's rules):
 the dropout picked on valid from {0.1, 0.2, 0.3} (and the LayerDrop rows' own), the table's runs
 converged (the regime map's rule: valid stopped improving, or fell under 1% over the last fifth of the
-steps), depth matters (the claims page's precondition, by the noise rule), at least 3 seeds a row, and for translation a baseline at 15 test BLEU or more. Each check
-is met, not met, or not measured, with the numbers behind it; the task's own page has the runs.
+steps), depth matters (the claims page's precondition, by the noise rule), at least 3 seeds a row, and
+for translation a baseline at 15 test BLEU or more. Each check is met, not met, or not measured, with
+the numbers behind it; the task's own page has the runs.
 """
 
 from __future__ import annotations
