@@ -8,17 +8,20 @@ SCRATCH=3                    # the decoder depth trained from scratch (cpu and p
 # cpu: BLEU on a fixed seeded 1500-sentence subset of the 4,431 test pairs keeps the 15 beam searches
 # inside the time budget (perplexity still covers every test pair); paper: the whole test set
 GEN=$([ "$SCALE" = cpu ] && echo generate.max_sentences=1500 || echo generate.max_sentences=null)
-train() { launch "$GEN" "$@"; }
+# cpu: every run reports its best-on-valid checkpoint (common.sh's SELECT) instead of the paper's average
+# of the last checkpoints
+REGIME=("${SELECT[@]}"); if [ "$SCALE" = cpu ]; then REGIME+=(optim.average=null); fi
+train() { launch "$GEN" "${REGIME[@]}" "$@"; }
 
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 4-5 of the paper's table: 6/6 without and with LayerDrop; both pruned every-other on the
 # decoder at every depth (Figure 2 MT panel, series a and c)
 train experiment=table1_mt layerdrop.p=0 role=baseline "${@}"
-train experiment=table1_mt layerdrop.p=0.2 role=layerdrop "${@}"
+train experiment=table1_mt layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=layerdrop "${@}"
 # the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only
 train experiment=table1_mt_deep layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
-train experiment=table1_mt_deep layerdrop.p=0.2 role=deep_layerdrop prune.strategies=[] "${@}"
+train experiment=table1_mt_deep layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=deep_layerdrop prune.strategies=[] "${@}"
 # Figure 2 (b): a shallower decoder trained from scratch, without LayerDrop (full depth only)
 train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
 
