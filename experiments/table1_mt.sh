@@ -19,10 +19,19 @@ train() { launch "$GEN" "${REGIME[@]}" "$@"; }
 # decoder at every depth (Figure 2 MT panel, series a and c)
 train experiment=table1_mt layerdrop.p=0 role=baseline "${@}"
 train experiment=table1_mt layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=layerdrop "${@}"
-# the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only
-train experiment=table1_mt_deep layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
-train experiment=table1_mt_deep layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=deep_layerdrop prune.strategies=[] "${@}"
+# the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only.
+# The divergence is a post-norm phenomenon, so the cpu deep rows are post-norm as the paper's model (the
+# cpu 6/6 rows are pre-norm, see README; paper scale is post-norm throughout)
+DEEP=(); if [ "$SCALE" = cpu ]; then DEEP=(model.pre_norm=false); fi
+train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
+train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=deep_layerdrop prune.strategies=[] "${@}"
 # Figure 2 (b): a shallower decoder trained from scratch, without LayerDrop (full depth only)
 train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
+
+# Beyond the paper (ours): the baseline trained for the FLOPs of the LayerDrop run (fewer steps, its own
+# full schedule), for the equal-compute comparison
+ONE=(); for a in "$@"; do [[ $a == *,* ]] || ONE+=("$a"); done   # sweeps (seed=1,2,3) do not change the FLOPs
+EQUAL=$(equal_steps 0.2 experiment=table1_mt scale="$SCALE" "${ONE[@]}")
+train experiment=table1_mt layerdrop.p=0 trainer.max_steps="$EQUAL" role=equal_compute prune.strategies=[] "${@}"
 
 report table1

@@ -93,6 +93,21 @@ def test_the_equal_flops_baseline_runs_fewer_steps_the_more_layerdrop_drops():
         main(["equal-steps", "1.5"])
 
 
+def test_the_equal_flops_translation_baseline_drops_both_stacks_but_never_the_output_layer():
+    from layerdrop.flops import equal_flops_steps, mt_forward_flops, seq2seq_step_ratio
+
+    cfg = Seq2SeqConfig(vocab_size=8000, encoder_layers=6, decoder_layers=6, d_model=32, n_heads=2, d_ff=64,
+                        max_len=64)
+    shapes = [(10, 20, 22), (40, 5, 6)]
+    assert seq2seq_step_ratio(cfg, 0.0, shapes) == 1.0
+    # p = 0.5 on both stacks halves every layer's FLOPs; the embedding output layer stays whole
+    output = sum(B * T * 2 * 32 * 8000 for B, T in [(10, 22), (40, 6)])
+    full = sum(mt_forward_flops(cfg, *s, 6, 6) for s in shapes)
+    assert seq2seq_step_ratio(cfg, 0.5, shapes) == pytest.approx(0.5 + 0.5 * output / full)
+    steps, ratio = equal_flops_steps(["experiment=table1_mt", "debug=smoke_mt", "trainer.max_steps=100"], 0.5)
+    assert steps == round(100 * ratio) and 50 < steps < 100
+
+
 def test_a_bench_without_quality_keeps_the_last_full_run_check_and_says_which_code_measured_it(tmp_path):
     from layerdrop.utils.runs import write_json
 

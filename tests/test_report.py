@@ -96,7 +96,8 @@ def test_report_without_runs_says_what_to_do(tmp_path):
         report_main(["table2", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out")])
 
 
-def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1",)):
+def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1",), seed=1, pre_norm=None,
+              steps=100):
     """An MT run record as train() writes it; ``curve`` maps kept decoder layers -> test BLEU."""
     evals = [{"strategy": "none" if d == dec else "every_other", "stack": "decoder", "depth": d,
               "layers": list(range(d)), "n_params": 1000 * (enc + d), "test_bleu": bleu, "test_bleu_tok": bleu + 1,
@@ -105,8 +106,10 @@ def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1"
              for d, bleu in curve.items()]
     return {"run_key": key, "task": "mt", "scale": "cpu", "artefacts": list(artefacts), "eval": evals,
             "roles": {"table1": role}, "code_version": "c0de",
-            "config": {"model": {"encoder_layers": enc, "decoder_layers": dec}, "layerdrop": {"p": p}, "seed": 1},
-            "train": {"steps": 100, "tokens_seen": 5000, "wall_s": 60.0, "final": {"train/loss": final_loss},
+            "config": {"model": {"encoder_layers": enc, "decoder_layers": dec,
+                                 **({} if pre_norm is None else {"pre_norm": pre_norm})},
+                       "layerdrop": {"p": p}, "seed": seed},
+            "train": {"steps": steps, "tokens_seen": 5000, "wall_s": 60.0, "final": {"train/loss": final_loss},
                       "averaged_checkpoints": [90, 100]},
             "machine": {"cpus": 2, "platform": "test", "torch": "x"},
             "data": {"provenance": {"source": "debian:test"}, "vocab_size": 8000,
@@ -137,6 +140,41 @@ def test_table1_rows_claims_and_figure(tmp_path):
     assert (out / "figure2_mt.png").stat().st_size > 1000
     with open(out / "raw.csv") as f:
         assert len(list(csv.DictReader(f))) == 9
+
+
+def test_table1_in_the_regime_preconditions_equal_compute_and_norms(tmp_path):
+    """3 seeds a row: "translation works" (the baseline over 15 test BLEU) and "depth matters" are judged by
+    the noise rule, the equal-FLOPs baseline gets its own verdict, and the post-norm deep rows say so."""
+    runs_dir = tmp_path / "runs"
+    for seed, jitter in [(1, -0.1), (2, 0.0), (3, 0.1)]:
+        for r in [mt_record(f"base{seed}", 6, 6, 0.0, {6: 18.0 + jitter, 3: 6.0 + jitter}, "baseline", seed=seed,
+                            pre_norm=True, steps=8000),
+                  mt_record(f"ld{seed}", 6, 6, 0.2, {6: 17.0 + jitter, 3: 12.0 + jitter}, "layerdrop", seed=seed,
+                            pre_norm=True, steps=8000),
+                  mt_record(f"s{seed}", 6, 3, 0.0, {3: 16.0 + jitter}, "scratch", seed=seed, pre_norm=True, steps=8000),
+                  mt_record(f"deep{seed}", 12, 6, 0.2, {6: 17.5 + jitter}, "deep_layerdrop", seed=seed,
+                            pre_norm=False, steps=8000),
+                  mt_record(f"eq{seed}", 6, 6, 0.0, {6: 17.5 + jitter}, "equal_compute", seed=seed, pre_norm=True,
+                            steps=6867)]:
+            write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
+    out = tmp_path / "results"
+    report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
+    table = (out / "table1.md").read_text()
+    assert "**held** (precondition): translation works: the 6/6 baseline reaches 15 test BLEU" in table
+    assert "**held** (precondition): depth matters: the 6-layer decoder beats 3 layers trained from scratch" in table
+    assert "**not held** (C7)" in table
+    assert ("(architectures differ: the deep model is post-norm, the other pre-norm)") in table
+    assert "| + LayerDrop 0.2, deep encoder (post-norm) | 12 | 6 |" in table
+    assert "| Transformer, trained for the FLOPs of the LayerDrop run (ours) (pre-norm) | 6 | 6 |" in table
+    assert ("**not held** (ours): at equal training FLOPs, LayerDrop 0.2 beats the baseline (6867 steps against "
+            "8000)") in table
+    assert "with averaged checkpoints" in table  # the fake records average their last checkpoints
+    # a baseline confidently under the bar is "not held"
+    for seed in (1, 2, 3):
+        r = mt_record(f"base{seed}", 6, 6, 0.0, {6: 9.0 + seed / 10, 3: 6.0}, "baseline", seed=seed, pre_norm=True)
+        write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
+    assert "**not held** (precondition): translation works" in (out / "table1.md").read_text()
 
 
 def test_table1_without_a_layerdrop_role_says_what_to_do(tmp_path):

@@ -73,27 +73,48 @@ def lm_step_ratio(cfg: LMConfig, p: float, T: int, shares: list[float] | None = 
     return lm_forward_flops(cfg, (1 - p) * n, T, shares) / lm_forward_flops(cfg, n, T, shares)
 
 
+def seq2seq_step_ratio(cfg: Seq2SeqConfig, p: float, shapes: list[tuple[int, int, int]]) -> float:
+    """Expected FLOPs of a LayerDrop step at rate ``p`` on both stacks against a full step, over the padded
+    batch ``shapes`` (B pairs, S source, T target positions) of an epoch: the layers are dropped, the
+    embedding and the output layer always run."""
+    E, D = cfg.encoder_layers, cfg.decoder_layers
+    full = sum(mt_forward_flops(cfg, B, S, T, E, D) for B, S, T in shapes)
+    return sum(mt_forward_flops(cfg, B, S, T, (1 - p) * E, (1 - p) * D) for B, S, T in shapes) / full
+
+
 def equal_flops_steps(overrides: list[str], p: float) -> tuple[int, float]:
-    """Steps of the configured LM without LayerDrop that cost the FLOPs of its ``trainer.max_steps``
-    steps at rate ``p`` (band shares measured on the train stream), and the per-step ratio."""
+    """Steps of the configured model without LayerDrop that cost the FLOPs of its ``trainer.max_steps``
+    steps at rate ``p``, and the per-step ratio. LM: adaptive-softmax band shares measured on the train
+    stream; encoder-decoder tasks: rate ``p`` on both stacks, over the padded shapes of the first
+    training epoch's batches."""
     from hydra.utils import instantiate
 
     from layerdrop.config import load_config
+    from layerdrop.data.pair_batches import TokenBatchSampler
     from layerdrop.train import model_config
 
     cfg = load_config(overrides)
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
-    model_cfg = LMConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
-    shares = band_shares(model_cfg, dm.train_set.stream.long())
-    ratio = lm_step_ratio(model_cfg, p, cfg.data.block_size, shares)
+    if cfg.task.name == "lm":
+        model_cfg = LMConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
+        shares = band_shares(model_cfg, dm.train_set.stream.long())
+        ratio = lm_step_ratio(model_cfg, p, cfg.data.block_size, shares)
+    elif cfg.task.name in ("mt", "sum", "qa"):
+        model_cfg = Seq2SeqConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
+        train = dm.datasets["train"]
+        sampler = TokenBatchSampler(train.src_lens, train.tgt_lens, cfg.data.max_tokens, shuffle=True, seed=cfg.seed)
+        shapes = [(len(b), int(train.src_lens[b].max()), int(train.tgt_lens[b].max())) for b in sampler._plan(0)]
+        ratio = seq2seq_step_ratio(model_cfg, p, shapes)
+    else:
+        raise ValueError(f"task.name={cfg.task.name!r}: equal-FLOPs steps are defined for lm, mt, sum and qa")
     return round(ratio * cfg.trainer.max_steps), ratio
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m layerdrop.flops equal-steps P [OVERRIDES...]``: prints the steps of a baseline with the
-    training FLOPs of a LayerDrop-P run (experiments/table2_lm.sh uses it for the equal-compute row)."""
+    training FLOPs of a LayerDrop-P run (experiments/table1_mt.sh and table2_lm.sh use it for the equal-compute row)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)

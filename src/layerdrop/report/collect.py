@@ -221,6 +221,22 @@ def aggregate(rows: list[dict], keys: tuple[str, ...], metrics: tuple[str, ...])
     return out
 
 
+def regime_text(records: list[dict]) -> str:
+    """The training regime the rows share: truncated train data, and which weights each row reports."""
+    cut = sorted({r["config"].get("data", {}).get("max_train_tokens") or 0 for r in records})
+    rules = sorted({(r["train"].get("selected") or {}).get("rule", "final") for r in records})
+    patience = sorted({r["config"].get("early_stop_patience") or 0 for r in records})
+    parts = []
+    if any(cut):
+        parts.append("trained on the first " + " / ".join(f"{c:,}" if c else "all" for c in cut) + " train tokens")
+    parts.append("each row reports its " + " / ".join("best-on-valid" if r == "best" else "final" for r in rules)
+                 + " weights")
+    if any(patience):
+        parts.append("early stopping after " + " / ".join(str(p) if p else "no" for p in patience)
+                     + " validations without improvement")
+    return " Regime: " + "; ".join(parts) + "."
+
+
 def mean_text(row: dict, metric: str, digits: int = 2) -> str:
     """``12.34``, or ``12.34 ± 0.56 (n=3)`` for a row averaged over seeds."""
     text = f"{row[metric]:.{digits}f}"

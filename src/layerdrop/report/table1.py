@@ -1,9 +1,10 @@
 """Table 1 (translation BLEU) and Figure 2's MT panel (BLEU vs kept decoder layers), from run records.
 
 Each run records its row (``roles.table1``, from ``role=`` in experiments/table1_mt.sh): ``baseline``,
-``layerdrop``, ``deep_baseline``, ``deep_layerdrop`` (a deeper encoder), or ``scratch`` (a shallower
-decoder trained from scratch without LayerDrop, one per depth). The runs of one role with different
-seeds are averaged (mean ± sample std, n).
+``layerdrop``, ``deep_baseline``, ``deep_layerdrop`` (a deeper encoder), ``scratch`` (a shallower
+decoder trained from scratch without LayerDrop, one per depth) or ``equal_compute`` (ours: the baseline
+trained for the FLOPs of the LayerDrop run). The runs of one role with different seeds are averaged
+(mean ± sample std, n).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from layerdrop.report.collect import (
     mean_text,
     provenance,
     read_csv,
+    regime_text,
     role_of,
     seed_values,
     seeds_note,
@@ -27,15 +29,17 @@ from layerdrop.report.collect import (
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge, judge_threshold
 
-COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack", "strategy", "kept_layers",
+COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "norm", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
            "test_sentences_per_s", "beam", "lenpen", "steps", "tokens_seen", "train_wall_s", "train_tokens_per_s",
            "final_train_loss", "averaged_checkpoints", "git_sha", "code_version", "vocab_size"]
 #: one model's sub-network, across seeds
 KEYS = ("role", "encoder_layers", "decoder_layers", "stack", "strategy", "kept_layers", "layers")
 METRICS = ("test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "final_train_loss")
+#: the issue's bar for "translation works" at cpu scale: the baseline's test BLEU
+WORKS_BLEU = 15.0
 
 
 def tidy_rows(records: list[dict]) -> list[dict]:
@@ -47,7 +51,8 @@ def tidy_rows(records: list[dict]) -> list[dict]:
             rows.append({
                 "run_key": r["run_key"], "scale": r["scale"], "role": role_of(r, "table1"), "seed": cfg.get("seed"),
                 "encoder_layers": cfg["model"]["encoder_layers"],
-                "decoder_layers": cfg["model"]["decoder_layers"], "layerdrop_p": cfg["layerdrop"]["p"],
+                "decoder_layers": cfg["model"]["decoder_layers"],
+                "norm": "pre" if cfg["model"].get("pre_norm", False) else "post", "layerdrop_p": cfg["layerdrop"]["p"],
                 "stack": e.get("stack", "decoder"), "strategy": e["strategy"], "kept_layers": e["depth"],
                 "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
                 **{k: e.get(k) for k in ("test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -121,19 +126,30 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
         out.append(ClaimResult.of(claim, "table1", statement, verdict, detail))
 
     if base:
+        v = judge_threshold(_values(base), WORKS_BLEU)
+        add("precondition", f"translation works: the {enc}/{dec} baseline reaches {WORKS_BLEU:g} test BLEU", v,
+            f"test BLEU {mean_text(base, 'test_bleu')}; {v.describe()}.")
+    half = scratch(rows).get(dec // 2)
+    if base and half:
+        v = judge(_values(base), _values(half), higher_is_better=True)
+        add("precondition", f"depth matters: the {dec}-layer decoder beats {dec // 2} layers trained from scratch", v,
+            f"test BLEU {_vs(base, half)}; {v.describe()}.")
+    if base:
         v = judge(_values(ld), _values(base), higher_is_better=True)
         add("C7", f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)", v,
             f"test BLEU {_vs(ld, base)}; {v.describe()}.")
     if deep_ld:
         best = max((x for x in (ld, base, deep_base) if x), key=lambda r: r["test_bleu"])
         v = judge(_values(deep_ld), _values(best), higher_is_better=True)
+        norms = "" if deep_ld["norm"] == best["norm"] else (
+            f" (architectures differ: the deep model is {deep_ld['norm']}-norm, the other {best['norm']}-norm)")
         add("C8", f"the {deep}-encoder LayerDrop model does best (paper 30.2)", v,
-            f"test BLEU {_vs(deep_ld, best)}; {v.describe()}.")
+            f"test BLEU {_vs(deep_ld, best)}; {v.describe()}{norms}.")
     if deep_base:
         seeds = deep_base.get("seeds", 1)
         outcome = ("inconclusive" if seeds < MIN_SEEDS else "held" if diverged(deep_base) else "not held")
         add("C8", f"without LayerDrop the {deep}-encoder model diverges (paper, text)", outcome,
-            f"final train loss {mean_text(deep_base, 'final_train_loss', 3)}, test BLEU "
+            f"{deep_base['norm']}-norm; final train loss {mean_text(deep_base, 'final_train_loss', 3)}, test BLEU "
             f"{mean_text(deep_base, 'test_bleu')}" + (f" vs {mean_text(deep_ld, 'test_bleu')} with LayerDrop" if deep_ld else "")
             + (f"; {seeds} seed(s), the rule needs {MIN_SEEDS}" if seeds < MIN_SEEDS else "") + ".")
     ld_curve = {d: r for d, r in decoder_rows(rows, "layerdrop").items() if d < dec}
@@ -149,6 +165,17 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     return out
 
 
+def equal_compute(rows: list[dict]) -> ClaimResult | None:
+    """The LayerDrop model against the baseline trained for the same FLOPs (ours, not a paper claim)."""
+    ld, eq = layerdrop_row(rows), full(rows, "equal_compute")
+    if not eq:
+        return None
+    v = judge(_values(ld), _values(eq), higher_is_better=True)
+    return ClaimResult.of("ours", "table1", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
+                          f"baseline ({eq['steps']} steps against {ld['steps']})", v,
+                          f"test BLEU {_vs(ld, eq)}; {v.describe()}.")
+
+
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
     run = provenance(records)
     splits = run["splits"]
@@ -159,8 +186,10 @@ def caption(records: list[dict], rows: list[dict], scale: str) -> str:
             f"machine: {run['machine']}; training wall time {run['wall_min']:.1f} min (evaluation not included). "
             f"Test BLEU by beam search (beam {gen.get('beam', '?')}, length penalty {gen.get('lenpen', '?')}) on "
             f"{gen.get('test_sentences', '?')} of the {(splits.get('test') or {}).get('pairs', '?')} test pairs "
-            "(a fixed seeded subset when fewer; perplexity covers all), with averaged checkpoints; `BLEU` is sacrebleu on detokenized text, `tok. BLEU` the paper's "
-            "tokenized, compound-split variant (13a tokens; see README).")
+            "(a fixed seeded subset when fewer; perplexity covers all)"
+            + (", with averaged checkpoints" if any(r["averaged_checkpoints"] for r in rows) else "")
+            + "; `BLEU` is sacrebleu on detokenized text, `tok. BLEU` the paper's tokenized, compound-split "
+            "variant (13a tokens; see README)." + regime_text(records))
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:
@@ -171,9 +200,14 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
              "Paper: BLEU |", "|---|---|---|---|---|---|---|---|---|"]
     spec = [("baseline", "Transformer"), ("layerdrop", "+ LayerDrop {p}"),
             ("deep_baseline", "Transformer, deep encoder"), ("deep_layerdrop", "+ LayerDrop {p}, deep encoder")]
+    if full(rows, "equal_compute"):
+        spec.append(("equal_compute", "Transformer, trained for the FLOPs of the LayerDrop run (ours)"))
+    norms = {r["norm"] for r in rows if r["strategy"] == "none"}
     for role, name in spec:
         r = full(rows, role)
-        pp = paper_by_row[role]
+        pp = paper_by_row.get(role, {"encoder_layers": "-", "decoder_layers": "-", "test_bleu": "-"})
+        if r and len(norms) > 1:
+            name += f" ({r['norm']}-norm)"
         ours = (f"{r['encoder_layers']} | {r['decoder_layers']} | {r['n_params'] / 1e6:.2f}M | "
                 f"{mean_text(r, 'test_bleu')} | {mean_text(r, 'test_bleu_tok')} | {mean_text(r, 'test_ppl')}"
                 if r else "- | - | not run | - | - | -")
@@ -187,6 +221,13 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               + ".", "", "## Did the paper's claims hold at this scale?", ""]
     lines += [f"Noise rule: {RULE}.", ""]
     lines += [c.line() for c in claim_rows(rows)]
+    equal = equal_compute(rows)
+    if equal:
+        lines += ["", "## Equal compute (ours, beyond the paper)", "",
+                  "A LayerDrop step skips layers, so it costs fewer FLOPs. The paper compares models at equal "
+                  "updates; this row compares the LayerDrop model with a baseline trained, on its own full "
+                  "schedule, for the training FLOPs of the LayerDrop run (`python -m layerdrop.flops "
+                  "equal-steps`).", "", equal.line()]
     best = max((r["test_bleu"] for r in rows if r["strategy"] == "none"), default=0.0)
     if best < 10:
         steps = "/".join(map(str, sorted({r["steps"] for r in rows})))
@@ -205,7 +246,8 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
     for d in sorted(set().union(*curves)):
         cells = [f"{c[d]:.2f}" if d in c else "-" for c in curves]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += ["", "Figure: `figure2_mt.png`; raw numbers: `raw.csv` (every run x pruned depth).", ""]
+    lines += ["", "Figure: `figure2_mt.png`; learning curves: `curves.png`; raw numbers: `raw.csv` (every run x "
+              "pruned depth).", ""]
     return "\n".join(lines)
 
 

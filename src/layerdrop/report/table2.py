@@ -21,6 +21,7 @@ from layerdrop.report.collect import (  # noqa: E402
     mean_text,
     provenance,
     read_csv,
+    regime_text,
     save_figure,
     seed_values,
     seeds_note,
@@ -142,22 +143,6 @@ def caption(records: list[dict], scale: str) -> str:
             f"machine: {run['machine']}; training wall time {run['wall_min']:.1f} min (evaluation not included). "
             "Perplexity on the test split, every token scored once in non-overlapping blocks."
             + regime_text(records))
-
-
-def regime_text(records: list[dict]) -> str:
-    """The training regime the rows share: truncated train data, and which weights each row reports."""
-    cut = sorted({r["config"].get("data", {}).get("max_train_tokens") or 0 for r in records})
-    rules = sorted({(r["train"].get("selected") or {}).get("rule", "final") for r in records})
-    patience = sorted({r["config"].get("early_stop_patience") or 0 for r in records})
-    parts = []
-    if any(cut):
-        parts.append("trained on the first " + " / ".join(f"{c:,}" if c else "all" for c in cut) + " train tokens")
-    parts.append("each row reports its " + " / ".join("best-on-valid" if r == "best" else "final" for r in rules)
-                 + " weights")
-    if any(patience):
-        parts.append("early stopping after " + " / ".join(str(p) if p else "no" for p in patience)
-                     + " validations without improvement")
-    return " Regime: " + "; ".join(parts) + "."
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:

@@ -344,7 +344,7 @@ def locked(run_dir: Path) -> Iterator[None]:
 #: the rows of each table; a run serves one row of an artefact (experiments/*.sh pass role=...).
 #: From-scratch runs share the role ``scratch`` and are told apart by depth.
 ROLES = {
-    "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch"),
+    "table1": ("baseline", "layerdrop", "deep_baseline", "deep_layerdrop", "scratch", "equal_compute"),
     "table2": ("baseline", "layerdrop", "deep_layerdrop", "scratch", "equal_compute"),
     "table3": ("sum_baseline", "sum_layerdrop", "sum_deep_layerdrop", "sum_scratch", "qa_baseline", "qa_layerdrop"),
     # fine-tunings (python -m layerdrop.classify), one row per pretrained encoder and kept depth
