@@ -326,6 +326,31 @@ def depth_verdicts(claimed: dict[int, dict], other: dict[int, dict], metric: str
     return combine(list(verdicts.values())), detail + "."
 
 
+def equal_compute_claim(artefact: str, ld: dict, eq: dict | None, metric: str, higher_is_better: bool):
+    """The LayerDrop row against the baseline trained for the same FLOPs (``role=equal_compute``; ours, not a
+    paper claim), judged by the noise rule on ``metric``; None without that row."""
+    from layerdrop.report.verdict import ClaimResult, judge
+
+    if not eq:
+        return None
+    v = judge(seed_values(ld, metric), seed_values(eq, metric), higher_is_better)
+    name = {"test_ppl": "test ppl", "test_bleu": "test BLEU"}.get(metric, metric)
+    return ClaimResult.of("ours", artefact, f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
+                          f"baseline ({eq['steps']} steps against {ld['steps']})", v,
+                          f"{name} {versus(ld, eq, metric)}; {v.describe()}.")
+
+
+def equal_compute_section(claim) -> list[str]:
+    """The markdown section a table gives its equal-compute verdict (``equal_compute_claim``), or nothing."""
+    if claim is None:
+        return []
+    return ["", "## Equal compute (ours, beyond the paper)", "",
+            "A LayerDrop step skips layers, so it costs fewer FLOPs. The paper compares models at equal "
+            "updates; this row compares the LayerDrop model with a baseline trained, on its own full "
+            "schedule, for the training FLOPs of the LayerDrop run (`python -m layerdrop.flops "
+            "equal-steps`).", "", claim.line()]
+
+
 def varying_label(records: list[dict]) -> dict[str, str]:
     """run_key -> a label naming what sets the run apart from the artefact's other runs (its role, or
     the config values that differ between runs; the seed is left out, so seeds share a label)."""

@@ -18,6 +18,8 @@ from layerdrop.report.collect import (
     decoder_panel,
     decoder_rows,
     depth_verdicts,
+    equal_compute_claim,
+    equal_compute_section,
     mean_text,
     provenance,
     read_csv,
@@ -167,13 +169,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
 
 def equal_compute(rows: list[dict]) -> ClaimResult | None:
     """The LayerDrop model against the baseline trained for the same FLOPs (ours, not a paper claim)."""
-    ld, eq = layerdrop_row(rows), full(rows, "equal_compute")
-    if not eq:
-        return None
-    v = judge(_values(ld), _values(eq), higher_is_better=True)
-    return ClaimResult.of("ours", "table1", f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
-                          f"baseline ({eq['steps']} steps against {ld['steps']})", v,
-                          f"test BLEU {_vs(ld, eq)}; {v.describe()}.")
+    return equal_compute_claim("table1", layerdrop_row(rows), full(rows, "equal_compute"), "test_bleu", True)
 
 
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
@@ -221,13 +217,7 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               + ".", "", "## Did the paper's claims hold at this scale?", ""]
     lines += [f"Noise rule: {RULE}.", ""]
     lines += [c.line() for c in claim_rows(rows)]
-    equal = equal_compute(rows)
-    if equal:
-        lines += ["", "## Equal compute (ours, beyond the paper)", "",
-                  "A LayerDrop step skips layers, so it costs fewer FLOPs. The paper compares models at equal "
-                  "updates; this row compares the LayerDrop model with a baseline trained, on its own full "
-                  "schedule, for the training FLOPs of the LayerDrop run (`python -m layerdrop.flops "
-                  "equal-steps`).", "", equal.line()]
+    lines += equal_compute_section(equal_compute(rows))
     best = max((r["test_bleu"] for r in rows if r["strategy"] == "none"), default=0.0)
     if best < 10:
         steps = "/".join(map(str, sorted({r["steps"] for r in rows})))
