@@ -177,6 +177,21 @@ def test_table1_in_the_regime_preconditions_equal_compute_and_norms(tmp_path):
     assert "**not held** (precondition): translation works" in (out / "table1.md").read_text()
 
 
+def test_table1_names_the_runs_that_had_not_converged():
+    from layerdrop.report.table1 import convergence_caution
+
+    def curve(values):
+        return [{"step": 1000 * (i + 1), "tokens_seen": 1000 * (i + 1), "val/ppl": v} for i, v in enumerate(values)]
+
+    falling = mt_record("a", 6, 6, 0.0, {6: 10.0}, "baseline", seed=2)
+    falling["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])  # -9% over the last fifth
+    annealed = mt_record("b", 6, 6, 0.2, {6: 10.0}, "layerdrop")
+    annealed["train"]["curve"] = curve([40.0, 30.0, 25.0, 20.05, 20.0])  # -0.2%: converged for its schedule
+    lines = convergence_caution([falling, annealed])
+    assert "1 of 2 runs had not converged" in lines[-1] and "baseline seed 2 (9.1%)" in lines[-1]
+    assert convergence_caution([annealed]) == []
+
+
 def test_table1_without_a_layerdrop_role_says_what_to_do(tmp_path):
     r = mt_record("base", 6, 6, 0.0, {6: 20.0}, "baseline")
     write_json(tmp_path / "runs" / "mt" / "base" / "metrics.json", r)

@@ -172,6 +172,29 @@ def equal_compute(rows: list[dict]) -> ClaimResult | None:
     return equal_compute_claim("table1", layerdrop_row(rows), full(rows, "equal_compute"), "test_bleu", True)
 
 
+def convergence_caution(records: list[dict]) -> list[str]:
+    """The runs that had not converged for their schedule (the regime map's rule, ``regime.converged``:
+    valid perplexity still at its best at the last validation and falling 1% or more over the last
+    fifth of the steps), with how much they still gained."""
+    from layerdrop.report.regime import METRIC, converged, last_fifth_gain
+
+    late = []
+    for r in records:
+        curve = [p for p in r["train"].get("curve", []) if METRIC in p]
+        if not curve:
+            continue
+        best = min(curve, key=lambda p: p[METRIC])
+        gain = last_fifth_gain(curve)
+        if not converged({"still_improving": best["step"] == curve[-1]["step"], "last_fifth_gain": gain}):
+            late.append(f"{role_of(r, 'table1')} seed {r['config'].get('seed')}"
+                        + (f" ({100 * gain:.1f}%)" if gain is not None else ""))
+    if not late:
+        return []
+    return ["", f"Caution: {len(late)} of {len(records)} runs had not converged when their step budget ended "
+            f"(valid perplexity still falling over the last fifth of the steps): {', '.join(late)}. More "
+            "training would still lower their perplexity and raise their BLEU."]
+
+
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
     run = provenance(records)
     splits = run["splits"]
@@ -225,6 +248,7 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
                   "barely translate, so BLEU differences of a few tenths are within noise and the verdicts above "
                   "rest on them; the teacher-forced perplexity columns below rank the models more reliably at "
                   "this scale."]
+    lines += convergence_caution(records)
     lines += ["", "## Figure 2, MT panel: test BLEU (and teacher-forced test perplexity) by kept decoder layers",
               "", "The encoder keeps all its layers.", "",
               "| kept decoder layers | LayerDrop, pruned | baseline, pruned | trained from scratch | "
