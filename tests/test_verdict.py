@@ -36,3 +36,11 @@ def test_matches_holds_within_the_tolerance_and_fails_when_confidently_worse():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind='same'"):
         judge([1.0] * 3, [1.0] * 3, True, kind="same")
+
+
+def test_a_zero_baseline_is_judged_relative_to_the_pair_not_divided_by_zero():
+    # a baseline pruned to one decoder layer can score exactly 0 BLEU
+    v = judge([0.10, 0.12, 0.11], [0.0, 0.0, 0.0], higher_is_better=True)
+    assert v.outcome == "held" and v.diff == pytest.approx(2.0)
+    assert judge([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], higher_is_better=True).outcome == "inconclusive"
+    assert judge([0.1], [0.0], higher_is_better=True).diff == pytest.approx(2.0)

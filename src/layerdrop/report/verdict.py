@@ -44,6 +44,13 @@ class Verdict:
                 f"{self.seeds[1]})")
 
 
+def _scale(claimed: list[float], other: list[float]) -> float:
+    """What a difference is relative to: the other row's mean; where that is 0 (a pruned translator that
+    scores 0 BLEU), the mean of the two rows; 1 when both are 0 (no difference to scale)."""
+    base = abs(statistics.mean(other))
+    return base or abs(statistics.mean(claimed) + statistics.mean(other)) / 2 or 1.0
+
+
 def judge(claimed: list[float], other: list[float], higher_is_better: bool, kind: str = "better",
           tolerance: float = MATCH_TOLERANCE) -> Verdict:
     """The verdict on "``claimed`` is better than (or, kind="matches", at least as good as) ``other``"."""
@@ -54,13 +61,14 @@ def judge(claimed: list[float], other: list[float], higher_is_better: bool, kind
         diff = None
         if claimed and other:
             base = statistics.mean(other)
-            diff = (statistics.mean(claimed) - base) / abs(base) * (1 if higher_is_better else -1)
+            diff = (statistics.mean(claimed) - base) / _scale(claimed, other) * (1 if higher_is_better else -1)
         return Verdict("inconclusive", diff, None if diff is None else math.nan, seeds,
                        f"{min(seeds)} seed(s); the rule needs {MIN_SEEDS}")
     base = statistics.mean(other)
     sign = 1.0 if higher_is_better else -1.0
-    diff = sign * (statistics.mean(claimed) - base) / abs(base)
-    se = math.sqrt(statistics.variance(claimed) / len(claimed) + statistics.variance(other) / len(other)) / abs(base)
+    scale = _scale(claimed, other)
+    diff = sign * (statistics.mean(claimed) - base) / scale
+    se = math.sqrt(statistics.variance(claimed) / len(claimed) + statistics.variance(other) / len(other)) / scale
     if kind == "better":
         held, not_held = diff > Z * se, diff < -Z * se
     else:
