@@ -165,6 +165,13 @@ def test_figure6_verdict_follows_the_numbers(tmp_path, deep_ppl, held):
     assert "at full depth the best training rate here is p=0.0" in note
 
 
+def test_figure6_with_one_training_rate_judges_nothing():
+    """A sweep stopped after its first rate (p=0) leaves nothing to compare: no C6 line, not a verdict on
+    an empty comparison."""
+    one = [record([ev("none", [0, 1, 2, 3], 18.0), ev("every_other", [1, 3], 40.0)], p=0.0)]
+    assert figures.figure6_claims(figures.tidy_rows(one)) == []
+
+
 @pytest.mark.parametrize("speeds, expected", [
     ((1000.0, 1300.0, 1800.0), [True, True]),
     ((1000.0, 2000.0, 1800.0), [True, False]),  # 1.8x at p=0.5, but slower than at p=0.2

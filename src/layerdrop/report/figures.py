@@ -210,9 +210,12 @@ def figure5(records: list[dict], out: Path, scale: str) -> None:
 
 
 def figure6_claims(rows: list[dict]) -> list[ClaimResult]:
-    """C6: pruning to half the depth or less, the model trained with the largest rate is best."""
+    """C6: pruning to half the depth or less, the model trained with the largest rate is best. Nothing to
+    judge (no result) until two or more training rates have run."""
     rows = [r for r in rows if r["strategy"] in ("every_other", "none")]
     rates = sorted({r["layerdrop_p"] for r in rows})
+    if len(rates) < 2:
+        return []
     n = max(r["n_layers"] for r in rows)
     top = max(rates)
     deep_cut = sorted({r["kept_layers"] for r in rows if r["kept_layers"] <= n // 2})
