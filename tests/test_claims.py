@@ -13,8 +13,10 @@ def _table2_seeds():
 
 
 def test_claims_page_from_a_fake_run_cache(tmp_path):
-    fig6 = record("f6", 6, 0.5, {6: 60.0}, artefacts=("figure6",))
-    write_runs(tmp_path, [*_table2_seeds(), fig6])
+    # two training rates, one seed each: a comparison Figure 6 can make, inconclusive by the noise rule
+    fig6 = [record("f6a", 6, 0.5, {6: 60.0, 3: 70.0}, artefacts=("figure6",)),
+            record("f6b", 6, 0.0, {6: 55.0, 3: 90.0}, artefacts=("figure6",))]
+    write_runs(tmp_path, [*_table2_seeds(), *fig6])
     (tmp_path / "results" / "figure5").mkdir(parents=True)  # a page from an earlier regime, no runs left
     claims.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
     page = (tmp_path / "results" / "claims.md").read_text()
