@@ -36,8 +36,12 @@ case "$SCALE" in
 esac
 classify() { python -m layerdrop.classify -m scale="$SCALE" classify.dataset="$DATASETS" classify.lr="$LRS" "$@"; }
 report() { python -m layerdrop.report "$1" --scale "$SCALE"; }
-# The steps that give a baseline the training FLOPs of a LayerDrop run at rate $1 (reads the data's vocabulary)
-equal_steps() { python -m layerdrop.flops equal-steps "$@" | tail -1; }
+# The steps that give a baseline the training FLOPs of a LayerDrop run at rate $1 (reads the data's vocabulary);
+# sweep values (seed=1,2,3) are left out: they do not change the FLOPs
+equal_steps() {
+  local one=(); for a in "$@"; do [[ $a == *,* ]] || one+=("$a"); done
+  python -m layerdrop.flops equal-steps "${one[@]}" | tail -1
+}
 # Fine-tuning a trained LM, pruned or not (python -m layerdrop.finetune, Table 8)
 finetune() { python -m layerdrop.finetune -m scale="$SCALE" "$@"; }
 # Does a pretrained masked LM read word order? (context.json beside the run; python -m layerdrop.metrics.context)

@@ -29,8 +29,7 @@ train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=sc
 
 # Beyond the paper (ours): the baseline trained for the FLOPs of the LayerDrop run (fewer steps, its own
 # full schedule), for the equal-compute comparison
-ONE=(); for a in "$@"; do [[ $a == *,* ]] || ONE+=("$a"); done   # sweeps (seed=1,2,3) do not change the FLOPs
-EQUAL=$(equal_steps 0.2 experiment=table1_mt scale="$SCALE" "${ONE[@]}")
+EQUAL=$(equal_steps 0.2 experiment=table1_mt scale="$SCALE" "$@")
 train experiment=table1_mt layerdrop.p=0 trainer.max_steps="$EQUAL" role=equal_compute prune.strategies=[] "${@}"
 
 report table1

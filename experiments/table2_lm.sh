@@ -18,8 +18,7 @@ train experiment=table2_lm layerdrop.p=0 model.n_layers="$SCRATCH" role=scratch 
 
 # Beyond the paper (ours): the baseline trained for the FLOPs of the LayerDrop run (fewer steps, its own
 # full schedule), for the equal-compute comparison
-ONE=(); for a in "$@"; do [[ $a == *,* ]] || ONE+=("$a"); done   # sweeps (seed=1,2,3) do not change the FLOPs
-EQUAL=$(equal_steps 0.2 experiment=table2_lm scale="$SCALE" "${ONE[@]}")
+EQUAL=$(equal_steps 0.2 experiment=table2_lm scale="$SCALE" "$@")
 train experiment=table2_lm layerdrop.p=0 trainer.max_steps="$EQUAL" role=equal_compute prune.strategies=[] "${SELECT[@]}" "${@}"
 
 report table2

@@ -105,7 +105,7 @@ def equal_flops_steps(overrides: list[str], p: float) -> tuple[int, float]:
         model_cfg = Seq2SeqConfig(**{**model_config(cfg), "vocab_size": dm.vocab_size})
         train = dm.datasets["train"]
         sampler = TokenBatchSampler(train.src_lens, train.tgt_lens, cfg.data.max_tokens, shuffle=True, seed=cfg.seed)
-        shapes = [(len(b), int(train.src_lens[b].max()), int(train.tgt_lens[b].max())) for b in sampler._plan(0)]
+        shapes = [(len(b), int(train.src_lens[b].max()), int(train.tgt_lens[b].max())) for b in sampler.plan(0)]
         ratio = seq2seq_step_ratio(model_cfg, p, shapes)
     else:
         raise ValueError(f"task.name={cfg.task.name!r}: equal-FLOPs steps are defined for lm, mt, sum and qa")

@@ -60,12 +60,19 @@ def run_summary(record: dict) -> dict:
         "select": (train.get("selected") or {}).get("rule", "final"),
         "best_step": best["step"] if best else None, "best_valid_ppl": best[METRIC] if best else None,
         "last_valid_ppl": curve[-1][METRIC] if curve else None,
-        "still_improving": bool(best and curve and best["step"] == curve[-1]["step"]),
-        "last_fifth_gain": last_fifth_gain(curve),
+        **curve_state(curve),
         "full_valid_ppl": full.get("valid_ppl"), "full_test_ppl": full.get("test_ppl"),
         "full_test_bleu": full.get("test_bleu"), "full_test_rougeL": full.get("test_rougeL"),
         "train_wall_s": train["wall_s"], "code_version": record.get("code_version"),
     }
+
+
+def curve_state(curve: list[dict]) -> dict:
+    """What ``converged`` reads from a valid-perplexity curve: whether its best point is its last
+    (``still_improving``) and the ``last_fifth_gain``."""
+    best = min(curve, key=lambda p: p[METRIC]) if curve else None
+    return {"still_improving": bool(best and best["step"] == curve[-1]["step"]),
+            "last_fifth_gain": last_fifth_gain(curve)}
 
 
 def last_fifth_gain(curve: list[dict]) -> float | None:

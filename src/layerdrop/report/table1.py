@@ -176,16 +176,14 @@ def convergence_caution(records: list[dict]) -> list[str]:
     """The runs that had not converged for their schedule (the regime map's rule, ``regime.converged``:
     valid perplexity still at its best at the last validation and falling 1% or more over the last
     fifth of the steps), with how much they still gained."""
-    from layerdrop.report.regime import METRIC, converged, last_fifth_gain
+    from layerdrop.report.regime import METRIC, converged, curve_state
 
     late = []
     for r in records:
         curve = [p for p in r["train"].get("curve", []) if METRIC in p]
-        if not curve:
-            continue
-        best = min(curve, key=lambda p: p[METRIC])
-        gain = last_fifth_gain(curve)
-        if not converged({"still_improving": best["step"] == curve[-1]["step"], "last_fifth_gain": gain}):
+        state = curve_state(curve)
+        if curve and not converged(state):
+            gain = state["last_fifth_gain"]
             late.append(f"{role_of(r, 'table1')} seed {r['config'].get('seed')}"
                         + (f" ({100 * gain:.1f}%)" if gain is not None else ""))
     if not late:
