@@ -129,3 +129,19 @@ def test_table2_in_the_cpu_regime_is_the_lm_maps_5000_step_regime():
     table2 = commands("table2_lm", "cpu")
     grid = commands("tune_lm_map", "cpu", env={"STEPS": "5000"})
     assert len(keys(table2) & keys(grid)) == 3  # baseline, LayerDrop at its dropout, 3 layers from scratch
+
+
+def test_the_translation_layerdrop_dropout_search_holds_table1s_8000_step_layerdrop_row():
+    """make tune-mt-layerdrop: LayerDrop 0.2 at dropout 0.0 and 0.1, with Table 1's settings at 8,000 steps, so
+    its 0.0 run is the 8,000-step Table 1's LayerDrop row (one run, one key) and 0.1 is the one new run."""
+    def keys(lines):
+        return {runs.run_key(load_config(run)) for kind, overrides in lines
+                if kind == "train" and "role=equal_compute" not in overrides for run in expand(overrides)}
+
+    out = subprocess.run(["bash", "experiments/table1_mt.sh", "seed=1", "trainer.max_steps=8000"], cwd=REPO,
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": "cpu"}).stdout
+    table1_ld = keys([(line.split()[0], line.split()[1:]) for line in out.splitlines()
+                      if "role=layerdrop" in line.split()])
+    search = keys(commands("tune_mt", "cpu", env={"LAYERDROP": "1"}))
+    assert len(table1_ld) == 1 and len(search) == 2 and table1_ld <= search

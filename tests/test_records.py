@@ -69,3 +69,29 @@ def test_sync_copies_a_cache_made_without_the_store_once(tmp_path, capsys):
     assert "0 records copied" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not a folder"):
         records_main(["sync", "--runs-dir", str(tmp_path / "nothing"), "--records-dir", str(store)])
+
+
+def test_retag_moves_runs_out_of_an_artefact_in_both_copies_and_checks_every_run_first(tmp_path, capsys):
+    cache, store = tmp_path / "runs", tmp_path / "store"
+    old = {"run_key": "abc", "artefacts": ["table1", "figure2"], "roles": {"table1": "baseline"}, "eval": [1]}
+    for base in (cache, store):
+        runs.write_json(base / "mt" / "abc" / "metrics.json", old)
+    runs.write_json(store / "mt" / "def" / "metrics.json", {"run_key": "def", "artefacts": ["table2"], "roles": {}})
+    args = ["--runs-dir", str(cache), "--records-dir", str(store)]
+
+    # one bad run (serves no table1) and one unknown key: nothing is written
+    with pytest.raises(SystemExit, match="'def'.*does not serve 'table1'; it serves table2"):
+        records_main(["retag", "abc", "def", "--drop", "table1", *args])
+    with pytest.raises(SystemExit, match="'nope': no metrics.json"):
+        records_main(["retag", "abc", "nope", "--drop", "table1", *args])
+    assert json.loads((cache / "mt" / "abc" / "metrics.json").read_text()) == old
+
+    records_main(["retag", "abc", "--drop", "table1", "--add", "regime_mt", *args])
+    assert capsys.readouterr().out.count("left table1 (role baseline), joined regime_mt") == 2
+    for base in (cache, store):
+        new = json.loads((base / "mt" / "abc" / "metrics.json").read_text())
+        assert new["artefacts"] == ["figure2", "regime_mt"] and new["roles"] == {} and new["eval"] == [1]
+    with pytest.raises(SystemExit, match="needs run keys and --drop"):
+        records_main(["retag", "abc"])
+    with pytest.raises(SystemExit, match="sync takes no run keys"):
+        records_main(["sync", "abc", *args])
