@@ -26,7 +26,9 @@ def commands(script: str, scale: str, env: dict | None = None) -> list[tuple[str
 
 def expand(overrides: list[str]) -> list[list[str]]:
     """A multirun's overrides, one list per run (comma lists expanded)."""
-    options = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
+    def values(value: str) -> list[str]:  # a list value ([a,b]) is one value, not a sweep
+        return [value] if value.startswith("[") else value.split(",")
+    options = [[f"{o.split('=', 1)[0]}={v}" for v in values(o.split("=", 1)[1])] for o in overrides]
     return [list(run) for run in itertools.product(*options)]
 
 
@@ -145,3 +147,18 @@ def test_the_translation_layerdrop_dropout_search_holds_table1s_8000_step_layerd
                       if "role=layerdrop" in line.split()])
     search = keys(commands("tune_mt", "cpu", env={"LAYERDROP": "1"}))
     assert len(table1_ld) == 1 and len(search) == 2 and table1_ld <= search
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_figures_4_to_6_reuse_table2s_layerdrop_and_baseline_models(scale):
+    """Figures 4-6 say their p = 0.2 layer-drop model is Table 2's LayerDrop row and Figure 6's p = 0 its
+    baseline: the same settings (the LayerDrop rows' own dropout included), so the same run keys, trained once."""
+    def keys(lines, role=None):
+        return {runs.run_key(load_config(run)) for kind, overrides in lines
+                if kind == "train" and (role is None or f"role={role}" in overrides) for run in expand(overrides)}
+
+    table2 = commands("table2_lm", scale)
+    layerdrop, baseline = keys(table2, "layerdrop"), keys(table2, "baseline")
+    assert len(layerdrop) == len(baseline) == 1
+    figure4, figure5, figure6 = (keys(commands(s, scale)) for s in ("figure4_lm", "figure5_lm", "figure6_lm"))
+    assert layerdrop <= figure4 and layerdrop == figure5 and layerdrop | baseline <= figure6
