@@ -60,3 +60,19 @@ def test_checks_not_met_say_what_is_missing(tmp_path):
     assert tasks["mt"]["checks"]["translation works"][0] == "not met"
     assert tasks["mt"]["checks"]["table runs converged"] == ("not measured", "no table1 runs")
     assert tasks["sum"]["checks"]["dropout picked on valid"][0] == "not measured"
+
+
+def test_a_search_whose_page_is_committed_but_whose_records_are_gone_is_named_not_passed_over(tmp_path):
+    """A regime page made from records the store no longer holds keeps its numbers; the overview points to it
+    (and says its checks read 'not measured' for that reason) instead of treating the search as never run."""
+    write_runs(tmp_path, _lm_search() + _table2(45.0, 82.0))
+    results = tmp_path / "results"
+    for folder in ("regime_sum", "regime_mlm", "regime_lm"):  # regime_lm's records are in the store
+        (results / folder).mkdir(parents=True)
+    regime_overview.build(tmp_path / "runs", results / "regime", "cpu")
+    page = (results / "regime" / "regime.md").read_text()
+    stale = page.split("their checks above read *not measured* until the runs are made again:", 1)[1]
+    assert "- summarisation (Table 3): [`results/regime_sum/`](../regime_sum/regime_sum.md)" in stale
+    assert "- pretraining (Tables 4 and 7, Figures 3 and 8): [`results/regime_mlm/`]" in stale
+    assert "regime_lm" not in stale and "regime_qa" not in stale  # held by the store / no page
+    assert "no probe runs in the record store" in page
