@@ -192,12 +192,27 @@ def test_table1_names_the_runs_that_had_not_converged():
     assert convergence_caution([annealed]) == []
 
 
-def test_table1_without_a_layerdrop_role_says_what_to_do(tmp_path):
-    r = mt_record("base", 6, 6, 0.0, {6: 20.0}, "baseline")
-    write_json(tmp_path / "runs" / "mt" / "base" / "metrics.json", r)
-    with pytest.raises(ValueError, match=r"no run holds role 'layerdrop' in table1.*make reproduce-table1"):
-        report_main(["table1", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
-    assert not (tmp_path / "out").exists()  # nothing half-written
+def test_table1_is_written_as_its_rows_arrive_and_without_a_6_6_row_says_what_to_do(tmp_path):
+    """Table 1's rows are trained one at a time over sessions: a page with only the baseline has its row, its
+    precondition and its pruned curve, and no LayerDrop verdict; with neither 6/6 row it refuses to write."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    r = mt_record("s3", 6, 3, 0.0, {3: 17.0}, "scratch")
+    write_json(runs_dir / "mt" / "s3" / "metrics.json", r)
+    with pytest.raises(ValueError, match=r"no run holds role 'layerdrop' or 'baseline' in table1.*make reproduce-table1"):
+        report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
+    assert not out.exists()  # nothing half-written
+
+    r = mt_record("base", 6, 6, 0.0, {6: 20.0, 3: 5.0}, "baseline")
+    write_json(runs_dir / "mt" / "base" / "metrics.json", r)
+    report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
+    table = (out / "table1.md").read_text()
+    assert "| Transformer | 6 | 6 | 0.01M | 20.00 |" in table
+    assert "| + LayerDrop | - | - | not run | - | - | - | 6/6 | 29.6 |" in table
+    assert "| + LayerDrop, deep encoder | - | - | not run |" in table
+    assert "translation works" in table and "depth matters" in table  # 6 against the 3-layer decoder from scratch
+    assert "(C7)" not in table and "(C1)" not in table and "Equal compute" not in table
+    assert "| 3 | - | 5.00 | 17.00 |" in table
+    assert (out / "figure2_mt.png").stat().st_size > 1000
 
 
 # ---------------------------------------------------------------------------------------------------

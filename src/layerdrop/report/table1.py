@@ -88,12 +88,18 @@ def scratch(rows: list[dict]) -> dict[int, dict]:
     return dict(sorted((r["decoder_layers"], r) for r in rows if r["role"] == "scratch" and r["strategy"] == "none"))
 
 
-def layerdrop_row(rows: list[dict]) -> dict:
-    ld = full(rows, "layerdrop")
-    if ld is None:
-        raise ValueError("no run holds role 'layerdrop' in table1 (each run records its row as roles.table1, "
-                         "set by role=... when training): run `make reproduce-table1` first")
-    return ld
+def layerdrop_row(rows: list[dict]) -> dict | None:
+    return full(rows, "layerdrop")
+
+
+def main_row(rows: list[dict]) -> dict:
+    """The 6/6 model the table is about: the LayerDrop row, else the baseline (Table 1's rows arrive one run at
+    a time, and a page is written from whichever of the two has run)."""
+    row = layerdrop_row(rows) or full(rows, "baseline")
+    if row is None:
+        raise ValueError("no run holds role 'layerdrop' or 'baseline' in table1 (each run records its row as "
+                         "roles.table1, set by role=... when training): run `make reproduce-table1` first")
+    return row
 
 
 def diverged(row: dict | None) -> bool:
@@ -119,7 +125,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     """Each claim Table 1 and its Figure 2 panel test, judged by the noise rule (report/verdict.py) on the
     seeds' test BLEU."""
     ld = layerdrop_row(rows)
-    enc, dec = ld["encoder_layers"], ld["decoder_layers"]
+    enc, dec = main_row(rows)["encoder_layers"], main_row(rows)["decoder_layers"]
     base, deep_base, deep_ld = full(rows, "baseline"), full(rows, "deep_baseline"), full(rows, "deep_layerdrop")
     deep = (deep_ld or deep_base or {}).get("encoder_layers")
     out = []
@@ -136,7 +142,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
         v = judge(_values(base), _values(half), higher_is_better=True)
         add("precondition", f"depth matters: the {dec}-layer decoder beats {dec // 2} layers trained from scratch", v,
             f"test BLEU {_vs(base, half)}; {v.describe()}.")
-    if base:
+    if base and ld:
         v = judge(_values(ld), _values(base), higher_is_better=True)
         add("C7", f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)", v,
             f"test BLEU {_vs(ld, base)}; {v.describe()}.")
@@ -169,7 +175,8 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
 
 def equal_compute(rows: list[dict]) -> ClaimResult | None:
     """The LayerDrop model against the baseline trained for the same FLOPs (ours, not a paper claim)."""
-    return equal_compute_claim("table1", layerdrop_row(rows), full(rows, "equal_compute"), "test_bleu", True)
+    ld = layerdrop_row(rows)
+    return equal_compute_claim("table1", ld, full(rows, "equal_compute"), "test_bleu", True) if ld else None
 
 
 def convergence_caution(records: list[dict]) -> list[str]:
@@ -210,7 +217,7 @@ def caption(records: list[dict], rows: list[dict], scale: str) -> str:
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:
-    ld = layerdrop_row(rows)
+    main_row(rows)
     paper_by_row = {p["row"]: p for p in paper}
     lines = ["# Table 1: English-German translation with LayerDrop", "", caption(records, rows, scale) + seeds_note(rows),
              "", "| Model | Enc | Dec | Params | BLEU (ours) | tok. BLEU (ours) | test ppl (ours) | Paper: enc/dec | "
@@ -230,7 +237,7 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
                 if r else "- | - | not run | - | - | -")
         if r and diverged(r):
             ours += " (diverged)"
-        name = name.format(p=(r or ld)["layerdrop_p"])
+        name = name.format(p=(r or layerdrop_row(rows) or {}).get("layerdrop_p") or "").replace(" ,", ",").strip()
         lines.append(f"| {name} | {ours} | {pp['encoder_layers']}/{pp['decoder_layers']} | {pp['test_bleu']} |")
     lines += ["", "Paper numbers: Fan et al. 2020, Table 1 (WMT16 en-de, newstest2014, tokenized compound-split "
               "BLEU), for comparison only; the paper's other rows: "
@@ -264,12 +271,13 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
 
 
 def figure(rows: list[dict], path: Path, scale: str) -> None:
-    ld = layerdrop_row(rows)
+    ld = main_row(rows)
+    p = (layerdrop_row(rows) or {}).get("layerdrop_p")
     points = {d: r["test_bleu"] for d, r in scratch(rows).items()}
     base = full(rows, "baseline")
     if base:
         points[base["decoder_layers"]] = base["test_bleu"]
-    decoder_panel(path, [(f"LayerDrop p={ld['layerdrop_p']}, pruned every-other", "o-", decoder_curve(rows, "layerdrop")),
+    decoder_panel(path, [(f"LayerDrop p={p}, pruned every-other", "o-", decoder_curve(rows, "layerdrop")),
                          ("baseline (p=0), pruned every-other", "s--", decoder_curve(rows, "baseline"))], points,
                   f"kept decoder layers (of {ld['decoder_layers']}; encoder {ld['encoder_layers']} layers kept)",
                   "test BLEU (sacrebleu)", f"Figure 2, MT panel ({scale} scale)")
@@ -279,7 +287,7 @@ def build(records: list[dict], out_dir: Path, paper_csv: Path, scale: str) -> No
     """``records``: the runs holding a role in table1 (``collect.select_roles``)."""
     raw = tidy_rows(records)
     rows = aggregate(raw, KEYS, METRICS)
-    layerdrop_row(rows)  # fails before anything is written
+    main_row(rows)  # fails before anything is written
     write_csv(out_dir / "raw.csv", raw, COLUMNS)
     write_text(out_dir / "table1.md", table_markdown(rows, records, read_csv(paper_csv), scale))
     figure(rows, out_dir / "figure2_mt.png", scale)
