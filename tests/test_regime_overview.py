@@ -69,10 +69,14 @@ def test_a_search_whose_page_is_committed_but_whose_records_are_gone_is_named_no
     results = tmp_path / "results"
     for folder in ("regime_sum", "regime_mlm", "regime_lm"):  # regime_lm's records are in the store
         (results / folder).mkdir(parents=True)
+    (results / "regime_lm" / "before_the_store").mkdir()  # ... and its earlier page is kept beside the new one
+    (results / "regime_lm" / "before_the_store" / "regime_lm.md").write_text("# an earlier search\n")
     regime_overview.build(tmp_path / "runs", results / "regime", "cpu")
     page = (results / "regime" / "regime.md").read_text()
-    stale = page.split("their checks above read *not measured* until the runs are made again:", 1)[1]
+    stale = page.split("reads *not measured* above until its runs are made again):", 1)[1]
     assert "- summarisation (Table 3): [`results/regime_sum/`](../regime_sum/regime_sum.md)" in stale
     assert "- pretraining (Tables 4 and 7, Figures 3 and 8): [`results/regime_mlm/`]" in stale
-    assert "regime_lm" not in stale and "regime_qa" not in stale  # held by the store / no page
+    assert "regime_qa" not in stale and "[`results/regime_lm/`]" not in stale  # no page / held by the store
+    assert ("- language modelling (Table 2), the earlier search: [`results/regime_lm/before_the_store/`]"
+            "(../regime_lm/before_the_store/regime_lm.md)") in stale
     assert "no probe runs in the record store" in page

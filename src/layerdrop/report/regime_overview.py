@@ -29,6 +29,7 @@ from layerdrop.utils.runs import git_sha  # noqa: E402
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline
 MIN_SEEDS = 3
 BLEU_TARGET = 15.0
+ARCHIVE = "before_the_store"  # results/regime_<task>/<this>/: a search's page made from records the store lacks
 #: task -> (name, its records' task, the regime artefact, the table artefact, role prefix in that table)
 TASKS = {
     "lm": ("language modelling (Table 2)", "lm", "regime_lm", "table2", ""),
@@ -152,8 +153,13 @@ def stale_pages(tasks: list[dict], results_dir: Path, pretraining: list) -> list
     pages = [(t["name"], t["page"].split("/")[-2]) for t in tasks if not t["regime"]]
     if not pretraining:
         pages.append(("pretraining (Tables 4 and 7, Figures 3 and 8)", "regime_mlm"))
-    return [f"- {name}: [`results/{folder}/`](../{folder}/{folder}.md)" for name, folder in pages
-            if (results_dir / folder).is_dir()]
+    lines = [f"- {name}: [`results/{folder}/`](../{folder}/{folder}.md)" for name, folder in pages
+             if (results_dir / folder).is_dir()]
+    # a search that runs again from the store keeps its earlier page beside the new one
+    lines += [f"- {t['name']}, the earlier search: [`results/{folder}/{ARCHIVE}/`](../{folder}/{ARCHIVE}/{folder}.md)"
+              for t in tasks if t["regime"] for folder in [t["page"].split("/")[-2]]
+              if (results_dir / folder / ARCHIVE / f"{folder}.md").is_file()]
+    return lines
 
 
 def render(tasks: list[dict], scale: str, pretraining: list | None = None, stale: list[str] | None = None) -> str:
@@ -187,8 +193,9 @@ def render(tasks: list[dict], scale: str, pretraining: list | None = None, stale
     if stale:
         lines += ["", "Regime searches whose pages are committed but whose run records are not in the record store "
                   "(made before it existed; their records were lost with that session's run cache). Their pages "
-                  "keep the numbers, with the code version that made them; this overview cannot check them again, "
-                  "so their checks above read *not measured* until the runs are made again:", "", *stale]
+                  "keep the numbers, with the code version that made them; this overview cannot check them again "
+                  "(a task with no stored search reads *not measured* above until its runs are made again):", "",
+                  *stale]
     lines += ["", "## The numbers behind each check", ""]
     for t in tasks:
         lines.append(f"### {t['name']}")
