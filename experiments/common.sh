@@ -13,7 +13,8 @@ train() { launch "$@"; }
 # The LayerDrop rows' own regularisation, picked on valid as the baseline's dropout was (fairseq's tip:
 # about 0.1 less dropout once LayerDrop is on). cpu LM, LayerDrop 0.2, seed 1, 5,000 steps
 # (results/regime_lm_map/): dropout 0.0 gives valid ppl 102.6, dropout 0.1 gives 104.7.
-# The cpu translation rows take the same (fairseq's tip; not yet measured on translation).
+# Translation picked its own on valid (make tune-mt-layerdrop, results/regime_mt/): 0.1, the baseline's, so
+# experiments/table1_mt.sh does not use this.
 LAYERDROP_ROW=()
 if [ "$SCALE" = cpu ]; then LAYERDROP_ROW=(model.dropout=0.0); fi
 # The cpu regime: every run reports its best-on-valid checkpoint and stops after 6 validations without

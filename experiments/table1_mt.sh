@@ -15,15 +15,16 @@ train() { launch "$GEN" "${SELECT[@]}" "$@"; }
 # Each run records its row of the table (role=...), which the report reads; extra overrides such as
 # seed=1,2,3 add seeds to every row, and the report averages them.
 # rows 4-5 of the paper's table: 6/6 without and with LayerDrop; both pruned every-other on the
-# decoder at every depth (Figure 2 MT panel, series a and c)
+# decoder at every depth (Figure 2 MT panel, series a and c). The LayerDrop rows keep the baseline's dropout
+# 0.1: picked on valid over 0.0 at cpu scale (make tune-mt-layerdrop), unlike the LM (common.sh's LAYERDROP_ROW)
 train experiment=table1_mt layerdrop.p=0 role=baseline "${@}"
-train experiment=table1_mt layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=layerdrop "${@}"
+train experiment=table1_mt layerdrop.p=0.2 role=layerdrop "${@}"
 # the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only.
 # The divergence is a post-norm phenomenon, so the cpu deep rows are post-norm as the paper's model (the
 # cpu 6/6 rows are pre-norm, see README; paper scale is post-norm throughout)
 DEEP=(); if [ "$SCALE" = cpu ]; then DEEP=(model.pre_norm=false); fi
 train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
-train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0.2 "${LAYERDROP_ROW[@]}" role=deep_layerdrop prune.strategies=[] "${@}"
+train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0.2 role=deep_layerdrop prune.strategies=[] "${@}"
 # Figure 2 (b): a shallower decoder trained from scratch, without LayerDrop (full depth only)
 train experiment=table1_mt layerdrop.p=0 model.decoder_layers="$SCRATCH" role=scratch prune.strategies=[] "${@}"
 

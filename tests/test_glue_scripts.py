@@ -135,7 +135,7 @@ def test_table2_in_the_cpu_regime_is_the_lm_maps_5000_step_regime():
 
 def test_the_translation_layerdrop_dropout_search_holds_table1s_8000_step_layerdrop_row():
     """make tune-mt-layerdrop: LayerDrop 0.2 at dropout 0.0 and 0.1, with Table 1's settings at 8,000 steps, so
-    its 0.0 run is the 8,000-step Table 1's LayerDrop row (one run, one key) and 0.1 is the one new run."""
+    the 8,000-step Table 1's LayerDrop row is one of its two runs (one run, one key)."""
     def keys(lines):
         return {runs.run_key(load_config(run)) for kind, overrides in lines
                 if kind == "train" and "role=equal_compute" not in overrides for run in expand(overrides)}
