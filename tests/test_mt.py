@@ -168,6 +168,37 @@ def test_encoder_and_decoder_draw_their_own_layerdrop_masks():
     assert model.encoder.last_keep == enc and model.decoder.last_keep == dec  # same draw index, same masks
 
 
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_a_layerdrop_training_step_is_the_pruned_model_on_the_kept_layers(pre_norm):
+    """With LayerDrop on both stacks, a training step's loss and every gradient equal those of the model pruned
+    to the layers that step kept (dropout off): the skipped layers change nothing but what runs."""
+    model = tiny(enc=6, dec=6, pre_norm=pre_norm, encoder_layerdrop=0.5, decoder_layerdrop=0.5).train()
+    src, tgt = sources(), torch.randint(3, 40, (5, 7))
+    seen = set()
+    for draw in range(6):
+        for m in model.modules():
+            if hasattr(m, "set_draw"):
+                m.set_draw(draw, seed=3)
+        model.zero_grad()
+        model.logits(model(src, tgt)).log_softmax(-1)[..., 5].sum().backward()
+        keep = {side: [i for i, k in enumerate(getattr(model, side).last_keep) if k] for side in ("encoder", "decoder")}
+        seen.add((len(keep["encoder"]), len(keep["decoder"])))
+        pruned = prune_model(model, keep).train()
+        for stack in (pruned.encoder, pruned.decoder):
+            stack.rates = [0.0] * len(stack)
+        pruned.zero_grad()
+        pruned.logits(pruned(src, tgt)).log_softmax(-1)[..., 5].sum().backward()
+        names = {f"{side}.{new}.": f"{side}.{old}." for side, kept in keep.items() for new, old in enumerate(kept)}
+        for name, p in pruned.named_parameters():
+            prefix = next((k for k in names if name.startswith(k)), None)
+            source = dict(model.named_parameters())[names[prefix] + name[len(prefix):] if prefix else name]
+            torch.testing.assert_close(p.grad, source.grad, atol=1e-6, rtol=1e-5, msg=name)
+        for side, kept in keep.items():  # the layers the step skipped got no gradient (iterating the stack
+            for i, layer in enumerate(getattr(model, side)._modules.values()):  # itself would draw a new mask)
+                assert (i in kept) == any(q.grad is not None for q in layer.parameters())
+    assert len(seen) > 2  # several different masks were compared
+
+
 def test_label_smoothing_is_fairseqs_and_reduces_to_cross_entropy():
     torch.manual_seed(0)
     logits, target = torch.randn(6, 10), torch.tensor([1, 2, 3, -100, 4, 5])
