@@ -52,7 +52,7 @@ def dropout_check(summaries: list[dict]) -> tuple[str, str]:
     ld = [g for g in picks if g["layerdrop_p"] > 0]
     said = "; ".join(f"LayerDrop {g['layerdrop_p']:g}: {g['pick']} of {sorted(g['tried'])}" for g in picks)
     if not base:
-        return "not measured", "no baseline runs that differ only in dropout"
+        return "not measured", "no baseline runs that differ only in dropout" + (f" ({said})" if said else "")
     full = any(set(g["tried"]) >= DROPOUTS for g in base)
     missing = sorted(DROPOUTS - set().union(*(set(g["tried"]) for g in base)))
     if full and ld:
