@@ -497,3 +497,23 @@ def test_the_regime_map_judges_depth_and_the_claims_per_regime_by_the_noise_rule
     assert "depth matters (6 vs 3 layers, 200.0 vs 205.0): **inconclusive**: +2.4%" in short_line
     assert "1 seed(s); the rule needs 3" in short_line
     assert "C7: not measured (no LayerDrop run at full depth)" in short_line and "C2: not measured" in short_line
+
+
+def test_a_run_with_its_own_rate_per_stack_is_its_own_configuration_in_the_regime_report(tmp_path):
+    """A decoder-only LayerDrop run (layerdrop.encoder_p=0) is not a seed or a dropout of the run that drops on
+    both stacks: the dropout pick, the table and the map keep them apart."""
+    both0 = mt_regime_record("b0", 0.0, [(50, 60.0), (100, 40.0)], 4.0)
+    both1 = mt_regime_record("b1", 0.1, [(50, 55.0), (100, 35.0)], 6.0)
+    dec = mt_regime_record("d0", 0.0, [(50, 30.0), (100, 20.0)], 12.0)
+    base = mt_regime_record("base", 0.1, [(50, 25.0), (100, 15.0)], 14.0)
+    for r, p in ((both0, 0.2), (both1, 0.2), (dec, 0.2), (base, 0.0)):
+        r["config"]["layerdrop"] = {"p": p}
+    dec["config"]["layerdrop"]["encoder_p"] = 0
+    for r in (both0, both1, dec, base):
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_mt.md").read_text()
+    assert "| 6/6 | 0.0 | encoder 0, decoder 0.2 | 1 |" in text
+    assert "LayerDrop 0.2, 1,000 train tokens, at most 0 steps: dropout **0.1** (valid perplexity 0.0: 40.0 (n=1), " \
+           "0.1: 35.0 (n=1))" in text  # the decoder-only run (20.0) is not averaged into dropout 0.0
+    assert "C7 (LayerDrop 0.2 at dropout 0.1, 35.0 vs 15.0)" in text

@@ -45,6 +45,22 @@ def _epoch_tokens(record: dict) -> int | None:
     return train.get(f"{target}_tokens") if target else None
 
 
+def _sides(layerdrop: dict) -> str | None:
+    """None when every stack drops at ``p``; else each stack's own rate (``layerdrop.encoder_p`` /
+    ``decoder_p``), e.g. 'encoder 0, decoder 0.2': such a run is another configuration, not a seed or a
+    dropout of the uniform one."""
+    enc, dec = layerdrop.get("encoder_p"), layerdrop.get("decoder_p")
+    if enc is None and dec is None:
+        return None
+    p = layerdrop["p"]
+    return f"encoder {p if enc is None else enc:g}, decoder {p if dec is None else dec:g}"
+
+
+def ld_text(row: dict) -> str:
+    """The LayerDrop column of a run: its rate, or each stack's rate when they differ."""
+    return row["layerdrop_sides"] or f"{row['layerdrop_p']}"
+
+
 def run_summary(record: dict) -> dict:
     cfg, train = record["config"], record["train"]
     curve = [p for p in train.get("curve", []) if METRIC in p]
@@ -54,6 +70,7 @@ def run_summary(record: dict) -> dict:
     return {
         "run_key": record["run_key"], "seed": cfg.get("seed"), "layers": _layers(cfg["model"]),
         "dropout": cfg["model"]["dropout"], "layerdrop_p": cfg["layerdrop"]["p"],
+        "layerdrop_sides": _sides(cfg["layerdrop"]),
         "train_tokens": data_tokens, "max_steps": (cfg.get("trainer") or {}).get("max_steps"), "steps": train["steps"],
         "tokens_seen": train["tokens_seen"],
         "epochs": round(train["tokens_seen"] / data_tokens, 1) if data_tokens else None,
@@ -113,7 +130,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
         curve = [p for p in record["train"].get("curve", []) if METRIC in p]
         if curve:
             ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[METRIC] for p in curve], marker=".",
-                    label=f"{row['layers']}L drop {row['dropout']} LD {row['layerdrop_p']} seed {row['seed']}")
+                    label=f"{row['layers']}L drop {row['dropout']} LD {ld_text(row)} seed {row['seed']}")
     ax.set_xlabel("training tokens (millions)" if task == "lm" else "training target tokens (millions)")
     ax.set_ylabel("valid perplexity (in-training, limit_val_batches)")
     ax.set_yscale("log")
@@ -145,7 +162,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
             value = r[extra[0]]
             score = f" {'-' if value is None else f'{value:.2f}'} |"
         lines.append(
-            f"| {r['layers']} | {r['dropout']} | {r['layerdrop_p']} | {r['seed']} | {tokens} | {r['steps']} "
+            f"| {r['layers']} | {r['dropout']} | {ld_text(r)} | {r['seed']} | {tokens} | {r['steps']} "
             f"| {r['epochs'] if r['epochs'] is not None else '-'} | {best} "
             f"| {'yes' if r['still_improving'] else 'no'} | {gain} | {r['select']} | {_num(r['full_valid_ppl'])} "
             f"| {_num(r['full_test_ppl'])} |{score} {r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
@@ -157,7 +174,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
     picks = dropout_picks(rows)
     for g in picks:
         tried = ", ".join(f"{d}: {m:.1f} (n={n})" for d, (m, n) in sorted(g["tried"].items()))
-        lines.append(f"- {g['layers']} layers, LayerDrop {g['layerdrop_p']}, {g['train_tokens']:,} train tokens, at most "
+        lines.append(f"- {g['layers']} layers, LayerDrop {ld_text(g)}, {g['train_tokens']:,} train tokens, at most "
                      f"{g['max_steps'] or 0:,} steps: dropout **{g['pick']}** (valid perplexity {tried})")
     if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
@@ -218,8 +235,9 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
                             if s["layerdrop_p"] == 0 and _pruned_depth(r["config"]["model"]) == full])
         scratch = _best_group([(r, s) for r, s in runs
                                if s["layerdrop_p"] == 0 and _pruned_depth(r["config"]["model"]) == half])
-        ld = _best_group([(r, s) for r, s in runs
-                          if s["layerdrop_p"] > 0 and _pruned_depth(r["config"]["model"]) == full])
+        ld = _best_group([(r, s) for r, s in runs  # the paper's LayerDrop: every stack at p
+                          if s["layerdrop_p"] > 0 and not s["layerdrop_sides"]
+                          and _pruned_depth(r["config"]["model"]) == full])
         done = sum(converged(s) for _, s in runs)
         parts = [f"converged {done} of {len(runs)} runs"]
         valid = lambda group: [_valid(s) for _, s in group]  # noqa: E731
@@ -303,7 +321,7 @@ def text_metric_curves(records: list[dict], summary: dict[str, dict], out: Path,
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row, name, curve in runs:
         ax.plot([p["tokens_seen"] / 1e6 for p in curve], [p[name] for p in curve], marker=".",
-                label=f"{row['layers']}L drop {row['dropout']} LD {row['layerdrop_p']} seed {row['seed']}, "
+                label=f"{row['layers']}L drop {row['dropout']} LD {ld_text(row)} seed {row['seed']}, "
                       f"{row['max_steps']:,} steps")
     ax.set_xlabel("training target tokens (millions)")
     ax.set_ylabel(f"{runs[0][1]} on a fixed valid subset (in training)")
@@ -318,7 +336,7 @@ def text_metric_curves(records: list[dict], summary: dict[str, dict], out: Path,
     for row, name, curve in runs:
         best = max(curve, key=lambda p: p[name])
         points = ", ".join(f"{p['step']}: {p[name]:.2f}" for p in curve)
-        lines.append(f"- {row['layers']} layers, dropout {row['dropout']}, LayerDrop {row['layerdrop_p']}, seed "
+        lines.append(f"- {row['layers']} layers, dropout {row['dropout']}, LayerDrop {ld_text(row)}, seed "
                      f"{row['seed']}, at most {row['max_steps']:,} steps (`{row['run_key']}`): best {name} "
                      f"**{best[name]:.2f}** at step {best['step']}; by step: {points}")
     return lines
@@ -328,18 +346,19 @@ def dropout_picks(rows: list[dict]) -> list[dict]:
     """Per group of runs that differ only in dropout (same train tokens, step budget, layers, LayerDrop rate):
     the dropout with the lowest mean valid perplexity (``_valid``), and every dropout tried: {dropout: (mean, runs)}."""
     def group(r: dict) -> tuple:
-        return r["train_tokens"] or 0, r.get("max_steps") or 0, r["layers"], r["layerdrop_p"]
+        return r["train_tokens"] or 0, r.get("max_steps") or 0, r["layers"], r["layerdrop_p"], r.get("layerdrop_sides") or ""
 
     picks = []
-    for tokens, budget, layers, p in sorted({group(r) for r in rows}):
+    for tokens, budget, layers, p, sides in sorted({group(r) for r in rows}):
         by_dropout: dict[float, list[float]] = {}
         for r in rows:
-            if group(r) == (tokens, budget, layers, p) and _valid(r) is not None:
+            if group(r) == (tokens, budget, layers, p, sides) and _valid(r) is not None:
                 by_dropout.setdefault(r["dropout"], []).append(_valid(r))
         if len(by_dropout) < 2:
             continue  # nothing was picked in this group
         tried = {d: (statistics.mean(v), len(v)) for d, v in by_dropout.items()}
         picks.append({"train_tokens": tokens, "max_steps": budget, "layers": layers, "layerdrop_p": p,
+                      "layerdrop_sides": sides or None,
                       "tried": tried, "pick": min(tried, key=lambda d: tried[d][0])})
     return picks
 

@@ -50,7 +50,8 @@ def dropout_check(summaries: list[dict]) -> tuple[str, str]:
     picks = dropout_picks(summaries)
     base = [g for g in picks if g["layerdrop_p"] == 0]
     ld = [g for g in picks if g["layerdrop_p"] > 0]
-    said = "; ".join(f"LayerDrop {g['layerdrop_p']:g}: {g['pick']} of {sorted(g['tried'])}" for g in picks)
+    said = "; ".join(f"LayerDrop {g['layerdrop_sides'] or format(g['layerdrop_p'], 'g')}: {g['pick']} of "
+                     f"{sorted(g['tried'])}" for g in picks)
     if not base:
         return "not measured", "no baseline runs that differ only in dropout" + (f" ({said})" if said else "")
     full = any(set(g["tried"]) >= DROPOUTS for g in base)
