@@ -125,7 +125,8 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     """Each claim Table 1 and its Figure 2 panel test, judged by the noise rule (report/verdict.py) on the
     seeds' test BLEU."""
     ld = layerdrop_row(rows)
-    enc, dec = main_row(rows)["encoder_layers"], main_row(rows)["decoder_layers"]
+    model = main_row(rows)
+    enc, dec = model["encoder_layers"], model["decoder_layers"]
     base, deep_base, deep_ld = full(rows, "baseline"), full(rows, "deep_baseline"), full(rows, "deep_layerdrop")
     deep = (deep_ld or deep_base or {}).get("encoder_layers")
     out = []
