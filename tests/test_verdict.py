@@ -44,3 +44,26 @@ def test_a_zero_baseline_is_judged_relative_to_the_pair_not_divided_by_zero():
     assert v.outcome == "held" and v.diff == pytest.approx(2.0)
     assert judge([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], higher_is_better=True).outcome == "inconclusive"
     assert judge([0.1], [0.0], higher_is_better=True).diff == pytest.approx(2.0)
+
+
+def test_text_scores_closer_than_their_printed_resolution_are_no_difference():
+    # Table 1's decoders pruned to one layer: 0.00001 BLEU against 0 printed "0.00 vs 0.00, +200%" before
+    from layerdrop.report.verdict import SCORE_RESOLUTION, resolution
+
+    assert resolution("test_bleu") == resolution("test_rougeL") == SCORE_RESOLUTION and resolution("test_ppl") == 0
+    one_seed = judge([1e-5], [0.0], higher_is_better=True, resolution=SCORE_RESOLUTION)
+    assert one_seed.outcome == "inconclusive" and one_seed.diff == 0.0
+    seeds = judge([1e-5, 2e-5, 0.0], [0.0, 0.0, 0.0], higher_is_better=True, resolution=SCORE_RESOLUTION)
+    assert seeds.outcome == "inconclusive" and seeds.diff == 0.0
+    # without a resolution the same scores are a 200% win, and a real gap still counts with one
+    assert judge([1e-5, 2e-5, 1e-5], [0.0] * 3, higher_is_better=True).outcome == "held"
+    assert judge([0.10, 0.12, 0.11], [0.0] * 3, True, resolution=SCORE_RESOLUTION).diff == pytest.approx(2.0)
+
+
+def test_the_pruned_curve_claims_read_bleu_at_its_resolution():
+    from layerdrop.report.collect import depth_verdicts
+
+    row = {1: {"test_bleu": 1e-5, "test_bleu_values": [1e-5, 2e-5, 1e-5]}}
+    zero = {1: {"test_bleu": 0.0, "test_bleu_values": [0.0, 0.0, 0.0]}}
+    outcome, detail = depth_verdicts(row, zero, "test_bleu", True, "decoder layers")
+    assert outcome == "inconclusive" and "+0.0%" in detail

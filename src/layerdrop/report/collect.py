@@ -316,11 +316,11 @@ def depth_verdicts(claimed: dict[int, dict], other: dict[int, dict], metric: str
                    label: str, kind: str = "better") -> tuple[str, str]:
     """A claim made "at every depth" (C1, C2): the noise rule at each depth both rows have, combined;
     returns (outcome, the numbers behind it)."""
-    from layerdrop.report.verdict import combine, judge
+    from layerdrop.report.verdict import combine, judge, resolution
 
     depths = sorted(d for d in claimed if d in other)
-    verdicts = {d: judge(seed_values(claimed[d], metric), seed_values(other[d], metric), higher_is_better, kind)
-                for d in depths}
+    verdicts = {d: judge(seed_values(claimed[d], metric), seed_values(other[d], metric), higher_is_better, kind,
+                         resolution=resolution(metric)) for d in depths}
     detail = "; ".join(f"{d} {label}: {versus(claimed[d], other[d], metric)}, {verdicts[d].describe()}"
                        for d in depths)
     return combine(list(verdicts.values())), detail + "."
@@ -329,11 +329,11 @@ def depth_verdicts(claimed: dict[int, dict], other: dict[int, dict], metric: str
 def equal_compute_claim(artefact: str, ld: dict, eq: dict | None, metric: str, higher_is_better: bool):
     """The LayerDrop row against the baseline trained for the same FLOPs (``role=equal_compute``; ours, not a
     paper claim), judged by the noise rule on ``metric``; None without that row."""
-    from layerdrop.report.verdict import ClaimResult, judge
+    from layerdrop.report.verdict import ClaimResult, judge, resolution
 
     if not eq:
         return None
-    v = judge(seed_values(ld, metric), seed_values(eq, metric), higher_is_better)
+    v = judge(seed_values(ld, metric), seed_values(eq, metric), higher_is_better, resolution=resolution(metric))
     name = {"test_ppl": "test ppl", "test_bleu": "test BLEU"}.get(metric, metric)
     return ClaimResult.of("ours", artefact, f"at equal training FLOPs, LayerDrop {ld['layerdrop_p']} beats the "
                           f"baseline ({eq['steps']} steps against {ld['steps']})", v,

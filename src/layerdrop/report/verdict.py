@@ -21,6 +21,9 @@ from dataclasses import dataclass
 MIN_SEEDS = 3
 Z = 2.0
 MATCH_TOLERANCE = 0.01  # "matches": within 1% of the other row
+#: text scores (BLEU, ROUGE) are read to 0.01 points: a smaller difference of means is no difference (a
+#: translator pruned to one decoder layer at 0.00001 BLEU does not beat one at 0 by 200%)
+SCORE_RESOLUTION = 0.01
 KINDS = ("better", "matches")
 RULE = (f"held when the mean relative difference exceeds {Z:g} standard errors (Welch) in the claimed "
         f"direction, not held when it exceeds them the other way, otherwise inconclusive; \"matches\" claims "
@@ -51,23 +54,31 @@ def _scale(claimed: list[float], other: list[float]) -> float:
     return base or abs(statistics.mean(claimed) + statistics.mean(other)) / 2 or 1.0
 
 
+def resolution(metric: str) -> float:
+    """The smallest difference of means that counts for ``metric`` (a column name such as ``test_bleu``)."""
+    return SCORE_RESOLUTION if "bleu" in metric or "rouge" in metric else 0.0
+
+
+def _difference(claimed: list[float], other: list[float], sign: float, resolution: float) -> float:
+    """The signed mean relative difference; 0 when the means differ by less than ``resolution``."""
+    delta = statistics.mean(claimed) - statistics.mean(other)
+    return 0.0 if abs(delta) < resolution else sign * delta / _scale(claimed, other)
+
+
 def judge(claimed: list[float], other: list[float], higher_is_better: bool, kind: str = "better",
-          tolerance: float = MATCH_TOLERANCE) -> Verdict:
-    """The verdict on "``claimed`` is better than (or, kind="matches", at least as good as) ``other``"."""
+          tolerance: float = MATCH_TOLERANCE, resolution: float = 0.0) -> Verdict:
+    """The verdict on "``claimed`` is better than (or, kind="matches", at least as good as) ``other``";
+    means closer than ``resolution`` (see ``resolution()``) count as equal."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
     seeds = (len(claimed), len(other))
+    sign = 1.0 if higher_is_better else -1.0
     if min(seeds) < MIN_SEEDS:
-        diff = None
-        if claimed and other:
-            base = statistics.mean(other)
-            diff = (statistics.mean(claimed) - base) / _scale(claimed, other) * (1 if higher_is_better else -1)
+        diff = _difference(claimed, other, sign, resolution) if claimed and other else None
         return Verdict("inconclusive", diff, None if diff is None else math.nan, seeds,
                        f"{min(seeds)} seed(s); the rule needs {MIN_SEEDS}")
-    base = statistics.mean(other)
-    sign = 1.0 if higher_is_better else -1.0
     scale = _scale(claimed, other)
-    diff = sign * (statistics.mean(claimed) - base) / scale
+    diff = _difference(claimed, other, sign, resolution)
     se = math.sqrt(statistics.variance(claimed) / len(claimed) + statistics.variance(other) / len(other)) / scale
     if kind == "better":
         held, not_held = diff > Z * se, diff < -Z * se
