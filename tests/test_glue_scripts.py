@@ -18,8 +18,9 @@ from layerdrop.utils import runs
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commands(script: str, scale: str, env: dict | None = None) -> list[tuple[str, list[str]]]:
-    out = subprocess.run(["bash", f"experiments/{script}.sh", "seed=1"], cwd=REPO, capture_output=True, text=True,
+def commands(script: str, scale: str, env: dict | None = None, *overrides: str) -> list[tuple[str, list[str]]]:
+    """What a script would run (LAYERDROP_DRY=1), at seed 1 and with ``overrides`` added to every run."""
+    out = subprocess.run(["bash", f"experiments/{script}.sh", "seed=1", *overrides], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": scale, **(env or {})}, check=True).stdout
     return [(line.split()[0], line.split()[1:]) for line in out.splitlines()]
 
@@ -140,11 +141,8 @@ def test_the_translation_layerdrop_dropout_search_holds_table1s_8000_step_layerd
         return {runs.run_key(load_config(run)) for kind, overrides in lines
                 if kind == "train" and "role=equal_compute" not in overrides for run in expand(overrides)}
 
-    out = subprocess.run(["bash", "experiments/table1_mt.sh", "seed=1", "trainer.max_steps=8000"], cwd=REPO,
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": "cpu"}).stdout
-    table1_ld = keys([(line.split()[0], line.split()[1:]) for line in out.splitlines()
-                      if "role=layerdrop" in line.split()])
+    table1_ld = keys([(kind, overrides) for kind, overrides in commands("table1_mt", "cpu", None, "trainer.max_steps=8000")
+                      if "role=layerdrop" in overrides])
     search = keys(commands("tune_mt", "cpu", env={"LAYERDROP": "1"}))
     assert len(table1_ld) == 1 and len(search) == 2 and table1_ld <= search
 
@@ -176,9 +174,6 @@ def test_table3s_budget_probe_trains_table3s_summarisation_baseline_and_scratch_
     assert sorted((c.task.name, c.model.decoder_layers, c.trainer.max_steps) for c in probe) == [
         ("qa", 6, 3600), ("sum", 3, 6000), ("sum", 6, 6000)]
     assert all(c.generate.valid_sentences == 300 and c.layerdrop.p == 0 for c in probe)
-    out = subprocess.run(["bash", "experiments/table3.sh", "trainer.max_steps=6000", "early_stop_patience=6"],
-                         cwd=REPO, capture_output=True, text=True, check=True,
-                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": "cpu"}).stdout
-    lines = [(line.split()[0], line.split()[1:]) for line in out.splitlines()]
+    lines = commands("table3", "cpu", None, "trainer.max_steps=6000", "early_stop_patience=6")
     table3 = {runs.run_key(c) for role in ("sum_baseline", "sum_scratch") for c in cfgs(lines, role)}
     assert len(table3) == 2 and table3 <= {runs.run_key(c) for c in probe}

@@ -31,7 +31,7 @@ from layerdrop.report.collect import (
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import MIN_SEEDS, RULE, SCORE_RESOLUTION, ClaimResult, judge, judge_threshold
+from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge, judge_threshold, resolution
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "norm", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -140,16 +140,16 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
             f"test BLEU {mean_text(base, 'test_bleu')}; {v.describe()}.")
     half = scratch(rows).get(dec // 2)
     if base and half:
-        v = judge(_values(base), _values(half), higher_is_better=True, resolution=SCORE_RESOLUTION)
+        v = judge(_values(base), _values(half), higher_is_better=True, resolution=resolution("test_bleu"))
         add("precondition", f"depth matters: the {dec}-layer decoder beats {dec // 2} layers trained from scratch", v,
             f"test BLEU {_vs(base, half)}; {v.describe()}.")
     if base and ld:
-        v = judge(_values(ld), _values(base), higher_is_better=True, resolution=SCORE_RESOLUTION)
+        v = judge(_values(ld), _values(base), higher_is_better=True, resolution=resolution("test_bleu"))
         add("C7", f"LayerDrop improves the {enc}/{dec} Transformer (paper 29.3 -> 29.6 BLEU)", v,
             f"test BLEU {_vs(ld, base)}; {v.describe()}.")
     if deep_ld:
         best = max((x for x in (ld, base, deep_base) if x), key=lambda r: r["test_bleu"])
-        v = judge(_values(deep_ld), _values(best), higher_is_better=True, resolution=SCORE_RESOLUTION)
+        v = judge(_values(deep_ld), _values(best), higher_is_better=True, resolution=resolution("test_bleu"))
         norms = "" if deep_ld["norm"] == best["norm"] else (
             f" (architectures differ: the deep model is {deep_ld['norm']}-norm, the other {best['norm']}-norm)")
         add("C8", f"the {deep}-encoder LayerDrop model does best (paper 30.2)", v,

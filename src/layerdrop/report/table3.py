@@ -26,7 +26,7 @@ from layerdrop.report.collect import (
     write_csv,
     write_text,
 )
-from layerdrop.report.verdict import RULE, SCORE_RESOLUTION, ClaimResult, judge
+from layerdrop.report.verdict import RULE, ClaimResult, judge, resolution
 
 ROUGE = ("test_rouge1", "test_rouge2", "test_rougeL", "test_rougeLsum")
 COLUMNS = ["run_key", "scale", "task", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack",
@@ -88,7 +88,7 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
     if base and from_scratch:  # the claims about depth say little where depth does not matter
         d = min(from_scratch)
         v = judge(seed_values(base, CLAIM_METRIC), seed_values(from_scratch[d], CLAIM_METRIC), higher_is_better=True,
-                  resolution=SCORE_RESOLUTION)
+                  resolution=resolution(CLAIM_METRIC))
         add("precondition", f"depth matters: the {base['decoder_layers']}-layer summarisation decoder beats {d} layers "
             "trained from scratch", v, f"test ROUGE-L {vs(base, from_scratch[d])} (test ppl "
             f"{versus(base, from_scratch[d], 'test_ppl')}); {v.describe()}.")
@@ -96,13 +96,13 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
         base, ld = full(rows, f"{task}_baseline"), full(rows, f"{task}_layerdrop")
         if base and ld:
             v = judge(seed_values(ld, CLAIM_METRIC), seed_values(base, CLAIM_METRIC), higher_is_better=True,
-                      resolution=SCORE_RESOLUTION)
+                      resolution=resolution(CLAIM_METRIC))
             add("C7", f"LayerDrop improves the {TASK_NAMES[task].lower()} Transformer (paper {paper})", v,
                 f"test ROUGE-L {vs(ld, base)}; {v.describe()}.")
     ld, deep = full(rows, "sum_layerdrop"), full(rows, "sum_deep_layerdrop")
     if ld and deep:
         v = judge(seed_values(deep, CLAIM_METRIC), seed_values(ld, CLAIM_METRIC), higher_is_better=True,
-                  resolution=SCORE_RESOLUTION)
+                  resolution=resolution(CLAIM_METRIC))
         add("C8", f"a {deep['decoder_layers']}-layer decoder with LayerDrop beats the {ld['decoder_layers']}-layer one "
             "(paper 41.1 vs 40.5 ROUGE-1)", v, f"test ROUGE-L {vs(deep, ld)}; {v.describe()}.")
     if ld:
