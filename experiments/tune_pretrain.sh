@@ -4,12 +4,15 @@
 # LayerDrop 0.2 (Table 4's LayerDrop row, shared with it through the run cache) fine-tuned on every
 # stand-in, against the same architecture fine-tuned from a fresh initialisation (classify.init=scratch)
 # by the same recipe, beside each stand-in's majority class. One learning rate (LR, default 3e-4) for
-# both rows: a probe, not a table.   bash experiments/tune_pretrain.sh [extra Hydra overrides]
+# both rows: a probe, not a table. Both classification heads (POOL, default first,mean: RoBERTa's first
+# position, and the mean of the non-padding positions), each its own rows on the page.
+#   [LR=3e-4,1e-3] [POOL=mean] bash experiments/tune_pretrain.sh [extra Hydra overrides]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 LRS=${LR:-3e-4}
+POOLS=${POOL:-first,mean}
 train "${WEIGHTS[@]}" experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
 context experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" "$@"
-classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=pretrained artefact=regime_mlm "$@"
-classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=scratch artefact=regime_mlm "$@"
+classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=pretrained classify.pool="$POOLS" artefact=regime_mlm "$@"
+classify experiment=pretrain_mlm layerdrop.p=0.2 "${SELECT[@]}" classify.init=scratch classify.pool="$POOLS" artefact=regime_mlm "$@"
 report regime_mlm

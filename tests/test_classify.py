@@ -97,6 +97,25 @@ def test_the_classifier_takes_the_pruned_encoder_and_leaves_the_mlm_head_out():
     assert model(x).shape == (2, 3) and model.config.n_layers == 2 and model.encoder.layers.rates == [0.0, 0.0]
 
 
+def test_the_mean_pooled_head_reads_the_mean_of_the_non_padding_states():
+    encoder = tiny_encoder(layerdrop=0.0)
+    first = EncoderClassifier.from_pretrained(encoder, n_classes=2).eval()
+    mean = EncoderClassifier.from_pretrained(encoder, n_classes=2, pool="mean").eval()
+    mean.load_state_dict(first.state_dict())  # the same weights: only the pooling differs
+    x = torch.randint(1, 49, (2, 12))
+    x[1, 7:] = 0  # the second sentence is 7 tokens, then padding
+    hidden = encoder(x)
+    pooled = torch.stack([hidden[0].mean(0), hidden[1, :7].mean(0)])
+    head = lambda h: mean.out(torch.tanh(mean.dense(h)))  # noqa: E731 (pooler dropout is off in eval)
+    assert torch.allclose(mean(x), head(pooled), atol=1e-5)
+    assert torch.allclose(first(x), head(hidden[:, 0]), atol=1e-5)
+    assert not torch.allclose(mean(x), first(x), atol=1e-3)
+    # padding changes nothing: the same sentence without its padding scores the same
+    assert torch.allclose(mean(x[1:, :7]), mean(x)[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="pool='max': must be one of first, mean"):
+        EncoderClassifier.from_pretrained(encoder, n_classes=2, pool="max")
+
+
 def cfg_with(**classify):
     cfg = load_config(["experiment=pretrain_mlm"])
     cfg.classify = OmegaConf.merge(cfg.classify, classify)
@@ -115,6 +134,7 @@ def test_the_child_key_follows_its_parent_and_its_settings():
     assert classify_key("parent1", cfg_with()) == key
     assert classify_key("parent2", cfg) != key  # a new pretraining run is a new child
     assert classify_key("parent1", cfg_with(lr=1e-4)) != key and classify_key("parent1", cfg_with(depth=3)) != key
+    assert classify_key("parent1", cfg_with(pool="mean")) != key
 
 
 @pytest.mark.parametrize("change,message", [
@@ -125,6 +145,7 @@ def test_the_child_key_follows_its_parent_and_its_settings():
     ({"strategy": "random"}, "classify.strategy='random'"),
     ({"lr": 0.0}, "classify.lr=0.0: must be > 0"),
     ({"init": "imagenet"}, "classify.init='imagenet': must be one of pretrained, scratch"),
+    ({"pool": "cls"}, "classify.pool='cls': must be one of first, mean"),
 ])
 def test_bad_settings_are_refused_before_any_work(change, message):
     with pytest.raises(ValueError, match=message):

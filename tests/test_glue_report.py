@@ -152,3 +152,22 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     results = {r.statement.split(" (")[0]: r for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
         tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"}
     assert set(results) == {"pretraining transfers: the cpu encoder enc", "pretraining transfers: the cpu encoder enc2"}
+    # the same encoder probed again with a mean-pooled head: its own rows, best-of-sweep and caution, never the
+    # first-position head's (whose better pretrained row would otherwise win the best-on-valid pick)
+    for key, init, valid, test in (("m1", "pretrained", 0.6, 0.76), ("m2", "scratch", 0.55, 0.75)):
+        child(tmp_path, key, "enc2", 8, valid, test, "regime_mlm")
+        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
+        record = json.loads(path.read_text())
+        record["classify"].update(init=init, pool="mean")
+        record["data"]["splits"], record["test_examples"] = splits, 400
+        write_json(path, record)
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    assert "| enc2 (alibi), mean pool | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 55.0 / **75.0** ± 2.2 | " \
+           "60.0 / **76.0** ± 2.1 | +1.0 |" in text
+    assert "| enc2 (alibi) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    assert "Caution: encoder enc2, mean pool: pretraining gains nothing" in text
+    assert "encoder enc2: pretraining gains nothing" not in text
+    statements = [r.statement for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
+        tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"]
+    assert sum("encoder enc2 (alibi positions, mean-pooled head)" in s for s in statements) == 1 and len(statements) == 3

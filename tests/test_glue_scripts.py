@@ -56,10 +56,10 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
         if kind != "classify":
             continue
         # the data sets and learning rates of a sweep do not change its pretraining run: compose one of each
-        swept = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in overrides
-                 if o.startswith(("classify.dataset=", "classify.lr="))}
+        sweeps = ("classify.dataset=", "classify.lr=", "classify.pool=")
+        swept = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in overrides if o.startswith(sweeps)}
         assert set(swept["classify.dataset="[:-1]]) <= set(DATASETS) and all(float(v) > 0 for v in swept["classify.lr"])
-        overrides = [o if not o.startswith(("classify.dataset=", "classify.lr=")) else o.split(",")[0] for o in overrides]
+        overrides = [o if not o.startswith(sweeps) else o.split(",")[0] for o in overrides]
         for run in expand(overrides):
             cfg = load_config(run)
             validate(cfg)
@@ -67,10 +67,12 @@ def test_every_run_of_the_script_composes_and_finds_its_pretraining_run(script, 
             assert cfg.artefact == artefact
             runs.tag({"run_key": "x", "artefacts": []}, cfg.artefact, cfg.role)  # a row of the artefact
             assert runs.run_key(cfg) in trained, f"{run}: its pretraining run is not trained by {script}.sh"
-            fine_tunings += len(swept["classify.dataset"]) * len(swept["classify.lr"])
-    if script == "tune_pretrain":  # the probe: every stand-in, from the pretrained encoder and from scratch
+            fine_tunings += len(swept["classify.dataset"]) * len(swept["classify.lr"]) * len(swept.get("classify.pool", [0]))
+            for pool in swept.get("classify.pool", []):  # each head composes and passes its checks
+                check(load_config([o if not o.startswith("classify.pool=") else f"classify.pool={pool}" for o in run]))
+    if script == "tune_pretrain":  # the probe: every stand-in, from the pretrained encoder and from scratch, both heads
         inits = [o for k, ov in lines if k == "classify" for o in ov if o.startswith("classify.init=")]
-        assert sorted(inits) == ["classify.init=pretrained", "classify.init=scratch"] and fine_tunings == 4 * 2
+        assert sorted(inits) == ["classify.init=pretrained", "classify.init=scratch"] and fine_tunings == 4 * 2 * 2
     else:
         assert fine_tunings >= 4 * 3 * 3  # stand-ins x learning rates x rows
     if script == "table7":  # the distilled students, of both depths

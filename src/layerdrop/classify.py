@@ -34,7 +34,7 @@ from layerdrop.data.classify import ClassificationDataModule
 from layerdrop.data.classify_sources import DATASETS
 from layerdrop.lit.classify import ClassifierLitModule
 from layerdrop.models.checkpoint import load_model
-from layerdrop.models.classifier import EncoderClassifier
+from layerdrop.models.classifier import POOLS, EncoderClassifier
 from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.train import LearningCurve, validate
 from layerdrop.utils import runs
@@ -55,6 +55,8 @@ def check(cfg: DictConfig) -> None:
         raise ValueError(f"classify.dataset={c.dataset!r}: must be one of {', '.join(DATASETS)}")
     if c.init not in INITS:
         raise ValueError(f"classify.init={c.init!r}: must be one of {', '.join(INITS)}")
+    if c.pool not in POOLS:
+        raise ValueError(f"classify.pool={c.pool!r}: must be one of {', '.join(POOLS)}")
     if c.strategy not in STRATEGIES:
         raise ValueError(f"classify.strategy={c.strategy!r}: must be one of {', '.join(STRATEGIES)}")
     if c.depth is not None and not 1 <= int(c.depth) <= int(cfg.model.n_layers):
@@ -133,7 +135,7 @@ def classify(cfg: DictConfig) -> dict:
             encoder = prune_model(encoder, {"encoder": keep})
         rate = layerdrop_rate(cfg, encoder.config.layerdrop, pruned=depth < n)
         model = EncoderClassifier.from_pretrained(encoder, datamodule.n_classes, layerdrop=rate,
-                                                  pooler_dropout=float(c.pooler_dropout))
+                                                  pooler_dropout=float(c.pooler_dropout), pool=str(c.pool))
         record = {"run_key": out.name, "source_run_key": source.name, "task": f"{cfg.task.name}_classify",
                   "scale": cfg.scale.name, "seed": cfg.seed, "dataset": c.dataset,
                   "stand_in_for": datamodule.stand_in_for, "data": datamodule.stats,

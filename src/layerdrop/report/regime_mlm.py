@@ -23,9 +23,13 @@ from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
 
+#: an encoder probed with one classification head: (pretraining run, pooling); its rows are never mixed with
+#: another head's, since the head decides what fine-tuning reads
+Probe = tuple[str, str]
+
 INITS = ("scratch", "pretrained")
 COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
-COLUMNS = ["run_key", "source_run_key", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
+COLUMNS = ["run_key", "source_run_key", "pool", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
            "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
            "code_version"]
 
@@ -43,7 +47,7 @@ def binomial_se(acc: float, n: int) -> float:
 
 
 def rows_of(records: list[dict]) -> list[dict]:
-    return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"],
+    return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"], "pool": r["classify"].get("pool", "first"),
              "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
              "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
              "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
@@ -53,10 +57,21 @@ def rows_of(records: list[dict]) -> list[dict]:
              "code_version": r.get("code_version")} for r in records]
 
 
-def best_by_init(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """(pretraining run, dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate
-    sweep). A scratch fine-tuning names the pretraining run whose architecture it copies."""
-    return {(r["source_run_key"], r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+def probe_of(row: dict) -> Probe:
+    return row["source_run_key"], row["pool"]
+
+
+def probe_label(probe: Probe, positions: str | None = None) -> str:
+    """``key (positions)``, with the pooling named unless it is RoBERTa's first position."""
+    key, pool = probe
+    label = f"{key} ({positions})" if positions else key
+    return label if pool == "first" else f"{label}, {pool} pool"
+
+
+def best_by_init(rows: list[dict]) -> dict[tuple[Probe, str, str], dict]:
+    """(probe, dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate sweep). A
+    scratch fine-tuning names the pretraining run whose architecture it copies."""
+    return {(probe_of(r), r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
 
 
 def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
@@ -93,21 +108,21 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     rows = rows_of(records)
     write_csv(out / "raw.csv", sorted(rows, key=lambda r: (r["dataset"], r["init"], r["lr"], r["seed"])),
               columns=COLUMNS)
-    head = ["encoder (positions)", "stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
+    head = ["encoder (positions), head", "stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows)
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
     positions = positions_by_encoder(records)
-    for key in sorted(positions):
-        encoder = f"{key} ({positions[key]})"
-        for dataset, stand_in in _datasets([r for r in rows if r["source_run_key"] == key]):
+    for probe in sorted({probe_of(r) for r in rows}):
+        encoder = probe_label(probe, positions[probe[0]])
+        for dataset, stand_in in _datasets([r for r in rows if probe_of(r) == probe]):
             cells = []
             for init in INITS:
-                r = by.get((key, dataset, init))
+                r = by.get((probe, dataset, init))
                 cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± "
                              f"{binomial_se(r['test_acc'], r['test_examples']):.1f}" if r else "-")
-            a, b = by.get((key, dataset, "pretrained")), by.get((key, dataset, "scratch"))
+            a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
             split = sizes[dataset]
             maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
@@ -148,17 +163,17 @@ def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
                            f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
                            f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
     by = best_by_init(rows)
-    for key in sorted({r["source_run_key"] for r in rows}):
+    for probe in sorted({probe_of(r) for r in rows}):
         flat = []
         for dataset in sorted({r["dataset"] for r in rows}):
-            a, b = by.get((key, dataset, "pretrained")), by.get((key, dataset, "scratch"))
+            a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             if a and b:
                 se = math.hypot(binomial_se(a["test_acc"], a["test_examples"]),
                                 binomial_se(b["test_acc"], b["test_examples"]))
                 if a["test_acc"] - b["test_acc"] < 2 * se:
                     flat.append(f"{dataset} ({a['test_acc'] - b['test_acc']:+.1f} points, 2 se {2 * se:.1f})")
         if flat:
-            out.append(f"Caution: encoder {key}: pretraining gains nothing over the same encoder from scratch on "
+            out.append(f"Caution: encoder {probe_label(probe)}: pretraining gains nothing over the same encoder from scratch on "
                        + "; ".join(flat) + ": with this encoder Tables 4 and 7 and Figure 8 cannot test the paper's "
                        "claims.")
     return [x for line in out for x in (line, "")]
@@ -171,14 +186,16 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
     results = []
     records = join_parents(records, runs_dir)
     all_rows, positions = rows_of(records), positions_by_encoder(records)
-    for key in sorted(positions):
-        rows = [r for r in all_rows if r["source_run_key"] == key]
+    for probe in sorted({probe_of(r) for r in all_rows}):
+        key, pool = probe
+        rows = [r for r in all_rows if probe_of(r) == probe]
         found = cautions(rows, runs_dir)
         seeds = len({r["seed"] for r in rows})
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
+        head = "" if pool == "first" else f", {pool}-pooled head"
         results.append(ClaimResult(
             "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions[key]} "
-            "positions) reads word order and beats the same encoder from scratch after fine-tuning",
+            f"positions{head}) reads word order and beats the same encoder from scratch after fine-tuning",
             "inconclusive" if seeds < 3 else "not held" if found else "held",
             f"{detail} ({seeds} seed(s); `make tune-pretrain`, results/regime_mlm/)"))
     return results
@@ -187,15 +204,15 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
 def curves(records: list[dict], path: Path) -> None:
     datasets = _datasets([{"dataset": r["dataset"], "stand_in_for": r["stand_in_for"]} for r in records])
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
-    encoders = sorted({r["source_run_key"] for r in records})
+    probes = sorted({(r["source_run_key"], r["classify"].get("pool", "first")) for r in records})
     for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
         mine = [r for r in records if r["dataset"] == dataset]
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
-            init = r["classify"].get("init", "pretrained")
+            init, pool = r["classify"].get("init", "pretrained"), r["classify"].get("pool", "first")
             ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
-                    color=COLOURS[init], ls=("-", "--", ":", "-.")[encoders.index(r["source_run_key"]) % 4],
-                    label=f"{r['source_run_key']} {init}, lr {r['classify']['lr']:g}")
+                    color=COLOURS[init], ls=("-", "--", ":", "-.")[probes.index((r["source_run_key"], pool)) % 4],
+                    label=f"{r['source_run_key']} {init}, lr {r['classify']['lr']:g}" + ("" if pool == "first" else f", {pool} pool"))
         ax.axhline(majority(mine[0], "valid"), color="grey", ls=":", label="majority class")
         ax.set_title(f"{stand_in} stand-in: {dataset}")
         ax.set_xlabel("fine-tuning step")
