@@ -24,7 +24,7 @@ from layerdrop.report.verdict import RULE, ClaimResult, combine, judge  # noqa: 
 
 GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
 COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "encoder_layers", "kept_layers",
-           "layerdrop_p", "finetune_layerdrop", "seed", "lr", "batch_size", "valid_acc", "test_acc", "steps",
+           "layerdrop_p", "finetune_layerdrop", "seed", "lr", "batch_size", "pool", "valid_acc", "test_acc", "steps",
            "train_wall_s", "code_version"]
 
 
@@ -51,13 +51,16 @@ def rows_of(records: list[dict], artefact: str) -> list[dict]:
         "dataset": r["dataset"], "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
         "kept_layers": len(r["kept_layers"]), "layerdrop_p": r["parent"]["layerdrop_p"],
         "finetune_layerdrop": r["layerdrop"], "seed": r["seed"], "lr": r["classify"]["lr"],
-        "batch_size": r["classify"]["batch_size"], "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"],
+        "batch_size": r["classify"]["batch_size"], "pool": r["classify"].get("pool", "first"),
+        "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"],
         "steps": r["train"]["steps"], "train_wall_s": r["train"]["wall_s"], "code_version": r.get("code_version"),
     } for r in records]
 
 
 def best_of_sweep(rows: list[dict]) -> list[dict]:
-    """Per (pretrained encoder, kept depth, data set, seed): the sweep point with the best valid accuracy."""
+    """Per (pretrained encoder, kept depth, data set, seed): the sweep point with the best valid accuracy. Every
+    fine-tuning setting that varies within that group is part of the sweep (learning rate, batch size, and the
+    head's pooling if several ran), picked on valid as the paper picks its learning rate."""
     best: dict[tuple, dict] = {}
     for row in rows:
         key = (row["source_run_key"], row["kept_layers"], row["dataset"], row["seed"])
