@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -60,6 +60,10 @@ reproduce-table7 reproduce-figure3: data-lm data-qa ## Table 7 + Figure 3: prune
 
 reproduce-figure8: data-lm data-qa ## Figure 8: training drop rate against pruning, after fine-tuning -> results/figure8/
 	SCALE=$(SCALE) bash experiments/figure8.sh
+
+SEEDS ?= 1,2,3
+backlog-%: ## what an experiment script still has to train, and about how long: make backlog-table1_mt [SEEDS=1,2,3]
+	SCALE=$(SCALE) $(PYTHON) -m layerdrop.backlog $* seed=$(SEEDS)
 
 tune-lm: data-lm ## cpu LM regime search: dropout {0.1,0.2,0.3} picked on valid, learning curves -> results/regime_lm/
 	SCALE=cpu bash experiments/tune_lm.sh

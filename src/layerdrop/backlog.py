@@ -1,0 +1,178 @@
+"""What a reproduction still has to train: every training run an experiment script makes, whether the
+record store (or the run cache) already holds it, and what the rest will cost on this machine.
+
+    python -m layerdrop.backlog table1_mt seed=1,2,3          # or experiments/table1_mt.sh
+    SCALE=paper python -m layerdrop.backlog table2_lm
+
+The script is run as its dry run (``LAYERDROP_DRY=1``: it prints each command instead of running it),
+each training sweep is expanded into its runs and each run's key computed, as ``layerdrop.train``
+would. A run is *done* when its record holds a finished training (``records/<task>/<key>``, or the
+run folder's own), *partial* when only its run folder's last checkpoint exists (the script resumes
+it), and *to train* otherwise. The estimate for a run not done is the median training wall time of
+the stored runs most like it: the same settings but the seed; else the run's step budget times the
+median time a step of the stored runs of its task and layer counts took; "unknown" when the store has
+none. Fine-tunings (``classify``, ``finetune``) are counted,
+not estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerdrop.config import load_config
+from layerdrop.launch import expand
+from layerdrop.utils import runs
+from layerdrop.utils.store import read_json
+
+REPO = Path(__file__).resolve().parents[2]
+#: the dry run prints these kinds of command (experiments/common.sh); only ``train`` is a training run
+KINDS = ("train", "classify", "finetune", "context", "report")
+SEED_KEYS = ("seed", "shuffle_seed", "layerdrop_seed", "code")  # what differs between seeds of one setting
+
+
+@dataclass
+class Run:
+    key: str
+    task: str
+    store: Path | None
+    role: str | None
+    seed: int
+    state: str  # done | partial | to train
+    config: dict
+    overrides: list[str]
+    estimate_s: float | None = None
+
+
+def script_path(name: str) -> Path:
+    """``table1_mt``, ``table1_mt.sh`` or a path -> the script; an unknown name lists the scripts."""
+    path = Path(name)
+    if path.suffix != ".sh":
+        path = REPO / "experiments" / f"{name}.sh"
+    if not path.exists():
+        known = sorted(p.stem for p in (REPO / "experiments").glob("*.sh") if p.stem != "common")
+        raise ValueError(f"no experiment script {name!r}: one of {', '.join(known)}, or a path to a .sh file")
+    return path
+
+
+def dry_run(script: Path, scale: str, overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """The commands the script would run, as (kind, overrides). The equal-FLOPs step counts are computed
+    for real (``LAYERDROP_DRY_FLOPS=1``; they read the data's vocabulary), since they decide run keys."""
+    env = {**os.environ, "LAYERDROP_DRY": "1", "LAYERDROP_DRY_FLOPS": "1", "SCALE": scale}
+    out = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the dry run of {script} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    lines = [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
+    return [(words[0], words[1:]) for words in lines if words and words[0] in KINDS]
+
+
+def state_of(cfg, store: Path | None) -> tuple[str, dict]:
+    run_dir = runs.run_dir(cfg)
+    record = runs.read_record(run_dir, store)
+    if record and "train" in record:
+        return "done", record
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        return "partial", {}
+    return "to train", {}
+
+
+def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
+    """Every distinct training run of the dry run's ``train`` commands, in the order the script trains them."""
+    out: dict[str, Run] = {}
+    for kind, overrides in commands:
+        if kind != "train":
+            continue
+        for run in expand(overrides):
+            cfg = load_config(run)
+            key = runs.run_key(cfg)
+            if key in out:
+                continue
+            store = runs.record_store(cfg)
+            state, _ = state_of(cfg, store)
+            out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
+                           runs.training_config(cfg), list(run))
+    return list(out.values())
+
+
+def settings(found: list[Run]) -> dict[str, str]:
+    """Run key -> the overrides that set it apart from the script's other runs (seed and role aside)."""
+    common = set.intersection(*(set(r.overrides) for r in found)) if found else set()
+    return {r.key: " ".join(o for o in r.overrides if o not in common and not o.startswith(("seed=", "role=")))
+            for r in found}
+
+
+def stored_records(store: Path, task: str) -> list[dict]:
+    return [r for p in sorted((store / task).glob("*/metrics.json")) if (r := read_json(p)) and "train" in r]
+
+
+def _layers(config: dict) -> tuple:
+    model = config.get("model", {})
+    return tuple(model.get(k) for k in ("n_layers", "encoder_layers", "decoder_layers"))
+
+
+def estimate(run: Run, records: list[dict]) -> float | None:
+    """Median training wall time (s) of the stored runs most like ``run`` (see the module docstring)."""
+    def without_seed(config):  # the seed reaches the data order and the draws too; the code version is no setting
+        if not isinstance(config, dict):
+            return config
+        return {k: without_seed(v) for k, v in config.items() if k not in SEED_KEYS}
+
+    same = [r for r in records if without_seed(r["config"]) == without_seed(run.config)]
+    if same:
+        return statistics.median(r["train"]["wall_s"] for r in same)
+    steps = run.config.get("trainer", {}).get("max_steps")
+    alike = [r for r in records if _layers(r["config"]) == _layers(run.config) and r["train"].get("steps")]
+    if not alike or not steps:
+        return None
+    return steps * statistics.median(r["train"]["wall_s"] / r["train"]["steps"] for r in alike)
+
+
+def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], dict[str, int]]:
+    commands = dry_run(script, scale, overrides)
+    found = training_runs(commands)
+    stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
+    for run in found:
+        if run.state != "done":
+            run.estimate_s = estimate(run, stored[run.store, run.task])
+    others: dict[str, int] = {}
+    for kind, _ in commands:
+        if kind in ("classify", "finetune"):
+            others[kind] = others.get(kind, 0) + 1
+    return found, others
+
+
+def render(script: Path, scale: str, overrides: list[str], found: list[Run], others: dict[str, int]) -> str:
+    lines = [f"{script.name} {' '.join(overrides)} (scale {scale}): {len(found)} training runs", "",
+             "| run | task | role | setting | seed | state | estimate |", "|---|---|---|---|---|---|---|"]
+    setting = settings(found)
+    for r in found:
+        est = "-" if r.state == "done" else "unknown" if r.estimate_s is None else f"{r.estimate_s / 60:.0f} min"
+        lines.append(f"| {r.key} | {r.task} | {r.role or '-'} | {setting[r.key] or '-'} | {r.seed} | {r.state} | {est} |")
+    left = [r for r in found if r.state != "done"]
+    known = sum(r.estimate_s for r in left if r.estimate_s is not None)
+    unknown = sum(r.estimate_s is None for r in left)
+    lines += ["", f"{len(found) - len(left)} of {len(found)} runs done; {len(left)} left, about {known / 3600:.1f} h "
+              "of training by the stored runs most like them" + (f", {unknown} with no estimate" if unknown else "")
+              + " (evaluation not included)."]
+    if others:
+        lines.append("Also in the script: " + ", ".join(f"{n} {k} sweep(s)" for k, n in sorted(others.items()))
+                     + ", not counted above.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("script", help="an experiment script: table1_mt, experiments/figure4_lm.sh, ...")
+    parser.add_argument("--scale", default=os.environ.get("SCALE", "cpu"), choices=("cpu", "paper"))
+    args, overrides = parser.parse_known_args(argv)
+    script = script_path(args.script)
+    print(render(script, args.scale, overrides, *backlog(script, args.scale, overrides)))
+
+
+if __name__ == "__main__":
+    main()

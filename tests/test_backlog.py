@@ -1,0 +1,59 @@
+"""``python -m layerdrop.backlog``: every training run of an experiment script, whether the store holds it,
+and what the rest costs, estimated from the stored runs most like each."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from layerdrop.backlog import backlog, render, script_path
+from layerdrop.utils.runs import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path):
+    script = script_path("figure4_lm")
+    paths = [f"paths.runs_dir={tmp_path / 'runs'}", f"paths.records_dir={tmp_path / 'records'}"]
+    found, _ = backlog(script, "cpu", ["seed=1", *paths])
+    assert len(found) == 6 and all(r.state == "to train" and r.estimate_s is None for r in found)
+    assert len({r.key for r in found}) == 6 and {r.task for r in found} == {"lm"}
+    done, partial = found[0], found[1]
+    # a stored record of a finished training (10 min; early-stopped at 4,000 steps), and a killed run's checkpoint
+    write_json(tmp_path / "records" / "lm" / done.key / "metrics.json",
+               {"run_key": done.key, "config": done.config, "train": {"wall_s": 600.0, "steps": 4000}})
+    (tmp_path / "runs" / "lm" / partial.key / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "lm" / partial.key / "checkpoints" / "last.ckpt").write_bytes(b"")
+    found, _ = backlog(script, "cpu", ["seed=1,2", *paths])
+    by_key = {r.key: r for r in found}
+    assert len(found) == 12 and by_key[done.key].state == "done" and by_key[partial.key].state == "partial"
+    assert sum(r.state == "to train" for r in found) == 10
+    # seed 2 of the stored setting takes that run's wall time; another setting its step budget (5,000) at the
+    # stored run's time a step
+    def setting(r):
+        return [o for o in r.overrides if not o.startswith("seed=")]
+
+    twin = next(r for r in found if r.seed == 2 and setting(r) == setting(done))
+    other = next(r for r in found if r.state == "to train" and setting(r) != setting(done))
+    assert twin.estimate_s == 600.0 and other.config["trainer"]["max_steps"] == 5000
+    assert other.estimate_s == pytest.approx(5000 * 600.0 / 4000)
+    text = render(script, "cpu", ["seed=1,2"], found, {})
+    assert "1 of 12 runs done; 11 left" in text and f"| {partial.key} | lm | - | " in text
+    assert "layerdrop.target=sublayers" in text  # the setting that sets a run apart is named
+    assert f"paths.runs_dir={tmp_path / 'runs'}" not in text.split("\n", 1)[1]  # shared by every run: not a setting
+
+
+def test_an_unknown_script_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"no experiment script 'table9': one of .*table1_mt.*"):
+        script_path("table9")
+
+
+def test_the_dry_run_computes_equal_flops_steps_only_when_asked():
+    snippet = 'source experiments/common.sh; type equal_steps'
+    env = {**os.environ, "LAYERDROP_DRY": "1", "SCALE": "cpu"}
+    plain = subprocess.run(["bash", "-c", snippet], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+    real = subprocess.run(["bash", "-c", snippet], cwd=REPO, env={**env, "LAYERDROP_DRY_FLOPS": "1"},
+                          capture_output=True, text=True, check=True).stdout
+    assert "EQUAL_FLOPS_STEPS" in plain and "layerdrop.flops equal-steps" not in plain
+    assert "layerdrop.flops equal-steps" in real
