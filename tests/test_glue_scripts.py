@@ -3,12 +3,11 @@ every run they make composes and passes its checks, every role is a row of its a
 fine-tuning's pretraining run is one the script trains (the same run key)."""
 
 import itertools
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from layerdrop.backlog import dry_run, script_path
 from layerdrop.classify import check
 from layerdrop.config import load_config
 from layerdrop.data.classify_sources import DATASETS
@@ -20,9 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def commands(script: str, scale: str, env: dict | None = None, *overrides: str) -> list[tuple[str, list[str]]]:
     """What a script would run (LAYERDROP_DRY=1), at seed 1 and with ``overrides`` added to every run."""
-    out = subprocess.run(["bash", f"experiments/{script}.sh", "seed=1", *overrides], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "LAYERDROP_DRY": "1", "SCALE": scale, **(env or {})}, check=True).stdout
-    return [(line.split()[0], line.split()[1:]) for line in out.splitlines()]
+    return dry_run(script_path(script), scale, ["seed=1", *overrides], env=env, flops=False)
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

@@ -31,8 +31,6 @@ from layerdrop.utils import runs
 from layerdrop.utils.store import read_json
 
 REPO = Path(__file__).resolve().parents[2]
-#: the dry run prints these kinds of command (experiments/common.sh); only ``train`` is a training run
-KINDS = ("train", "classify", "finetune", "context", "report")
 SEED_KEYS = ("seed", "shuffle_seed", "layerdrop_seed", "code")  # what differs between seeds of one setting
 
 
@@ -60,25 +58,26 @@ def script_path(name: str) -> Path:
     return path
 
 
-def dry_run(script: Path, scale: str, overrides: list[str]) -> list[tuple[str, list[str]]]:
-    """The commands the script would run, as (kind, overrides). The equal-FLOPs step counts are computed
-    for real (``LAYERDROP_DRY_FLOPS=1``; they read the data's vocabulary), since they decide run keys."""
-    env = {**os.environ, "LAYERDROP_DRY": "1", "LAYERDROP_DRY_FLOPS": "1", "SCALE": scale}
-    out = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env)
+def dry_run(script: Path, scale: str, overrides: list[str], env: dict | None = None,
+            flops: bool = True) -> list[tuple[str, list[str]]]:
+    """The commands the script would run (``LAYERDROP_DRY=1``: experiments/common.sh prints each as its kind,
+    train, classify, finetune, context or report, then its arguments), as (kind, arguments). With ``flops``
+    the equal-FLOPs step counts are computed for real (``LAYERDROP_DRY_FLOPS=1``; they read the data's
+    vocabulary), since they decide run keys; without, they print as a placeholder."""
+    env = {**os.environ, "LAYERDROP_DRY": "1", "LAYERDROP_DRY_FLOPS": "1" if flops else "0", "SCALE": scale, **(env or {})}
+    out = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env, cwd=REPO)
     if out.returncode:
         raise RuntimeError(f"the dry run of {script} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     lines = [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
-    return [(words[0], words[1:]) for words in lines if words and words[0] in KINDS]
+    return [(words[0], words[1:]) for words in lines]
 
 
-def state_of(cfg, store: Path | None) -> tuple[str, dict]:
+def state_of(cfg, store: Path | None) -> str:
     run_dir = runs.run_dir(cfg)
     record = runs.read_record(run_dir, store)
     if record and "train" in record:
-        return "done", record
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        return "partial", {}
-    return "to train", {}
+        return "done"
+    return "partial" if (run_dir / "checkpoints" / "last.ckpt").exists() else "to train"
 
 
 def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
@@ -93,7 +92,7 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
             if key in out:
                 continue
             store = runs.record_store(cfg)
-            state, _ = state_of(cfg, store)
+            state = state_of(cfg, store)
             out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
                            runs.training_config(cfg), list(run))
     return list(out.values())
