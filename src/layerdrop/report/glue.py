@@ -45,13 +45,19 @@ def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
     return out
 
 
+def pool_of(record: dict) -> str:
+    """How a fine-tuning's head read the encoder (``classify.pool``); records made before the option read the
+    first position, RoBERTa's."""
+    return record["classify"].get("pool", "first")
+
+
 def rows_of(records: list[dict], artefact: str) -> list[dict]:
     return [{
         "run_key": r["run_key"], "source_run_key": r["source_run_key"], "role": role_of(r, artefact),
         "dataset": r["dataset"], "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
         "kept_layers": len(r["kept_layers"]), "layerdrop_p": r["parent"]["layerdrop_p"],
         "finetune_layerdrop": r["layerdrop"], "seed": r["seed"], "lr": r["classify"]["lr"],
-        "batch_size": r["classify"]["batch_size"], "pool": r["classify"].get("pool", "first"),
+        "batch_size": r["classify"]["batch_size"], "pool": pool_of(r),
         "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"],
         "steps": r["train"]["steps"], "train_wall_s": r["train"]["wall_s"], "code_version": r.get("code_version"),
     } for r in records]

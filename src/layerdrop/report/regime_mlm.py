@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
-from layerdrop.report.glue import _datasets, join_parents  # noqa: E402
+from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
 
@@ -47,7 +47,7 @@ def binomial_se(acc: float, n: int) -> float:
 
 
 def rows_of(records: list[dict]) -> list[dict]:
-    return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"], "pool": r["classify"].get("pool", "first"),
+    return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"], "pool": pool_of(r),
              "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
              "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
              "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
@@ -204,12 +204,12 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
 def curves(records: list[dict], path: Path) -> None:
     datasets = _datasets([{"dataset": r["dataset"], "stand_in_for": r["stand_in_for"]} for r in records])
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
-    probes = sorted({(r["source_run_key"], r["classify"].get("pool", "first")) for r in records})
+    probes = sorted({(r["source_run_key"], pool_of(r)) for r in records})
     for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
         mine = [r for r in records if r["dataset"] == dataset]
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
-            init, pool = r["classify"].get("init", "pretrained"), r["classify"].get("pool", "first")
+            init, pool = r["classify"].get("init", "pretrained"), pool_of(r)
             ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
                     color=COLOURS[init], ls=("-", "--", ":", "-.")[probes.index((r["source_run_key"], pool)) % 4],
                     label=f"{r['source_run_key']} {init}, lr {r['classify']['lr']:g}" + ("" if pool == "first" else f", {pool} pool"))
