@@ -19,16 +19,26 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     found, _ = backlog(script, "cpu", ["seed=1", *paths])
     assert len(found) == 6 and all(r.state == "to train" and r.estimate_s is None for r in found)
     assert len({r.key for r in found}) == 6 and {r.task for r in found} == {"lm"}
-    done, partial = found[0], found[1]
-    # a stored record of a finished training (10 min; early-stopped at 4,000 steps), and a killed run's checkpoint
+    done, partial, learned = found[0], found[1], found[-1]
+    assert "prune.strategies=[data_driven,every_other]" in learned.overrides  # the data-driven run
+    # a stored record of a finished training (10 min; early-stopped at 4,000 steps) with its one evaluation (the
+    # full model: its script asks no pruning), and a killed run's checkpoint
+    full = {"strategy": "none", "depth": 6, "layers": list(range(6))}
     write_json(tmp_path / "records" / "lm" / done.key / "metrics.json",
-               {"run_key": done.key, "config": done.config, "train": {"wall_s": 600.0, "steps": 4000}})
+               {"run_key": done.key, "config": done.config, "train": {"wall_s": 600.0, "steps": 4000}, "eval": [full]})
     (tmp_path / "runs" / "lm" / partial.key / "checkpoints").mkdir(parents=True)
     (tmp_path / "runs" / "lm" / partial.key / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # the data-driven run trained and evaluated in full and every other, not yet by its learned rates
+    every_other = {"strategy": "every_other", "depth": 3, "layers": [0, 2, 4]}
+    write_json(tmp_path / "records" / "lm" / learned.key / "metrics.json",
+               {"run_key": learned.key, "config": learned.config, "train": {"wall_s": 600.0, "steps": 4000},
+                "eval": [full, every_other]})
     found, _ = backlog(script, "cpu", ["seed=1,2", *paths])
     by_key = {r.key: r for r in found}
     assert len(found) == 12 and by_key[done.key].state == "done" and by_key[partial.key].state == "partial"
-    assert sum(r.state == "to train" for r in found) == 10
+    assert by_key[learned.key].state == "to evaluate" and "data_driven" in by_key[learned.key].missing
+    assert by_key[learned.key].estimate_s is None  # trained: no training left to estimate
+    assert sum(r.state == "to train" for r in found) == 9
     # seed 2 of the stored setting takes that run's wall time; another setting its step budget (5,000) at the
     # stored run's time a step
     def setting(r):
@@ -39,7 +49,17 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     assert twin.estimate_s == 600.0 and other.config["trainer"]["max_steps"] == 5000
     assert other.estimate_s == pytest.approx(5000 * 600.0 / 4000)
     text = render(script, "cpu", ["seed=1,2"], found, {})
-    assert "1 of 12 runs done; 11 left" in text and f"| {partial.key} | lm | - | " in text
+    assert "2 of 12 runs trained (1 still to evaluate); 10 left" in text and f"| {partial.key} | lm | - | " in text
+    assert "| 1 | to evaluate: the data_driven pruning" in text
+    # once its data-driven rows are in, it is done; a record lacking the full model's row is not
+    write_json(tmp_path / "records" / "lm" / learned.key / "metrics.json",
+               {"run_key": learned.key, "config": learned.config, "train": {"wall_s": 600.0, "steps": 4000},
+                "eval": [full, every_other, {"strategy": "data_driven", "depth": 3, "layers": [0, 1, 2]}]})
+    write_json(tmp_path / "records" / "lm" / done.key / "metrics.json",
+               {"run_key": done.key, "config": done.config, "train": {"wall_s": 600.0, "steps": 4000}, "eval": []})
+    by_key = {r.key: r for r in backlog(script, "cpu", ["seed=1", *paths])[0]}
+    assert by_key[learned.key].state == "done"
+    assert by_key[done.key].state == "to evaluate" and by_key[done.key].missing == "none [0, 1, 2, 3, 4, 5]"
     assert "layerdrop.target=sublayers" in text  # the setting that sets a run apart is named
     assert f"paths.runs_dir={tmp_path / 'runs'}" not in text.split("\n", 1)[1]  # shared by every run: not a setting
 

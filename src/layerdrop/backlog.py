@@ -7,8 +7,10 @@ record store (or the run cache) already holds it, and what the rest will cost on
 The script is run as its dry run (``LAYERDROP_DRY=1``: it prints each command instead of running it),
 each training sweep is expanded into its runs and each run's key computed, as ``layerdrop.train``
 would. A run is *done* when its record holds a finished training (``records/<task>/<key>``, or the
-run folder's own), *partial* when only its run folder's last checkpoint exists (the script resumes
-it), and *to train* otherwise. The estimate for a run not done is the median training wall time of
+run folder's own) and every evaluation the script asks of it, *to evaluate* when it has trained but
+lacks some of them (the script evaluates it from its weights, or trains it again where the weights
+are not on this machine), *partial* when only its run folder's last checkpoint exists (the script
+resumes it), and *to train* otherwise. The estimate for a run not done is the median training wall time of
 the stored runs most like it: the same settings but the seed; else the run's step budget times the
 median time a step of the stored runs of its task and layer counts took; "unknown" when the store has
 none. Fine-tunings (``classify``, ``finetune``) are counted,
@@ -41,10 +43,11 @@ class Run:
     store: Path | None
     role: str | None
     seed: int
-    state: str  # done | partial | to train
+    state: str  # done | to evaluate | partial | to train
     config: dict
     overrides: list[str]
     estimate_s: float | None = None
+    missing: str | None = None  # the evaluations a trained run lacks, in words
 
 
 def script_path(name: str) -> Path:
@@ -72,12 +75,27 @@ def dry_run(script: Path, scale: str, overrides: list[str], env: dict | None = N
     return [(words[0], words[1:]) for words in lines]
 
 
-def state_of(cfg, store: Path | None) -> str:
+def state_of(cfg, store: Path | None) -> tuple[str, str | None]:
+    """The run's state, and for a trained run the evaluations it lacks (``train.unevaluated``'s words)."""
     run_dir = runs.run_dir(cfg)
     record = runs.read_record(run_dir, store)
     if record and "train" in record:
-        return "done"
-    return "partial" if (run_dir / "checkpoints" / "last.ckpt").exists() else "to train"
+        missing = lacking(cfg, record)
+        return ("to evaluate", missing) if missing else ("done", None)
+    return ("partial" if (run_dir / "checkpoints" / "last.ckpt").exists() else "to train"), None
+
+
+def lacking(cfg, record: dict) -> str | None:
+    """What of the run's evaluation grid ``record`` lacks. ``train.unevaluated`` counts data-driven pruning
+    as always missing (it needs the weights to be told); here a record with data-driven rows has it."""
+    from layerdrop.tasks import get_task
+    from layerdrop.train import unevaluated
+
+    strategies = list(cfg.prune.strategies)
+    if "data_driven" in strategies and any(r["strategy"] == "data_driven" for r in record.get("eval", [])):
+        cfg = cfg.copy()
+        cfg.prune.strategies = [s for s in strategies if s != "data_driven"]
+    return unevaluated(cfg, get_task(cfg), record)
 
 
 def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
@@ -92,9 +110,9 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
             if key in out:
                 continue
             store = runs.record_store(cfg)
-            state = state_of(cfg, store)
+            state, missing = state_of(cfg, store)
             out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
-                           runs.training_config(cfg), list(run))
+                           runs.training_config(cfg), list(run), missing=missing)
     return list(out.values())
 
 
@@ -136,7 +154,7 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
     found = training_runs(commands)
     stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
     for run in found:
-        if run.state != "done":
+        if run.state in ("partial", "to train"):
             run.estimate_s = estimate(run, stored[run.store, run.task])
     others: dict[str, int] = {}
     for kind, _ in commands:
@@ -150,12 +168,17 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
              "| run | task | role | setting | seed | state | estimate |", "|---|---|---|---|---|---|---|"]
     setting = settings(found)
     for r in found:
-        est = "-" if r.state == "done" else "unknown" if r.estimate_s is None else f"{r.estimate_s / 60:.0f} min"
-        lines.append(f"| {r.key} | {r.task} | {r.role or '-'} | {setting[r.key] or '-'} | {r.seed} | {r.state} | {est} |")
-    left = [r for r in found if r.state != "done"]
+        est = ("-" if r.state in ("done", "to evaluate") else "unknown" if r.estimate_s is None
+               else f"{r.estimate_s / 60:.0f} min")
+        state = f"to evaluate: {r.missing}" if r.state == "to evaluate" else r.state
+        lines.append(f"| {r.key} | {r.task} | {r.role or '-'} | {setting[r.key] or '-'} | {r.seed} | {state} | {est} |")
+    left = [r for r in found if r.state in ("partial", "to train")]
     known = sum(r.estimate_s for r in left if r.estimate_s is not None)
     unknown = sum(r.estimate_s is None for r in left)
-    lines += ["", f"{len(found) - len(left)} of {len(found)} runs done; {len(left)} left, about {known / 3600:.1f} h "
+    evaluate = sum(r.state == "to evaluate" for r in found)
+    lines += ["", f"{len(found) - len(left)} of {len(found)} runs trained"
+              + (f" ({evaluate} still to evaluate)" if evaluate else "")
+              + f"; {len(left)} left, about {known / 3600:.1f} h "
               "of training by the stored runs most like them" + (f", {unknown} with no estimate" if unknown else "")
               + " (evaluation not included)."]
     if others:
