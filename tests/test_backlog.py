@@ -19,13 +19,17 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     found, _ = backlog(script, "cpu", ["seed=1", *paths])
     assert len(found) == 6 and all(r.state == "to train" and r.estimate_s is None for r in found)
     assert len({r.key for r in found}) == 6 and {r.task for r in found} == {"lm"}
-    done, partial, learned = found[0], found[1], found[-1]
+    layers, done, partial, learned = found[0], found[1], found[2], found[-1]
     assert "prune.strategies=[data_driven,every_other]" in learned.overrides  # the data-driven run
+    assert "layerdrop.target=layers" in layers.overrides  # the left panel's layers run: the right panel's model
     # a stored record of a finished training (10 min; early-stopped at 4,000 steps) with its one evaluation (the
     # full model: its script asks no pruning), and a killed run's checkpoint
     full = {"strategy": "none", "depth": 6, "layers": list(range(6))}
     write_json(tmp_path / "records" / "lm" / done.key / "metrics.json",
                {"run_key": done.key, "config": done.config, "train": {"wall_s": 600.0, "steps": 4000}, "eval": [full]})
+    # the layers run, evaluated as the left panel asks (in full) but not yet as the right panel asks of the same run
+    write_json(tmp_path / "records" / "lm" / layers.key / "metrics.json",
+               {"run_key": layers.key, "config": layers.config, "train": {"wall_s": 600.0, "steps": 4000}, "eval": [full]})
     (tmp_path / "runs" / "lm" / partial.key / "checkpoints").mkdir(parents=True)
     (tmp_path / "runs" / "lm" / partial.key / "checkpoints" / "last.ckpt").write_bytes(b"")
     # the data-driven run trained and evaluated in full and every other, not yet by its learned rates
@@ -38,18 +42,21 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     assert len(found) == 12 and by_key[done.key].state == "done" and by_key[partial.key].state == "partial"
     assert by_key[learned.key].state == "to evaluate" and "data_driven" in by_key[learned.key].missing
     assert by_key[learned.key].estimate_s is None  # trained: no training left to estimate
-    assert sum(r.state == "to train" for r in found) == 9
+    assert by_key[layers.key].state == "to evaluate"  # listed once, with what the second command asks of it
+    assert by_key[layers.key].missing == "every_other [0, 2, 4], first [0, 1, 2], last [3, 4, 5], search_on_valid 3"
+    assert sum(r.state == "to train" for r in found) == 8
     # seed 2 of the stored setting takes that run's wall time; another setting its step budget (5,000) at the
     # stored run's time a step
     def setting(r):
         return [o for o in r.overrides if not o.startswith("seed=")]
 
     twin = next(r for r in found if r.seed == 2 and setting(r) == setting(done))
-    other = next(r for r in found if r.state == "to train" and setting(r) != setting(done))
+    stored = [setting(r) for r in (done, layers, learned)]
+    other = next(r for r in found if r.state == "to train" and setting(r) not in stored)
     assert twin.estimate_s == 600.0 and other.config["trainer"]["max_steps"] == 5000
     assert other.estimate_s == pytest.approx(5000 * 600.0 / 4000)
     text = render(script, "cpu", ["seed=1,2"], found, {})
-    assert "2 of 12 runs trained (1 still to evaluate); 10 left" in text and f"| {partial.key} | lm | - | " in text
+    assert "3 of 12 runs trained (2 still to evaluate); 9 left" in text and f"| {partial.key} | lm | - | " in text
     assert "| 1 | to evaluate: the data_driven pruning" in text
     # once its data-driven rows are in, it is done; a record lacking the full model's row is not
     write_json(tmp_path / "records" / "lm" / learned.key / "metrics.json",

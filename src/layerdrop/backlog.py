@@ -99,7 +99,9 @@ def lacking(cfg, record: dict) -> str | None:
 
 
 def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
-    """Every distinct training run of the dry run's ``train`` commands, in the order the script trains them."""
+    """Every distinct training run of the dry run's ``train`` commands, in the order the script trains them. A
+    run the script asks for again (to evaluate a model it shares with another artefact, say) is listed once; it
+    is *to evaluate* if any of the commands that name it asks an evaluation its record lacks."""
     out: dict[str, Run] = {}
     for kind, overrides in commands:
         if kind != "train":
@@ -108,6 +110,10 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
             cfg = load_config(run)
             key = runs.run_key(cfg)
             if key in out:
+                if out[key].state == "done":
+                    state, missing = state_of(cfg, out[key].store)
+                    if state == "to evaluate":
+                        out[key].state, out[key].missing = state, missing
                 continue
             store = runs.record_store(cfg)
             state, missing = state_of(cfg, store)
