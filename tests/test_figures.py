@@ -1,5 +1,6 @@
 """A tiny end-to-end run of each figure's pipeline: Hydra-composed runs -> run cache -> report."""
 
+import copy
 import csv
 import itertools
 
@@ -135,6 +136,31 @@ def test_one_seed_is_inconclusive_whatever_it_reads(tmp_path):
     note = (tmp_path / "figure4.md").read_text()
     lines = [line for line in note.splitlines() if line.startswith("- **")]
     assert len(lines) == 5 and all(line.startswith("- **inconclusive**") for line in lines)
+
+
+def test_a_partly_run_figure4_names_what_it_cannot_judge_yet(tmp_path):
+    records = figure4_records(*(True,) * 5)
+    figures.figure4(records, tmp_path, "cpu")
+    assert "not judged yet" not in (tmp_path / "figure4.md").read_text()  # all rows in: everything judged
+    # the left panel under way (heads+sublayers not run, heads at one seed), the right panel not yet evaluated
+    partial = [copy.deepcopy(r) for r in records if r["config"]["layerdrop"]["target"] != "heads+sublayers"
+               and not (r["config"]["layerdrop"]["target"] == "heads" and r["config"]["seed"] != 1)
+               and not r["config"]["layerdrop"]["learned"]]
+    for r in partial:
+        r["eval"] = [e for e in r["eval"] if e["strategy"] == "none"]
+    figures.figure4(partial, tmp_path, "cpu")
+    note = (tmp_path / "figure4.md").read_text()
+    assert ("- **not judged yet** (C4): the drop targets are compared once every one has run (runs so far: "
+            "layers 3 seeds, sublayers 3 seeds, heads 1 seed, heads+layers 3 seeds; not yet run: heads+sublayers)."
+            in note)
+    assert "- **not judged yet** (C3): the kept halves are compared once every other, first and last have" in note
+    assert "(so far: none)" in note and "dropping heads alone is worst" not in note
+    # the right panel evaluated, the data-driven run not yet trained: C3 is judged, and the rest named
+    right = [r for r in records if not r["config"]["layerdrop"]["learned"]]
+    figures.figure4(right, tmp_path, "cpu")
+    note = (tmp_path / "figure4.md").read_text()
+    assert "not judged yet" not in note and "first or the last half is worse" in note
+    assert "- not yet run for C3: data_driven (every other is compared with what has run)." in note
 
 
 @pytest.mark.parametrize("cost, top2", [([10.0, 1.0, 2.0, 9.0], [0, 3]), ([1.0, 10.0, 9.0, 2.0], [1, 2]),

@@ -118,6 +118,33 @@ def figure4_claims(rows: list[dict], p: float = 0.2) -> list[ClaimResult]:
     return out
 
 
+def figure4_pending(rows: list[dict], p: float = 0.2) -> list[str]:
+    """What a partly run Figure 4 cannot judge yet, and which of its rows have no run (note lines), with the
+    seeds each row has so far."""
+    n = min(r["n_layers"] for r in rows)
+    base = {"n_layers": n, "layerdrop_p": p, "learned": False}
+    seeds = {t: len(_values(rows, "valid_ppl", strategy="none", target=t, **base)) for t in TARGETS}
+    kept = {s: len(_values(rows, "test_ppl", strategy=s, kept_layers=n // 2, target="layers", **base))
+            for s in ("every_other", "first", "last", "search_on_valid")}
+    kept["data_driven"] = len(_values(rows, "test_ppl", strategy="data_driven", kept_layers=n // 2, learned=True))
+
+    def have(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v} seed{'s' * (v != 1)}" for k, v in counts.items() if v) or "none"
+
+    out = []
+    if not all(seeds.values()):
+        out.append(f"- **not judged yet** (C4): the drop targets are compared once every one has run (runs so far: "
+                   f"{have(seeds)}; not yet run: {', '.join(t for t, v in seeds.items() if not v)}).")
+    needed = ("every_other", "first", "last")
+    if not all(kept[s] for s in needed):
+        out.append(f"- **not judged yet** (C3): the kept halves are compared once every other, first and last have "
+                   f"been evaluated (so far: {have(kept)}).")
+    elif not (kept["search_on_valid"] and kept["data_driven"]):
+        out.append(f"- not yet run for C3: {', '.join(s for s in ('search_on_valid', 'data_driven') if not kept[s])} "
+                   "(every other is compared with what has run).")
+    return out
+
+
 def figure4(records: list[dict], out: Path, scale: str, p: float = 0.2) -> None:
     raw = tidy_rows(records)
     rows = aggregate(raw, KEYS, METRICS)  # seed means, for the bars
@@ -142,7 +169,7 @@ def figure4(records: list[dict], out: Path, scale: str, p: float = 0.2) -> None:
     right.set_ylabel(f"test perplexity, {half} of {n} layers")
     right.set_title("which layers to keep (no fine-tuning)")
     right.tick_params(axis="x", rotation=30)
-    notes = []
+    notes = figure4_pending(raw, p)
     for r in raw:
         if r["strategy"] == "search_on_valid":
             notes.append(f"- search_on_valid (seed {r['seed']}) chose layers {r['layers']} after scoring "
