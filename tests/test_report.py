@@ -370,6 +370,7 @@ def test_every_artefact_gets_learning_curves_labelled_by_what_varies(tmp_path):
         for seed in (1, 2):
             r = record(f"p{p}s{seed}", 6, p, {6: 50.0}, seed=seed, artefacts=("figure6",))
             r["train"]["curve"] = [{"step": s, "tokens_seen": 100 * s, "val/ppl": 90.0 / s + seed} for s in (1, 2, 3)]
+            r["config"].setdefault("data", {})["shuffle_seed"] = seed  # the training order follows the seed
             runs_.append(r)
     labels = varying_label(runs_)
     assert labels["p0.0s1"] == labels["p0.0s2"] == "p=0.0" and labels["p0.5s1"] == "p=0.5"

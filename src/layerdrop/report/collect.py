@@ -353,13 +353,14 @@ def equal_compute_section(claim) -> list[str]:
 
 def varying_label(records: list[dict]) -> dict[str, str]:
     """run_key -> a label naming what sets the run apart from the artefact's other runs (its role, or
-    the config values that differ between runs; the seed is left out, so seeds share a label)."""
+    the config values that differ between runs; what differs between seeds, ``SEED_KEYS``, is left out, so
+    the seeds of one setting share a label and are shaded together)."""
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
             if isinstance(v, dict):
                 out.update(flat(v, f"{prefix}{k}."))
-            elif k not in ("seed", "code"):
+            elif f"{prefix}{k}" not in SEED_KEYS:
                 out[f"{prefix}{k}"] = json.dumps(v, default=str)
         return out
 
