@@ -76,16 +76,23 @@ def _full(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["strategy"] == "none"]
 
 
-def figure4_claims(rows: list[dict], p: float = 0.2) -> list[ClaimResult]:
-    """C4 (left: drop targets at one budget) and C3 (right: which layers to keep at half depth)."""
+def _figure4_values(rows: list[dict], p: float) -> tuple[int, dict[str, list[float]], dict[str, list[float]]]:
+    """Figure 4's rows as seed values: (n layers, full-model valid ppl by drop target, test ppl at half depth by
+    pruning strategy); a row with no run has an empty list."""
     n = min(r["n_layers"] for r in rows)
     base = {"n_layers": n, "layerdrop_p": p, "learned": False}
     full = {t: _values(rows, "valid_ppl", strategy="none", target=t, **base) for t in TARGETS}
+    kept = {s: _values(rows, "test_ppl", strategy=s, kept_layers=n // 2, target="layers", **base)
+            for s in ("every_other", "first", "last", "search_on_valid")}
+    kept["data_driven"] = _values(rows, "test_ppl", strategy="data_driven", kept_layers=n // 2, learned=True)
+    return n, full, kept
+
+
+def figure4_claims(rows: list[dict], p: float = 0.2) -> list[ClaimResult]:
+    """C4 (left: drop targets at one budget) and C3 (right: which layers to keep at half depth)."""
+    n, full, kept = _figure4_values(rows, p)
     full = {t: v for t, v in full.items() if v}
     half = n // 2
-    kept = {s: _values(rows, "test_ppl", strategy=s, kept_layers=half, target="layers", **base)
-            for s in ("every_other", "first", "last", "search_on_valid")}
-    kept["data_driven"] = _values(rows, "test_ppl", strategy="data_driven", kept_layers=half, learned=True)
     kept = {s: v for s, v in kept.items() if v}
     out = []
     if len(full) == len(TARGETS):
@@ -121,12 +128,9 @@ def figure4_claims(rows: list[dict], p: float = 0.2) -> list[ClaimResult]:
 def figure4_pending(rows: list[dict], p: float = 0.2) -> list[str]:
     """What a partly run Figure 4 cannot judge yet, and which of its rows have no run (note lines), with the
     seeds each row has so far."""
-    n = min(r["n_layers"] for r in rows)
-    base = {"n_layers": n, "layerdrop_p": p, "learned": False}
-    seeds = {t: len(_values(rows, "valid_ppl", strategy="none", target=t, **base)) for t in TARGETS}
-    kept = {s: len(_values(rows, "test_ppl", strategy=s, kept_layers=n // 2, target="layers", **base))
-            for s in ("every_other", "first", "last", "search_on_valid")}
-    kept["data_driven"] = len(_values(rows, "test_ppl", strategy="data_driven", kept_layers=n // 2, learned=True))
+    _, full, kept = _figure4_values(rows, p)
+    seeds = {t: len(v) for t, v in full.items()}
+    kept = {s: len(v) for s, v in kept.items()}
 
     def have(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} {v} seed{'s' * (v != 1)}" for k, v in counts.items() if v) or "none"
