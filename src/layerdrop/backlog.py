@@ -66,7 +66,8 @@ def dry_run(script: Path, scale: str, overrides: list[str], env: dict | None = N
     """The commands the script would run (``LAYERDROP_DRY=1``: experiments/common.sh prints each as its kind,
     train, classify, finetune, context or report, then its arguments), as (kind, arguments). With ``flops``
     the equal-FLOPs step counts are computed for real (``LAYERDROP_DRY_FLOPS=1``; they read the data's
-    vocabulary), since they decide run keys; without, they print as a placeholder."""
+    vocabulary), since they decide run keys; without, the script prints the word EQUAL_FLOPS_STEPS where
+    each count goes (the script tests, which check only the commands' shape, skip that cost)."""
     env = {**os.environ, "LAYERDROP_DRY": "1", "LAYERDROP_DRY_FLOPS": "1" if flops else "0", "SCALE": scale, **(env or {})}
     out = subprocess.run(["bash", str(script), *overrides], capture_output=True, text=True, env=env, cwd=REPO)
     if out.returncode:
