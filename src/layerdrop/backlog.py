@@ -14,7 +14,8 @@ resumes it), and *to train* otherwise. The estimate for a run not done is the me
 the stored runs most like it: the same settings but the seed; else the run's step budget times the
 median time a step of the stored runs of its task and layer counts took; "unknown" when the store has
 none. Fine-tunings (``classify``, ``finetune``) are counted,
-not estimated.
+not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
+warns where this CPU emulates bf16 and the runs left train in bf16 (many times slower than estimated).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from layerdrop.config import load_config
 from layerdrop.launch import expand
-from layerdrop.utils import runs
+from layerdrop.utils import machine, runs
 from layerdrop.utils.store import read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,13 +195,35 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
     return "\n".join(lines)
 
 
+def machine_note(found: list[Run]) -> str | None:
+    """Where the estimates of the runs left were measured, beside this machine, and a warning where this
+    CPU emulates bf16 and those runs train in bf16 (their estimates then fall many times short)."""
+    left = [r for r in found if r.state in ("partial", "to train")]
+    if not left:
+        return None
+    measured = sorted({machine.cpus(rec["machine"]) for store, task in {(r.store, r.task) for r in left if r.store}
+                       for rec in stored_records(store, task) if rec.get("machine", {}).get("cpus")})
+    here = machine.cpus(machine.machine_info())
+    lines = [f"Estimates measured on {'; '.join(measured) or 'no stored run'}. This machine: {here}."]
+    for precision, accelerator in sorted({(str(r.config.get("trainer", {}).get("precision")),
+                                           str(r.config.get("trainer", {}).get("accelerator", "auto"))) for r in left}):
+        warning = machine.slow_bf16_warning(accelerator, precision)
+        if warning:
+            lines.append(f"**Warning**: {warning}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("script", help="an experiment script: table1_mt, experiments/figure4_lm.sh, ...")
     parser.add_argument("--scale", default=os.environ.get("SCALE", "cpu"), choices=("cpu", "paper"))
     args, overrides = parser.parse_known_args(argv)
     script = script_path(args.script)
-    print(render(script, args.scale, overrides, *backlog(script, args.scale, overrides)))
+    found, others = backlog(script, args.scale, overrides)
+    print(render(script, args.scale, overrides, found, others))
+    note = machine_note(found)
+    if note:
+        print("\n" + note)
 
 
 if __name__ == "__main__":

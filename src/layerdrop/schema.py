@@ -16,6 +16,7 @@ takes whatever its class takes; the root holds groups other code checks: trainer
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -28,7 +29,11 @@ from layerdrop.data.mt_corpus import DIRECTIONS
 from layerdrop.models import encoder as encoder_model
 from layerdrop.models.pruning import SEARCHED, STRATEGIES
 from layerdrop.tasks.base import SPLITS, TASKS, Task
+from layerdrop.utils.machine import slow_bf16_warning
 from layerdrop.utils.typed_schema import check_section, rule
+
+log = logging.getLogger("layerdrop")
+_WARNED: set[str] = set()
 
 
 def _drop_targets() -> tuple[str, ...]:
@@ -309,3 +314,14 @@ def check_config(cfg: DictConfig) -> None:
     if errors:
         count = f"{len(errors)} error{'s' * (len(errors) > 1)}"
         raise ValueError(f"invalid config ({count}):\n  " + "\n  ".join(errors))
+    warn_about_machine(cfg)
+
+
+def warn_about_machine(cfg: DictConfig) -> None:
+    """A valid config that this machine would run many times slower than it should: bf16 autocast on a
+    CPU that emulates bf16. Warned once per process; the run goes on (fp32 is another run)."""
+    trainer = cfg.get("trainer") or {}
+    message = slow_bf16_warning(str(trainer.get("accelerator", "auto")), str(trainer.get("precision", "32-true")))
+    if message and message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,56 @@ def cpus(m: dict) -> str:
     """'2 CPUs (Xeon ..., with AMX bf16 matrix units)': the machine a figure was measured on, which moves
     the peak several-fold (records made before the CPU was recorded say so)."""
     amx = "" if "amx_bf16" not in m else ", with AMX bf16 matrix units" if m["amx_bf16"] else ", no AMX"
+    slow = m.get("bf16_matmul_vs_fp32")
+    if slow is not None and slow >= SLOW_BF16:
+        amx += f", bf16 emulated: {slow:.0f}x slower than fp32"
     return f"{m['cpus']} CPUs ({m.get('cpu', 'CPU model not recorded')}{amx})"
+
+
+#: a bf16 matmul this many times slower than fp32 marks a CPU without bf16 units, where bf16 is emulated
+SLOW_BF16 = 2.0
+
+
+@functools.cache
+def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
+    """How many times longer an n x n bf16 matmul takes than an fp32 one on this CPU (the best of
+    ``repeats`` each, after a warm-up), measured once per process (tens of ms). Low where bf16 has
+    matrix units (AMX); tens where it is emulated (an AMD EPYC with AVX2 only: 30-40x), so
+    the cpu scale's bf16 autocast would train many times slower than fp32 there."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def best(x: torch.Tensor, y: torch.Tensor) -> float:
+        x @ y
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(a.bfloat16(), b.bfloat16()) / max(best(a, b), 1e-9)
+
+
+def slow_bf16_warning(accelerator: str, precision: str) -> str | None:
+    """What to tell a user about to train in ``precision`` on ``accelerator`` where this CPU emulates
+    bf16 (None where it does not apply: a GPU, fp32, or a CPU with bf16 units)."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not (on_cpu and precision.startswith("bf16")):
+        return None
+    slowdown = bf16_slowdown()
+    if slowdown < SLOW_BF16:
+        return None
+    return (f"trainer.precision={precision} on a CPU without bf16 units ({cpu_model().get('cpu', 'unknown CPU')}): "
+            f"a bf16 matmul takes {slowdown:.0f}x as long as an fp32 one here, so training here is many times "
+            "slower than the timings in results/ and `make backlog-*` (CPUs with AMX). To train here in fp32, "
+            "add trainer.precision=32-true: that is another run (its own key), so stored bf16 records are not "
+            "reused, and a report refuses to average it with bf16 seeds of the same row.")
 
 
 def machine_info() -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_model()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_model(),
+            "bf16_matmul_vs_fp32": round(bf16_slowdown(), 2)}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpus"] = torch.cuda.device_count()

@@ -1,0 +1,90 @@
+"""What the machine a run trains on means for it: bf16 autocast on a CPU that emulates bf16 is many times
+slower than fp32, and the user is told so (with the fp32 override) before any work, and in the backlog."""
+
+import logging
+import math
+
+import pytest
+
+from layerdrop import schema
+from layerdrop.backlog import Run, backlog, machine_note, script_path
+from layerdrop.config import load_config
+from layerdrop.utils import machine
+from layerdrop.utils.runs import write_json
+
+
+def test_the_bf16_slowdown_is_measured_once_per_process():
+    slowdown = machine.bf16_slowdown()
+    assert math.isfinite(slowdown) and slowdown > 0
+    assert machine.bf16_slowdown() == slowdown  # cached: one measurement
+    assert machine.machine_info()["bf16_matmul_vs_fp32"] == round(slowdown, 2)  # every record says it
+
+
+@pytest.fixture
+def emulated_bf16(monkeypatch):
+    monkeypatch.setattr(machine, "bf16_slowdown", lambda: 35.0)
+    monkeypatch.setattr(schema, "_WARNED", set())
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    monkeypatch.setattr(machine, "bf16_slowdown", lambda: 0.4)
+    monkeypatch.setattr(schema, "_WARNED", set())
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_with_the_fp32_override(emulated_bf16):
+    message = machine.slow_bf16_warning("cpu", "bf16-mixed")
+    assert "35x" in message and "trainer.precision=32-true" in message
+    assert machine.slow_bf16_warning("auto", "bf16-mixed") is not None  # no CUDA in the test suite
+    assert machine.slow_bf16_warning("cpu", "32-true") is None
+    assert machine.slow_bf16_warning("gpu", "bf16-mixed") is None
+
+
+def test_bf16_on_a_cpu_with_bf16_units_is_not_warned(native_bf16):
+    assert machine.slow_bf16_warning("cpu", "bf16-mixed") is None
+
+
+def test_the_config_check_warns_once_and_the_run_goes_on(emulated_bf16, caplog):
+    cfg = load_config(["experiment=table2_lm"])
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "cpu"
+    with caplog.at_level(logging.WARNING, logger="layerdrop"):
+        schema.check_config(cfg)
+        schema.check_config(cfg)
+    warned = [r for r in caplog.records if "without bf16 units" in r.getMessage()]
+    assert len(warned) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="layerdrop"):
+        schema.check_config(load_config(["experiment=table2_lm", "trainer.precision=32-true"]))
+    assert not [r for r in caplog.records if "without bf16 units" in r.getMessage()]
+
+
+def test_the_config_check_says_nothing_where_bf16_has_units(native_bf16, caplog):
+    with caplog.at_level(logging.WARNING, logger="layerdrop"):
+        schema.check_config(load_config(["experiment=table2_lm"]))
+    assert not [r for r in caplog.records if "without bf16 units" in r.getMessage()]
+
+
+def test_cpus_names_an_emulated_bf16():
+    m = {"cpus": 2, "cpu": "AMD EPYC", "amx_bf16": False}
+    assert machine.cpus(m) == "2 CPUs (AMD EPYC, no AMX)"  # records from before the measurement
+    assert machine.cpus({**m, "bf16_matmul_vs_fp32": 31.6}) == "2 CPUs (AMD EPYC, no AMX, bf16 emulated: 32x slower than fp32)"
+    assert "emulated" not in machine.cpus({**m, "amx_bf16": True, "bf16_matmul_vs_fp32": 0.3})
+
+
+def test_the_backlog_names_where_its_estimates_come_from_and_warns_of_emulated_bf16(tmp_path, emulated_bf16):
+    paths = [f"paths.runs_dir={tmp_path / 'runs'}", f"paths.records_dir={tmp_path / 'records'}"]
+    found, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", *paths])
+    note = machine_note(found)
+    assert "Estimates measured on no stored run" in note and "This machine: " in note
+    assert "**Warning**" in note and "trainer.precision=32-true" in note
+    fp32, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", "trainer.precision=32-true", *paths])
+    assert "**Warning**" not in machine_note(fp32)
+    done = [Run(r.key, r.task, r.store, r.role, r.seed, "done", r.config, r.overrides) for r in found]
+    assert machine_note(done) is None  # nothing left to train: nothing to say
+    # a stored run of the same task, trained on another CPU: the estimates now come from it
+    first = found[0]
+    write_json(tmp_path / "records" / "lm" / first.key / "metrics.json",
+               {"run_key": first.key, "config": first.config, "train": {"wall_s": 600.0, "steps": 5000}, "eval": [],
+                "machine": {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor", "amx_bf16": True}})
+    found, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", *paths])
+    assert "Estimates measured on 2 CPUs (Intel(R) Xeon(R) Processor, with AMX bf16 matrix units)." in machine_note(found)
