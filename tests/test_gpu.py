@@ -172,3 +172,51 @@ def test_paper_encoder_pretrains_in_fp16_masks_on_the_gpu_prunes_and_reloads(exp
     with torch.no_grad():
         assert torch.isfinite(pruned.mlm_nll(pruned(inputs), target)).all()
     assert_reloads(pruned, tmp_path / "encoder.pt", inputs)
+
+
+def test_an_interrupted_fp16_run_resumes_mid_epoch_on_the_gpu_and_ends_as_if_never_stopped(smoke_overrides, tmp_path,
+                                                                                         monkeypatch):
+    """tests/test_train.py's crash and resume, on CUDA in the paper's 16-mixed precision through ``train(cfg)``:
+    the run crashes at step 9 with a checkpoint at step 8; resumed, it trains only steps 8-11 on the same
+    batches, and ends with the weights of a run never stopped. The checkpoint must carry the loss scaler
+    too: a scaler reset to its initial scale skips steps on overflow that the uninterrupted run took. Close,
+    not bit-equal: CUDA's atomic reductions (embedding backward) may add in another order."""
+    from layerdrop.lit.lm import LMLitModule
+    from layerdrop.train import train
+    from layerdrop.utils import runs
+
+    overrides = [*smoke_overrides, "data.max_train_tokens=2000", "trainer.max_steps=12", "checkpoint_every=4",
+                 "trainer.accelerator=gpu", "trainer.precision=16-mixed", "optim.optimizer.fused=false",
+                 "layerdrop.p=0.3", "prune.strategies=[]", "prune.splits=[valid]"]
+    cfg = load_config(overrides)
+    original = LMLitModule.training_step
+    seen: list[tuple[int, list[int]]] = []
+    crash = [True]
+
+    def crash_at_step_9(self, batch, batch_idx):
+        assert batch["input"].is_cuda
+        if crash[0] and self.global_step == 9:
+            raise RuntimeError("simulated crash")
+        seen.append((self.global_step, batch["input"][:, 0].tolist()))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_9)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg)
+    run_dir = runs.run_dir(cfg)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 8 and last.get("MixedPrecision"), sorted(last)  # the loss scaler's state is saved
+    first, crash[0] = len(seen), False
+    record = train(cfg)
+    assert record["train"]["resumed"] is True and record["train"]["steps"] == 12
+    assert [s for s, _ in seen[first:]] == [8, 9, 10, 11]
+    resumed_batches = [b for _, b in seen[first:]]
+    seen.clear()
+    again = load_config([*overrides, f"paths.runs_dir={tmp_path}/again", f"paths.records_dir={tmp_path}/again-records"])
+    train(again)
+    assert [s for s, _ in seen] == list(range(12)) and resumed_batches == [b for _, b in seen[8:]]
+    a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(runs.run_dir(again) / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
