@@ -181,7 +181,8 @@ def test_an_interrupted_fp16_run_resumes_mid_epoch_on_the_gpu_and_ends_as_if_nev
     batches, and ends with the weights of a run never stopped. The checkpoint must carry the loss scaler
     too: a scaler reset to its initial scale skips steps on overflow that the uninterrupted run took. Close,
     not bit-equal: CUDA's atomic reductions (embedding backward) may add in another order."""
-    from layerdrop.lit.lm import LMLitModule
+    from resume_check import crash_at
+
     from layerdrop.train import train
     from layerdrop.utils import runs
 
@@ -189,18 +190,11 @@ def test_an_interrupted_fp16_run_resumes_mid_epoch_on_the_gpu_and_ends_as_if_nev
                  "trainer.accelerator=gpu", "trainer.precision=16-mixed", "optim.optimizer.fused=false",
                  "layerdrop.p=0.3", "prune.strategies=[]", "prune.splits=[valid]"]
     cfg = load_config(overrides)
-    original = LMLitModule.training_step
-    seen: list[tuple[int, list[int]]] = []
-    crash = [True]
 
-    def crash_at_step_9(self, batch, batch_idx):
+    def on_the_gpu(batch):
         assert batch["input"].is_cuda
-        if crash[0] and self.global_step == 9:
-            raise RuntimeError("simulated crash")
-        seen.append((self.global_step, batch["input"][:, 0].tolist()))
-        return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_9)
+    seen, crash = crash_at(monkeypatch, 9, on_the_gpu)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
     run_dir = runs.run_dir(cfg)

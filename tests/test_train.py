@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
+from resume_check import crash_at
 
 from layerdrop.config import load_config
-from layerdrop.lit.lm import LMLitModule
 from layerdrop.train import train
 from layerdrop.utils import runs
 
@@ -49,17 +49,7 @@ def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_ov
     overrides = [*smoke_overrides, "data.max_train_tokens=2000", "trainer.max_steps=12", "checkpoint_every=4",
                  "trainer.precision=32-true", "layerdrop.p=0.3", "prune.strategies=[]", "prune.splits=[valid]"]
     cfg = load_config(overrides)
-    original = LMLitModule.training_step
-    seen: list[tuple[int, list[int]]] = []
-    crash = [True]
-
-    def crash_at_step_9(self, batch, batch_idx):
-        if crash[0] and self.global_step == 9:
-            raise RuntimeError("simulated crash")
-        seen.append((self.global_step, batch["input"][:, 0].tolist()))
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(LMLitModule, "training_step", crash_at_step_9)
+    seen, crash = crash_at(monkeypatch, 9)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
     run_dir = runs.run_dir(cfg)
