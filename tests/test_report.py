@@ -535,3 +535,16 @@ def test_a_run_with_its_own_rate_per_stack_is_its_own_configuration_in_the_regim
     assert "LayerDrop 0.2, 1,000 train tokens, at most 0 steps: dropout **0.1** (valid perplexity 0.0: 40.0 (n=1), " \
            "0.1: 35.0 (n=1))" in text  # the decoder-only run (20.0) is not averaged into dropout 0.0
     assert "C7 (LayerDrop 0.2 at dropout 0.1, 35.0 vs 15.0)" in text
+
+
+def test_pages_name_every_machine_their_runs_trained_on():
+    from layerdrop.report.collect import machines
+
+    xeon = {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor", "amx_bf16": True, "torch": "2.13.0+cpu"}
+    epyc = {"cpus": 2, "cpu": "AMD EPYC", "amx_bf16": False, "bf16_matmul_vs_fp32": 31.6, "torch": "2.13.0+cpu"}
+    one = machines([{"machine": xeon}, {"machine": xeon}])
+    assert one == "2 CPUs (Intel(R) Xeon(R) Processor, with AMX bf16 matrix units), torch 2.13.0+cpu"
+    mixed = machines([{"machine": xeon}, {"machine": epyc}, {"machine": xeon}, {}])
+    assert mixed.startswith(f"2 runs on {one}; ")  # the most runs first, then the others with their counts
+    assert "1 run on 2 CPUs (AMD EPYC, no AMX, bf16 emulated: 32x slower than fp32)" in mixed
+    assert "1 run on machine not recorded" in mixed

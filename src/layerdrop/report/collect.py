@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from layerdrop.utils.atomic import atomic_path
+from layerdrop.utils.machine import cpus
 from layerdrop.utils.store import default_store
 
 log = logging.getLogger("layerdrop")
@@ -100,10 +101,24 @@ def save_figure(fig, path: Path) -> None:
         plt.close(fig)
 
 
+def machines(records: list[dict]) -> str:
+    """The machines ``records`` were made on: '2 CPUs (<model>, with AMX bf16 matrix units), torch <v>', or,
+    where they differ, each with its count of runs (wall times are comparable only on one machine)."""
+    def one(m: dict) -> str:
+        return f"{cpus(m)}, torch {m.get('torch', '?')}" if m.get("cpus") else "machine not recorded"
+
+    counts: dict[str, int] = {}
+    for r in records:
+        name = one(r.get("machine") or {})
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) <= 1:
+        return next(iter(counts), "no runs")
+    return "; ".join(f"{n} run{'s' * (n > 1)} on {m}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def provenance(records: list[dict]) -> dict:
     """What a caption says about how the runs were made: data, steps, tokens, machine, wall time."""
     data = records[0].get("data") or {}
-    machine = records[0].get("machine", {})
     return {
         "data": data,
         "source": (data.get("provenance") or {}).get("source", "?"),
@@ -111,7 +126,7 @@ def provenance(records: list[dict]) -> dict:
         "steps": "/".join(map(str, sorted({r["train"]["steps"] for r in records}))),
         "tokens": sum(r["train"]["tokens_seen"] for r in records),
         "wall_min": sum(r["train"]["wall_s"] for r in records) / 60,
-        "machine": f"{machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, torch {machine.get('torch', '?')}",
+        "machine": machines(records),
     }
 
 

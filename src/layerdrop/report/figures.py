@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import aggregate, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import aggregate, machines, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
 from layerdrop.report.verdict import (  # noqa: E402
     RULE,
     ClaimResult,
@@ -31,11 +31,10 @@ def provenance(records: list[dict], scale: str) -> str:
     eval_s = sum(e.get(f"{s}_tokens", 0) / e[f"{s}_tokens_per_s"] for r in records for e in r["eval"]
                  for s in ("valid", "test") if e.get(f"{s}_tokens_per_s"))
     search_s = sum(e.get("search_s", 0) for r in records for e in r["eval"])
-    machine = records[0].get("machine", {})
     source = ((records[0].get("data") or {}).get("provenance") or {}).get("source", "?")
     return (f"Scale `{scale}`; data {source}; {len(records)} trained models "
             f"({sum(r['train']['tokens_seen'] for r in records):,} training tokens); machine "
-            f"{machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}. Cost, summed over the runs "
+            f"{machines(records)}. Cost, summed over the runs "
             f"(each run is trained once and shared with other artefacts through the run cache): training "
             f"{train_s / 60:.1f} min, evaluation {(eval_s + search_s) / 60:.1f} min.")
 

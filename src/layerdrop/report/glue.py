@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import machines, read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.verdict import RULE, ClaimResult, combine, judge  # noqa: E402
 
 GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
@@ -96,7 +96,6 @@ def _datasets(rows: list[dict]) -> list[tuple[str, str]]:
 
 def _provenance(records: list[dict], scale: str) -> str:
     wall = sum(r["train"]["wall_s"] for r in records) / 60
-    machine = records[0].get("machine", {})
     parents = len({r["source_run_key"] for r in records})
     by_dataset: dict[tuple[str, str], dict] = {}
     for r in records:
@@ -105,7 +104,7 @@ def _provenance(records: list[dict], scale: str) -> str:
         f"{d} ({s} stand-in): {' / '.join(str(r['data']['splits'][p]['examples']) for p in ('train', 'valid', 'test'))}"
         " train / valid / test examples" for (d, s), r in sorted(by_dataset.items()))
     return (f"Scale `{scale}`; {len(records)} fine-tunings of {parents} pretrained encoders; {sizes}; machine "
-            f"{machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}; fine-tuning wall time {wall:.1f} min "
+            f"{machines(records)}; fine-tuning wall time {wall:.1f} min "
             "(pretraining not included). Accuracy in %, the best valid point of each learning-rate sweep; "
             "*test* is that point's test accuracy.")
 

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import machines, save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
@@ -130,11 +130,10 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
                          f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
                          f" | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
     wall = sum(r["train_wall_s"] for r in rows) / 60
-    machine = records[0].get("machine", {})
     lines = [
         "# cpu pretraining probe: does masked-LM pretraining transfer to the stand-ins?", "",
         f"Scale `{scale}`; {len(rows)} fine-tunings, {len(records[0]['kept_layers'])}-layer encoders, one seed each; "
-        f"machine {machine.get('cpus', '?')} CPUs, torch {machine.get('torch', '?')}; fine-tuning wall time "
+        f"machine {machines(records)}; fine-tuning wall time "
         f"{wall:.1f} min (`make tune-pretrain`). Stand-ins are named as such: none of these is the GLUE task.", "",
         "## The pretrained encoder", "", *_pretraining(runs_dir, {r["source_run_key"] for r in rows}), "",
         "## Fine-tuned: from scratch against pretrained", "",

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report import claims  # noqa: E402
-from layerdrop.report.collect import add_records_arg, load_records, role_of, save_figure, write_text  # noqa: E402
+from layerdrop.report.collect import add_records_arg, load_records, machines, role_of, save_figure, write_text  # noqa: E402
 from layerdrop.report.regime import CONVERGED_GAIN, METRIC, converged, dropout_picks, run_summary  # noqa: E402
 from layerdrop.utils.runs import git_sha  # noqa: E402
 
@@ -166,12 +166,11 @@ def stale_pages(tasks: list[dict], results_dir: Path, pretraining: list) -> list
 def render(tasks: list[dict], scale: str, pretraining: list | None = None, stale: list[str] | None = None) -> str:
     records = [r for t in tasks for r in {x["run_key"]: x for x in t["regime"] + t["rows"]}.values()]
     names = list(dict.fromkeys(n for t in tasks for n in t["checks"]))  # every check, in first-seen order
-    machine = records[0].get("machine", {}) if records else {}
     versions = sorted({r.get("code_version") or "unknown" for r in records})
     lines = ["# The cpu regime, task by task", "",
              f"Scale `{scale}`; written by `make regime` at commit {git_sha()} from {len(records)} run records "
-             f"(code versions {', '.join(versions) or '-'}); machine {machine.get('cpus', '?')} CPUs, torch "
-             f"{machine.get('torch', '?')}; training time of these runs, summed: "
+             f"(code versions {', '.join(versions) or '-'}); machine {machines(records)}; "
+             f"training time of these runs, summed: "
              f"{sum(r['train']['wall_s'] for r in records) / 3600:.1f} h.", "",
              "What a verdict needs before it means anything, checked on the run records: the dropout picked on "
              "valid from {0.1, 0.2, 0.3} (and the LayerDrop rows' own, about 0.1 less as fairseq advises), the "

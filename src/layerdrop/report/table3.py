@@ -17,6 +17,7 @@ from layerdrop.report.collect import (
     decoder_panel,
     decoder_rows,
     depth_verdicts,
+    machines,
     mean_text,
     read_csv,
     role_of,
@@ -169,10 +170,8 @@ def _task_caption(records: list[dict], rows: list[dict], task: str) -> str:
 
 
 def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], scale: str) -> str:
-    machine = records[0].get("machine", {})
     lines = ["# Table 3: summarisation and long-form question answering with LayerDrop", "",
-             f"Scale `{scale}`; machine: {machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, torch "
-             f"{machine.get('torch', '?')}. ROUGE F1 x100 by `rouge-score` with stemming (ROUGE-Lsum on sentences "
+             f"Scale `{scale}`; machine: {machines(records)}. ROUGE F1 x100 by `rouge-score` with stemming (ROUGE-Lsum on sentences "
              "split one a line), mean over test pairs." + seeds_note(rows), ""]
     lines += [_task_caption(records, rows, task) for task in TASK_NAMES]
     lines += ["", "| Task | Model | Enc | Dec | Params | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | test ppl | "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from layerdrop.report.collect import curves_figure, write_csv, write_text
+from layerdrop.report.collect import curves_figure, machines, write_csv, write_text
 from layerdrop.report.verdict import MIN_SEEDS, ClaimResult, Z
 
 MARGINAL = 0.05
@@ -66,8 +66,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
              f"{ft['lr_scale']}x its peak learning rate ({ft['warmup_steps']} warmup steps, cosine decay), keeping "
              f"the best-on-valid weights (`python -m layerdrop.finetune`; settings in `conf/finetune/`, ours: the "
              f"paper gives none). {len(rows)} seed(s), one fine-tuning per trained seed; fine-tuning took "
-             f"{sum(r['train_wall_s'] for r in rows) / 60:.1f} min in all on {first['machine'].get('cpus', '?')} "
-             f"CPUs; code {first.get('code_version')}.", "",
+             f"{sum(r['train_wall_s'] for r in rows) / 60:.1f} min in all on {machines(records)}; code {first.get('code_version')}.", "",
              "| | valid PPL (ours) | test PPL (ours) | Paper: valid PPL (16 -> 8 layers) |", "|---|---|---|---|",
              f"| pruned, no fine-tuning | {_mean(rows, 'before_valid_ppl')} | {_mean(rows, 'before_test_ppl')} | "
              f"{PAPER['before']} |",
