@@ -538,7 +538,7 @@ def test_a_run_with_its_own_rate_per_stack_is_its_own_configuration_in_the_regim
 
 
 def test_pages_name_every_machine_their_runs_trained_on():
-    from layerdrop.report.collect import machines
+    from layerdrop.utils.machine import machines
 
     xeon = {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor", "amx_bf16": True, "torch": "2.13.0+cpu"}
     epyc = {"cpus": 2, "cpu": "AMD EPYC", "amx_bf16": False, "bf16_matmul_vs_fp32": 31.6, "torch": "2.13.0+cpu"}

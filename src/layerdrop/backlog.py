@@ -49,6 +49,7 @@ class Run:
     overrides: list[str]
     estimate_s: float | None = None
     missing: str | None = None  # the evaluations a trained run lacks, in words
+    measured_on: tuple[str, ...] = ()  # the CPUs of the stored runs its estimate draws on
 
 
 def script_path(name: str) -> Path:
@@ -163,7 +164,10 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
     stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
     for run in found:
         if run.state in ("partial", "to train"):
-            run.estimate_s = estimate(run, stored[run.store, run.task])
+            records = stored[run.store, run.task]
+            run.estimate_s = estimate(run, records)
+            run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in records
+                                            if (r.get("machine") or {}).get("cpus")}))
     others: dict[str, int] = {}
     for kind, _ in commands:
         if kind in ("classify", "finetune"):
@@ -201,8 +205,7 @@ def machine_note(found: list[Run]) -> str | None:
     left = [r for r in found if r.state in ("partial", "to train")]
     if not left:
         return None
-    measured = sorted({machine.cpus(rec["machine"]) for store, task in {(r.store, r.task) for r in left if r.store}
-                       for rec in stored_records(store, task) if rec.get("machine", {}).get("cpus")})
+    measured = sorted({m for r in left for m in r.measured_on})
     here = machine.cpus(machine.machine_info())
     lines = [f"Estimates measured on {'; '.join(measured) or 'no stored run'}. This machine: {here}."]
     for precision, accelerator in sorted({(str(r.config.get("trainer", {}).get("precision")),

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from layerdrop.utils.atomic import atomic_path
-from layerdrop.utils.machine import cpus
+from layerdrop.utils.machine import machines
 from layerdrop.utils.store import default_store
 
 log = logging.getLogger("layerdrop")
@@ -99,21 +99,6 @@ def save_figure(fig, path: Path) -> None:
             fig.savefig(tmp, dpi=130)
     finally:
         plt.close(fig)
-
-
-def machines(records: list[dict]) -> str:
-    """The machines ``records`` were made on: '2 CPUs (<model>, with AMX bf16 matrix units), torch <v>', or,
-    where they differ, each with its count of runs (wall times are comparable only on one machine)."""
-    def one(m: dict) -> str:
-        return f"{cpus(m)}, torch {m.get('torch', '?')}" if m.get("cpus") else "machine not recorded"
-
-    counts: dict[str, int] = {}
-    for r in records:
-        name = one(r.get("machine") or {})
-        counts[name] = counts.get(name, 0) + 1
-    if len(counts) <= 1:
-        return next(iter(counts), "no runs")
-    return "; ".join(f"{n} run{'s' * (n > 1)} on {m}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def provenance(records: list[dict]) -> dict:

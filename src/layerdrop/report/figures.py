@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import aggregate, machines, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import aggregate, save_figure, tidy_rows, write_csv, write_text  # noqa: E402
 from layerdrop.report.verdict import (  # noqa: E402
     RULE,
     ClaimResult,
@@ -21,6 +21,7 @@ from layerdrop.report.verdict import (  # noqa: E402
     judge_small_gain,
     judge_threshold,
 )
+from layerdrop.utils.machine import machines  # noqa: E402
 
 TARGETS = ["layers", "sublayers", "heads", "heads+layers", "heads+sublayers"]
 

@@ -19,8 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import machines, read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.verdict import RULE, ClaimResult, combine, judge  # noqa: E402
+from layerdrop.utils.machine import machines  # noqa: E402
 
 GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
 COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "encoder_layers", "kept_layers",

@@ -18,10 +18,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerdrop.report.collect import machines, save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
+from layerdrop.utils.machine import machines  # noqa: E402
 
 #: an encoder probed with one classification head: (pretraining run, pooling); its rows are never mixed with
 #: another head's, since the head decides what fine-tuning reads

@@ -22,8 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report import claims  # noqa: E402
-from layerdrop.report.collect import add_records_arg, load_records, machines, role_of, save_figure, write_text  # noqa: E402
+from layerdrop.report.collect import add_records_arg, load_records, role_of, save_figure, write_text  # noqa: E402
 from layerdrop.report.regime import CONVERGED_GAIN, METRIC, converged, dropout_picks, run_summary  # noqa: E402
+from layerdrop.utils.machine import machines  # noqa: E402
 from layerdrop.utils.runs import git_sha  # noqa: E402
 
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline

@@ -17,7 +17,6 @@ from layerdrop.report.collect import (
     decoder_panel,
     decoder_rows,
     depth_verdicts,
-    machines,
     mean_text,
     read_csv,
     role_of,
@@ -28,6 +27,7 @@ from layerdrop.report.collect import (
     write_text,
 )
 from layerdrop.report.verdict import RULE, ClaimResult, judge, resolution
+from layerdrop.utils.machine import machines
 
 ROUGE = ("test_rouge1", "test_rouge2", "test_rougeL", "test_rougeLsum")
 COLUMNS = ["run_key", "scale", "task", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack",

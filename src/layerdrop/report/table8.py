@@ -12,8 +12,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from layerdrop.report.collect import curves_figure, machines, write_csv, write_text
+from layerdrop.report.collect import curves_figure, write_csv, write_text
 from layerdrop.report.verdict import MIN_SEEDS, ClaimResult, Z
+from layerdrop.utils.machine import machines
 
 MARGINAL = 0.05
 PAPER = {"before": 20.78, "after": 20.56}  # Fan et al. 2020, Table 8: 16-layer LM pruned to 8, valid ppl

@@ -26,6 +26,10 @@ def cpu_model() -> dict[str, Any]:
     return {"cpu": fields.get("model name", "unknown"), "amx_bf16": "amx_bf16" in flags}
 
 
+#: a bf16 matmul this many times slower than fp32 marks a CPU without bf16 units, where bf16 is emulated
+SLOW_BF16 = 2.0
+
+
 def cpus(m: dict) -> str:
     """'2 CPUs (Xeon ..., with AMX bf16 matrix units)': the machine a figure was measured on, which moves
     the peak several-fold (records made before the CPU was recorded say so)."""
@@ -36,15 +40,26 @@ def cpus(m: dict) -> str:
     return f"{m['cpus']} CPUs ({m.get('cpu', 'CPU model not recorded')}{amx})"
 
 
-#: a bf16 matmul this many times slower than fp32 marks a CPU without bf16 units, where bf16 is emulated
-SLOW_BF16 = 2.0
+def machines(records: list[dict]) -> str:
+    """The machines ``records`` were made on: '2 CPUs (<model>, with AMX bf16 matrix units), torch <v>', or,
+    where they differ, each with its count of runs (wall times are comparable only on one machine)."""
+    def one(m: dict) -> str:
+        return f"{cpus(m)}, torch {m.get('torch', '?')}" if m.get("cpus") else "machine not recorded"
+
+    counts: dict[str, int] = {}
+    for r in records:
+        name = one(r.get("machine") or {})
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) <= 1:
+        return next(iter(counts), "no runs")
+    return "; ".join(f"{n} run{'s' * (n > 1)} on {m}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 @functools.cache
 def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
     """How many times longer an n x n bf16 matmul takes than an fp32 one on this CPU (the best of
     ``repeats`` each, after a warm-up), measured once per process (tens of ms). Low where bf16 has
-    matrix units (AMX); tens where it is emulated (an AMD EPYC with AVX2 only: 30-40x), so
+    matrix units (AMX); tens where it is emulated (an AMD EPYC with AVX2 only: 15-35x, measured), so
     the cpu scale's bf16 autocast would train many times slower than fp32 there."""
     a, b = torch.randn(n, n), torch.randn(n, n)
 
