@@ -117,6 +117,9 @@ BAD = [  # (overrides, a line the error must hold: the full key, the value, what
     (MT, "model.encoder_layers=0", "model.encoder_layers=0: must be >= 1"),
     (MT, "data.max_tokens=abc", "data.max_tokens='abc': expected an int"),
     (MT, "data.max_tokens=100", "data.max_tokens=100: must be >= data.max_source_len + data.max_target_len"),
+    (["select=best"], "trainer.max_steps=100",
+     "trainer.max_steps=100: select=best keeps the best validated checkpoint, but the run ends before its first "
+     "validation (trainer.val_check_interval=250)"),
     (MT, "prune.stack=middle", "prune.stack='middle': expected one of encoder, decoder"),
     (MT, "layerdrop.encoder_p=1", "layerdrop.encoder_p=1: must be in [0, 1)"),
 ]

@@ -1,5 +1,7 @@
 """What the machine a run trains on means for it: bf16 autocast on a CPU that emulates bf16 is many times
-slower than fp32, and the user is told so (with the fp32 override) before any work, and in the backlog."""
+slower than fp32. By default its matrix products then go through fp32 GEMMs (tests/test_bf16_gemm.py);
+where the user keeps PyTorch's kernels (LAYERDROP_BF16_GEMM=native) they are told, before any work and
+in the backlog."""
 
 import logging
 import math
@@ -9,7 +11,7 @@ import pytest
 from layerdrop import schema
 from layerdrop.backlog import Run, backlog, machine_note, script_path
 from layerdrop.config import load_config
-from layerdrop.utils import machine
+from layerdrop.utils import bf16, machine
 from layerdrop.utils.runs import write_json
 
 
@@ -22,8 +24,10 @@ def test_the_bf16_slowdown_is_measured_once_per_process():
 
 @pytest.fixture
 def emulated_bf16(monkeypatch):
+    """A CPU that emulates bf16, its matrix products left to PyTorch."""
     monkeypatch.setattr(machine, "bf16_slowdown", lambda: 35.0)
     monkeypatch.setattr(schema, "_WARNED", set())
+    monkeypatch.setenv(bf16.ENV, "native")
 
 
 @pytest.fixture
@@ -34,7 +38,7 @@ def native_bf16(monkeypatch):
 
 def test_bf16_on_a_cpu_that_emulates_it_is_warned_with_the_fp32_override(emulated_bf16):
     message = machine.slow_bf16_warning("cpu", "bf16-mixed")
-    assert "35x" in message and "trainer.precision=32-true" in message
+    assert "35x" in message and "LAYERDROP_BF16_GEMM" in message
     assert machine.slow_bf16_warning("auto", "bf16-mixed") is not None  # no CUDA in the test suite
     assert machine.slow_bf16_warning("cpu", "32-true") is None
     assert machine.slow_bf16_warning("gpu", "bf16-mixed") is None
@@ -71,14 +75,17 @@ def test_cpus_names_an_emulated_bf16():
     assert "emulated" not in machine.cpus({**m, "amx_bf16": True, "bf16_matmul_vs_fp32": 0.3})
 
 
-def test_the_backlog_names_where_its_estimates_come_from_and_warns_of_emulated_bf16(tmp_path, emulated_bf16):
+def test_the_backlog_names_where_its_estimates_come_from_and_warns_of_emulated_bf16(tmp_path, emulated_bf16, monkeypatch):
     paths = [f"paths.runs_dir={tmp_path / 'runs'}", f"paths.records_dir={tmp_path / 'records'}"]
     found, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", *paths])
     note = machine_note(found)
     assert "Estimates measured on no stored run" in note and "This machine: " in note
-    assert "**Warning**" in note and "trainer.precision=32-true" in note
+    assert "**Warning**" in note and "LAYERDROP_BF16_GEMM" in note
     fp32, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", "trainer.precision=32-true", *paths])
     assert "**Warning**" not in machine_note(fp32)
+    monkeypatch.setenv(bf16.ENV, "auto")  # the default: fp32 GEMMs, said without a warning
+    note = machine_note(found)
+    assert "**Warning**" not in note and "fp32 GEMMs" in note
     done = [Run(r.key, r.task, r.store, r.role, r.seed, "done", r.config, r.overrides) for r in found]
     assert machine_note(done) is None  # nothing left to train: nothing to say
     # a stored run of the same task, trained on another CPU: the estimates now come from it

@@ -200,8 +200,9 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
 
 
 def machine_note(found: list[Run]) -> str | None:
-    """Where the estimates of the runs left were measured, beside this machine, and a warning where this
-    CPU emulates bf16 and those runs train in bf16 (their estimates then fall many times short)."""
+    """Where the estimates of the runs left were measured, beside this machine, and, where this CPU
+    emulates bf16 and those runs train in bf16, that they get fp32 GEMMs here (slower than the AMX
+    estimates), or a warning where ``LAYERDROP_BF16_GEMM=native`` leaves them many times slower."""
     left = [r for r in found if r.state in ("partial", "to train")]
     if not left:
         return None
@@ -213,6 +214,10 @@ def machine_note(found: list[Run]) -> str | None:
         warning = machine.slow_bf16_warning(accelerator, precision)
         if warning:
             lines.append(f"**Warning**: {warning}")
+        elif machine.fp32_gemm_wanted(accelerator, precision):
+            lines.append(f"This CPU has no bf16 units: the {precision} runs compute autocast's matrix products through "
+                         "fp32 GEMMs here (the same runs, layerdrop.utils.bf16), at about fp32 speed, so they take "
+                         "longer than estimates measured on a CPU with AMX.")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from layerdrop.data.mt_corpus import DIRECTIONS
 from layerdrop.models import encoder as encoder_model
 from layerdrop.models.pruning import SEARCHED, STRATEGIES
 from layerdrop.tasks.base import SPLITS, TASKS, Task
-from layerdrop.utils.machine import slow_bf16_warning
+from layerdrop.utils.machine import slow_bf16_warning, use_fp32_gemm
 from layerdrop.utils.typed_schema import check_section, rule
 
 log = logging.getLogger("layerdrop")
@@ -286,6 +286,20 @@ def _cross_checks(run: dict, task: Task) -> list[str]:
     return errors
 
 
+def _validation_errors(cfg: DictConfig) -> list[str]:
+    """select=best reads the best validated checkpoint: a run must validate at least once (the trainer
+    section is Lightning's own, outside the schema; a fractional interval validates within an epoch)."""
+    trainer = cfg.get("trainer") or {}
+    steps, every = trainer.get("max_steps"), trainer.get("val_check_interval")
+    if cfg.get("select") != "best" or not isinstance(steps, int) or not isinstance(every, int) or steps < 0:
+        return []
+    if steps < every:
+        return [f"trainer.max_steps={steps}: select=best keeps the best validated checkpoint, but the run ends "
+                f"before its first validation (trainer.val_check_interval={every}); train at least {every} steps, "
+                "validate more often, or select=final"]
+    return []
+
+
 def _resolved(cfg: DictConfig, key: str) -> Any:
     value = cfg[key]  # a scalar resolves on access; a group through to_container
     if isinstance(value, (DictConfig, ListConfig)):
@@ -310,7 +324,7 @@ def check_config(cfg: DictConfig) -> None:
                 failed.add(f.name)
     errors += [e for e in check_section(run, schema) if e.split(":")[0] not in failed]  # not "missing" too
     if not errors:
-        errors = _cross_checks(run, task)
+        errors = _cross_checks(run, task) + _validation_errors(cfg)
     if errors:
         count = f"{len(errors)} error{'s' * (len(errors) > 1)}"
         raise ValueError(f"invalid config ({count}):\n  " + "\n  ".join(errors))
@@ -318,10 +332,13 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def warn_about_machine(cfg: DictConfig) -> None:
-    """A valid config that this machine would run many times slower than it should: bf16 autocast on a
-    CPU that emulates bf16. Warned once per process; the run goes on (fp32 is another run)."""
+    """Adapt to this machine a valid config that it would otherwise run many times slower than it should:
+    bf16 autocast on a CPU that emulates bf16 gets fp32 GEMMs (``utils.machine.use_fp32_gemm``, the same
+    run), or, where the user turned that off, a warning. Said once per process; the run goes on."""
     trainer = cfg.get("trainer") or {}
-    message = slow_bf16_warning(str(trainer.get("accelerator", "auto")), str(trainer.get("precision", "32-true")))
-    if message and message not in _WARNED:
-        _WARNED.add(message)
-        log.warning(message)
+    accelerator, precision = str(trainer.get("accelerator", "auto")), str(trainer.get("precision", "32-true"))
+    for say, message in ((log.info, use_fp32_gemm(accelerator, precision)),
+                         (log.warning, slow_bf16_warning(accelerator, precision))):
+        if message and message not in _WARNED:
+            _WARNED.add(message)
+            say(message)

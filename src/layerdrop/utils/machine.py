@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from layerdrop.utils import bf16
+
 
 def cpu_model() -> dict[str, Any]:
     """The CPU's name and whether it has bf16 matrix units (AMX): speeds differ several-fold between the
@@ -75,26 +77,53 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
     return best(a.bfloat16(), b.bfloat16()) / max(best(a, b), 1e-9)
 
 
+def _bf16_on_cpu(accelerator: str, precision: str) -> bool:
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return on_cpu and precision.startswith("bf16")
+
+
 def slow_bf16_warning(accelerator: str, precision: str) -> str | None:
     """What to tell a user about to train in ``precision`` on ``accelerator`` where this CPU emulates
-    bf16 (None where it does not apply: a GPU, fp32, or a CPU with bf16 units)."""
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if not (on_cpu and precision.startswith("bf16")):
+    bf16 and its matrix products are left to PyTorch's emulation (``LAYERDROP_BF16_GEMM=native``; None
+    where it does not apply: a GPU, fp32, a CPU with bf16 units, or the fp32 GEMMs of ``utils.bf16``)."""
+    if not _bf16_on_cpu(accelerator, precision) or bf16.choice() != "native":
         return None
     slowdown = bf16_slowdown()
     if slowdown < SLOW_BF16:
         return None
-    return (f"trainer.precision={precision} on a CPU without bf16 units ({cpu_model().get('cpu', 'unknown CPU')}): "
-            f"a bf16 matmul takes {slowdown:.0f}x as long as an fp32 one here, so training here is many times "
-            "slower than the timings in results/ and `make backlog-*` (CPUs with AMX). To train here in fp32, "
-            "add trainer.precision=32-true: that is another run (its own key), so stored bf16 records are not "
-            "reused, and a report refuses to average it with bf16 seeds of the same row.")
+    return (f"trainer.precision={precision} on a CPU without bf16 units ({cpu_model().get('cpu', 'unknown CPU')}) "
+            f"with {bf16.ENV}=native: a bf16 matmul takes {slowdown:.0f}x as long as an fp32 one here, so training "
+            "here is many times slower than the timings in results/ and `make backlog-*` (CPUs with AMX). Unset "
+            f"{bf16.ENV} (or set it to auto) to compute bf16 autocast's matrix products through fp32 GEMMs, the "
+            "same run at about fp32 speed (layerdrop.utils.bf16).")
+
+
+def fp32_gemm_wanted(accelerator: str, precision: str) -> bool:
+    """Whether a run in ``precision`` on ``accelerator`` gets fp32 GEMMs here (``use_fp32_gemm``)."""
+    if not _bf16_on_cpu(accelerator, precision):
+        return False
+    wanted = bf16.choice()
+    return wanted == "fp32" or (wanted == "auto" and bf16_slowdown() >= SLOW_BF16)
+
+
+def use_fp32_gemm(accelerator: str, precision: str) -> str | None:
+    """Before training in ``precision`` on ``accelerator``: re-route bf16 autocast's CPU matrix products
+    through fp32 GEMMs (``utils.bf16``) where ``LAYERDROP_BF16_GEMM`` says so (fp32), or where it is
+    auto (the default) and this CPU emulates bf16. Returns what to log when it does, else None."""
+    if not fp32_gemm_wanted(accelerator, precision):
+        return None
+    wanted = bf16.choice()
+    bf16.install()
+    why = (f"this CPU ({cpu_model().get('cpu', 'unknown CPU')}) has no bf16 units: a bf16 matmul takes "
+           f"{bf16_slowdown():.0f}x as long as an fp32 one" if wanted == "auto" else f"{bf16.ENV}=fp32")
+    return (f"bf16 autocast's matrix products go through fp32 GEMMs ({why}); the rounding is autocast's "
+            f"(bf16 inputs and outputs), the run is the same run. {bf16.ENV}=native leaves them to PyTorch.")
 
 
 def machine_info() -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_model(),
-            "bf16_matmul_vs_fp32": round(bf16_slowdown(), 2)}
+            "bf16_matmul_vs_fp32": round(bf16_slowdown(), 2), "bf16_gemm": bf16.gemm_name()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpus"] = torch.cuda.device_count()
