@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -105,6 +105,9 @@ bench: data-lm data-mt ## speed vs the matmul peak, LayerDrop/pruning savings, b
 
 bench-ablation: data-lm ## each speed measure tried, one at a time -> results/bench/ablation.md
 	$(PYTHON) -m layerdrop.bench --ablation
+
+bench-bf16: data-lm ## bf16 autocast here: PyTorch's bf16 kernels vs fp32 GEMMs (speed; a stored run trained again) -> results/bench/bf16_gemm.md
+	$(PYTHON) -m layerdrop.bench_bf16
 
 bench-gpu: ## on a CUDA machine: gpu-marked tests + paper-shape speed -> results/bench/gpu.md (says so if no GPU)
 	$(PYTHON) -m layerdrop.bench_gpu

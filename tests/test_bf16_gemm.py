@@ -150,3 +150,17 @@ def test_the_config_check_reroutes_once_and_says_so(gemm, monkeypatch, caplog):
     said = [r for r in caplog.records if "fp32 GEMMs" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.INFO and bf16.installed()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "bf16" in r.getMessage()]
+
+
+def test_the_same_run_check_needs_its_stored_run(tmp_path, monkeypatch):
+    """``make bench-bf16`` trains a stored run again: without the record it says which run it needs,
+    and it cannot train past the stored run's length."""
+    from layerdrop import bench_bf16
+
+    monkeypatch.setenv("LAYERDROP_RECORDS_DIR", str(tmp_path / "records"))
+    with pytest.raises(FileNotFoundError, match=r"run [0-9a-f]{12} \(experiment=figure4_lm .* seed=1\) is not in the "
+                       "record store"):
+        bench_bf16.same_run(250)
+    monkeypatch.delenv("LAYERDROP_RECORDS_DIR")
+    with pytest.raises(ValueError, match=r"--steps=6000: must be <= 5000, the stored run's length"):
+        bench_bf16.same_run(6000)

@@ -36,6 +36,7 @@ from layerdrop.models.pruning import layers_to_keep, prune_model
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 from layerdrop.report.collect import write_text
 from layerdrop.train import model_config
+from layerdrop.utils.machine import use_fp32_gemm
 from layerdrop.utils.runs import code_version, machine_info, read_json
 
 
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     started = time.time()
+    gemm = use_fp32_gemm("cpu", "bf16-mixed")  # time bf16 autocast as training runs it here (utils.bf16)
+    if gemm:
+        print(gemm)
     peak_start = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     lm = {}
     for name, overrides in LM_SHAPES.items():

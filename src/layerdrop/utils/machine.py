@@ -39,6 +39,8 @@ def cpus(m: dict) -> str:
     slow = m.get("bf16_matmul_vs_fp32")
     if slow is not None and slow >= SLOW_BF16:
         amx += f", bf16 emulated: {slow:.0f}x slower than fp32"
+    if m.get("bf16_gemm") == "fp32":
+        amx += ", bf16 autocast's matrix products through fp32 GEMMs"
     return f"{m['cpus']} CPUs ({m.get('cpu', 'CPU model not recorded')}{amx})"
 
 
