@@ -13,7 +13,8 @@ are not on this machine), *partial* when only its run folder's last checkpoint e
 resumes it), and *to train* otherwise. The estimate for a run not done is the median training wall time of
 the stored runs most like it: the same settings but the seed; else the run's step budget times the
 median time a step of the stored runs of its task and layer counts took; "unknown" when the store has
-none. Fine-tunings (``classify``, ``finetune``) are counted,
+none. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
+since CPUs differ several-fold; else the runs of every machine count. Fine-tunings (``classify``, ``finetune``) are counted,
 not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
 warns where this CPU emulates bf16 and the runs left train in bf16 (many times slower than estimated).
 """
@@ -162,11 +163,16 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
     commands = dry_run(script, scale, overrides)
     found = training_runs(commands)
     stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
+    here = machine.cpu_model()
     for run in found:
         if run.state in ("partial", "to train"):
             records = stored[run.store, run.task]
-            run.estimate_s = estimate(run, records)
-            run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in records
+            # this CPU's own runs where they can estimate it (CPUs differ several-fold), else every machine's
+            mine = [r for r in records if here and all((r.get("machine") or {}).get(k) == v for k, v in here.items())]
+            run.estimate_s = estimate(run, mine) if mine else None
+            if run.estimate_s is None:
+                mine, run.estimate_s = records, estimate(run, records)
+            run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine
                                             if (r.get("machine") or {}).get("cpus")}))
     others: dict[str, int] = {}
     for kind, _ in commands:
