@@ -96,7 +96,9 @@ def test_the_backlog_names_where_its_estimates_come_from_and_warns_of_emulated_b
                {"run_key": first.key, "config": first.config, "train": {"wall_s": 600.0, "steps": 5000}, "eval": [],
                 "machine": {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor", "amx_bf16": True}})
     found, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", *paths])
-    assert "Estimates measured on 2 CPUs (Intel(R) Xeon(R) Processor, with AMX bf16 matrix units)." in machine_note(found)
+    note = machine_note(found)
+    assert "Estimates measured on 2 CPUs (Intel(R) Xeon(R) Processor, with AMX bf16 matrix units)." in note
+    assert "fp32 GEMMs" in note and "take longer than the estimates measured on a CPU with AMX" in note
     # another run of the task made on this CPU: it gives the estimates (not the median with the Xeon's), and
     # the note names this CPU alone
     monkeypatch.setattr(machine, "cpu_model", lambda: {"cpu": "AMD EPYC", "amx_bf16": False})
@@ -107,4 +109,6 @@ def test_the_backlog_names_where_its_estimates_come_from_and_warns_of_emulated_b
     found, _ = backlog(script_path("figure4_lm"), "cpu", ["seed=1", *paths])
     left = [r for r in found if r.state == "to train"]
     assert left and all(r.estimate_s == pytest.approx(4500.0) for r in left)  # 5,000 steps at this CPU's pace
-    assert "Estimates measured on 2 CPUs (AMD EPYC, no AMX)." in machine_note(found)
+    note = machine_note(found)
+    assert "Estimates measured on 2 CPUs (AMD EPYC, no AMX)." in note
+    assert "fp32 GEMMs" in note and "take longer" not in note  # this CPU's own pace

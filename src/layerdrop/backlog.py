@@ -221,9 +221,10 @@ def machine_note(found: list[Run]) -> str | None:
         if warning:
             lines.append(f"**Warning**: {warning}")
         elif machine.fp32_gemm_wanted(accelerator, precision):
+            slower = (", so they take longer than the estimates measured on a CPU with AMX"
+                      if any("with AMX" in m for m in measured) else "")
             lines.append(f"This CPU has no bf16 units: the {precision} runs compute autocast's matrix products through "
-                         "fp32 GEMMs here (the same runs, layerdrop.utils.bf16), at about fp32 speed, so they take "
-                         "longer than estimates measured on a CPU with AMX.")
+                         f"fp32 GEMMs here (the same runs, layerdrop.utils.bf16), at about fp32 speed{slower}.")
     return "\n".join(lines)
 
 
