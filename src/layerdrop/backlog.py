@@ -16,7 +16,8 @@ median time a step of the stored runs of its task and layer counts took; "unknow
 none. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
 since CPUs differ several-fold; else the runs of every machine count. Fine-tunings (``classify``, ``finetune``) are counted,
 not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
-warns where this CPU emulates bf16 and the runs left train in bf16 (many times slower than estimated).
+says where this CPU emulates bf16 and the runs left train in bf16: fp32 GEMMs here (``utils.bf16``), or a
+warning where ``LAYERDROP_BF16_GEMM=native`` leaves them many times slower than estimated.
 """
 
 from __future__ import annotations
