@@ -22,6 +22,26 @@ def test_the_bf16_slowdown_is_measured_once_per_process():
     assert machine.machine_info()["bf16_matmul_vs_fp32"] == round(slowdown, 2)  # every record says it
 
 
+def test_the_bf16_slowdown_is_measured_on_one_thread_and_the_thread_count_restored(monkeypatch):
+    """A busy core stalls a multi-threaded GEMM for the scheduler's time slice, which would make an fp32
+    product look as slow as emulated bf16 beside a training: every product timed runs on one thread."""
+    import torch
+
+    seen, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda x, y: seen.append((x.dtype, torch.get_num_threads())) or mm(x, y))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    machine.bf16_slowdown.cache_clear()
+    try:
+        machine.bf16_slowdown(n=16, repeats=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        machine.bf16_slowdown.cache_clear()
+        torch.set_num_threads(threads)
+    assert {dtype for dtype, _ in seen} == {torch.bfloat16, torch.float32} and len(seen) == 6
+    assert {n for _, n in seen} == {1}
+
+
 @pytest.fixture
 def emulated_bf16(monkeypatch):
     """A CPU that emulates bf16, its matrix products left to PyTorch."""

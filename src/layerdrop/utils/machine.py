@@ -64,19 +64,30 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
     """How many times longer an n x n bf16 matmul takes than an fp32 one on this CPU (the best of
     ``repeats`` each, after a warm-up), measured once per process (tens of ms). Low where bf16 has
     matrix units (AMX); tens where it is emulated (an AMD EPYC with AVX2 only: 15-35x, measured), so
-    the cpu scale's bf16 autocast would train many times slower than fp32 there."""
+    the cpu scale's bf16 autocast would train many times slower than fp32 there.
+
+    Measured on one thread: beside another process that keeps the cores busy (a training, the test
+    suite), a multi-threaded fp32 GEMM waits for the scheduler to run its threads, and its time becomes
+    the scheduler's (measured on that AMD CPU beside a training: 12-20 ms on 2 threads against 1 ms on
+    one, so 1.1-1.5x where bf16 is 18x slower), which would leave a CPU without bf16 units looking
+    like one with them."""
     a, b = torch.randn(n, n), torch.randn(n, n)
 
     def best(x: torch.Tensor, y: torch.Tensor) -> float:
-        x @ y
+        torch.mm(x, y)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            x @ y
+            torch.mm(x, y)
             times.append(time.perf_counter() - start)
         return min(times)
 
-    return best(a.bfloat16(), b.bfloat16()) / max(best(a, b), 1e-9)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return best(a.bfloat16(), b.bfloat16()) / max(best(a, b), 1e-9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _bf16_on_cpu(accelerator: str, precision: str) -> bool:
