@@ -6,8 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from layerdrop.backlog import backlog, render, script_path
+from layerdrop.backlog import Run, backlog, checkpoint_step, estimate, render, script_path
 from layerdrop.utils.runs import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     write_json(tmp_path / "records" / "lm" / layers.key / "metrics.json",
                {"run_key": layers.key, "config": layers.config, "train": {"wall_s": 600.0, "steps": 4000}, "eval": [full]})
     (tmp_path / "runs" / "lm" / partial.key / "checkpoints").mkdir(parents=True)
-    (tmp_path / "runs" / "lm" / partial.key / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({"global_step": 1000, "state_dict": {}}, tmp_path / "runs" / "lm" / partial.key / "checkpoints" / "last.ckpt")
     # the data-driven run trained and evaluated in full and every other, not yet by its learned rates
     every_other = {"strategy": "every_other", "depth": 3, "layers": [0, 2, 4]}
     write_json(tmp_path / "records" / "lm" / learned.key / "metrics.json",
@@ -55,8 +56,11 @@ def test_runs_are_done_partial_or_to_train_and_estimated_from_the_store(tmp_path
     other = next(r for r in found if r.state == "to train" and setting(r) not in stored)
     assert twin.estimate_s == 600.0 and other.config["trainer"]["max_steps"] == 5000
     assert other.estimate_s == pytest.approx(5000 * 600.0 / 4000)
+    # the partial run has the 4,000 steps its checkpoint (step 1,000) does not hold left of its 5,000
+    assert by_key[partial.key].step == 1000 and by_key[partial.key].estimate_s == pytest.approx(4000 * 600.0 / 4000)
     text = render(script, "cpu", ["seed=1,2"], found, {})
     assert "3 of 12 runs trained (2 still to evaluate); 9 left" in text and f"| {partial.key} | lm | - | " in text
+    assert "| partial: step 1000 checkpointed |" in text
     assert "| 1 | to evaluate: the data_driven pruning" in text
     # once its data-driven rows are in, it is done; a record lacking the full model's row is not
     write_json(tmp_path / "records" / "lm" / learned.key / "metrics.json",
@@ -84,3 +88,19 @@ def test_the_dry_run_computes_equal_flops_steps_only_when_asked():
                           capture_output=True, text=True, check=True).stdout
     assert "EQUAL_FLOPS_STEPS" in plain and "layerdrop.flops equal-steps" not in plain
     assert "layerdrop.flops equal-steps" in real
+
+
+def test_a_checkpoint_that_cannot_be_read_has_no_step(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    assert checkpoint_step(tmp_path) is None  # none
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert checkpoint_step(tmp_path) is None  # empty (killed while writing it elsewhere)
+
+
+def test_estimates_count_every_session_and_skip_runs_whose_earlier_sessions_are_lost():
+    config = {"model": {"n_layers": 6}, "trainer": {"max_steps": 1000}, "seed": 1}
+    run = Run("k", "lm", None, None, 2, "to train", {**config, "seed": 2}, [])
+    whole = {"config": config, "train": {"wall_s": 100.0, "total_wall_s": 400.0, "resumed": True, "steps": 1000}}
+    lost = {"config": config, "train": {"wall_s": 50.0, "resumed": True, "steps": 1000}}  # resumed, sessions not kept
+    assert estimate(run, [whole, lost]) == (400.0, 1000)
+    assert estimate(run, [lost]) is None

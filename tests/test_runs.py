@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,72 @@ def test_a_lock_we_cannot_judge_is_refused(tmp_path, holder):
     with pytest.raises(runs.RunLockedError, match=who), runs.locked(tmp_path / "run"):
         pass
     assert lock.exists()
+
+
+def _stale_holder(started: float) -> dict:
+    return {"pid": dead_pid(), "host": socket.gethostname(), "time": started,
+            "started": datetime.fromtimestamp(started).isoformat(timespec="seconds"), "cpu": "Some CPU"}
+
+
+def _checkpoint(run: Path, at: float) -> None:
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    os.utime(run / "checkpoints" / "last.ckpt", (at, at))
+
+
+def test_a_session_killed_mid_training_is_counted_in_the_record_of_the_resumed_run(tmp_path):
+    """A machine gone mid-run leaves its lock and a checkpoint: the next session takes the lock over and
+    notes the dead session's time to that checkpoint; the resumed run's record adds it to its own."""
+    run, t0 = tmp_path / "run", time.time() - 3600
+    run.mkdir()
+    (run / ".lock").write_text(json.dumps(_stale_holder(t0)))
+    _checkpoint(run, t0 + 1200)
+    with runs.locked(run):
+        pass
+    (earlier,) = json.loads((run / runs.SESSIONS_FILE).read_text())["sessions"]
+    assert earlier["seconds"] == 1200.0 and earlier["cpu"] == "Some CPU" and earlier["ended"] == "its process was gone"
+    record = {"run_key": "run", "train": {"resumed": True, "wall_s": 300.0, "steps": 10}}
+    runs.write_record(run, tmp_path / "store", record)
+    stored = json.loads((tmp_path / "store" / tmp_path.name / "run" / "metrics.json").read_text())
+    assert stored["train"]["total_wall_s"] == 1500.0 and stored["train"]["earlier_sessions"] == [earlier]
+    assert runs.train_seconds(stored) == 1500.0 and not runs.time_incomplete(stored)
+    runs.write_record(run, None, record)  # written again (a later evaluation): the sum is not added twice
+    assert json.loads((run / "metrics.json").read_text())["train"]["total_wall_s"] == 1500.0
+    fresh = {"run_key": "run", "train": {"resumed": False, "wall_s": 300.0}}  # a training from step 0: its own time
+    runs.write_record(run, None, fresh)
+    assert "total_wall_s" not in fresh["train"] and runs.train_seconds(fresh) == 300.0
+    lost = {"train": {"resumed": True, "wall_s": 300.0}}  # resumed before sessions were kept
+    assert runs.time_incomplete(lost) and runs.train_seconds(lost) == 300.0
+
+
+@pytest.mark.parametrize("case", ["no new checkpoint", "training finished"])
+def test_a_dead_session_that_left_no_new_training_adds_nothing(tmp_path, case):
+    run, t0 = tmp_path / "run", time.time() - 3600
+    run.mkdir()
+    (run / ".lock").write_text(json.dumps(_stale_holder(t0)))
+    _checkpoint(run, t0 - 60 if case == "no new checkpoint" else t0 + 600)  # from an earlier session / its own
+    if case == "training finished":
+        (run / "model.pt").write_bytes(b"")  # its time is in the record it was writing
+    with runs.locked(run):
+        pass
+    assert not (run / runs.SESSIONS_FILE).exists()
+
+
+def test_a_failed_session_is_noted_and_a_training_from_step_zero_forgets_the_old_ones(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), runs.locked(run):
+        time.sleep(0.05)
+        _checkpoint(run, time.time())
+        raise KeyboardInterrupt
+    (earlier,) = json.loads((run / runs.SESSIONS_FILE).read_text())["sessions"]
+    assert earlier["ended"] == "stopped by KeyboardInterrupt" and 0 < earlier["seconds"] < 60
+    with runs.locked(run):  # resuming: the ledger stays for the record
+        pass
+    assert (run / runs.SESSIONS_FILE).exists()
+    shutil.rmtree(run / "checkpoints")  # checkpoints gone: the next training starts at step 0
+    with runs.locked(run):
+        pass
+    assert not (run / runs.SESSIONS_FILE).exists()
 
 
 def test_the_lock_is_released_when_the_work_fails(tmp_path):

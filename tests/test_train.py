@@ -61,6 +61,9 @@ def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_ov
     assert record["train"]["resumed"] is True and record["train"]["steps"] == 12
     assert resumed_steps == [8, 9, 10, 11]  # only what was missing, from the checkpoint on
     assert record["train"]["tokens_seen"] == 12 * 8 * 32  # counted across the interruption
+    (crashed,) = record["train"]["earlier_sessions"]  # the crashed session's time, to its step-8 checkpoint
+    assert crashed["ended"] == "stopped by RuntimeError" and crashed["seconds"] > 0
+    assert record["train"]["total_wall_s"] == pytest.approx(record["train"]["wall_s"] + crashed["seconds"])
 
     seen.clear()
     # the same run again from nothing: its own run cache and record store, or the stored record is reused

@@ -10,10 +10,11 @@ would. A run is *done* when its record holds a finished training (``records/<tas
 run folder's own) and every evaluation the script asks of it, *to evaluate* when it has trained but
 lacks some of them (the script evaluates it from its weights, or trains it again where the weights
 are not on this machine), *partial* when only its run folder's last checkpoint exists (the script
-resumes it), and *to train* otherwise. The estimate for a run not done is the median training wall time of
-the stored runs most like it: the same settings but the seed; else the run's step budget times the
-median time a step of the stored runs of its task and layer counts took; "unknown" when the store has
-none. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
+resumes it, in this session or a later one), and *to train* otherwise. The estimate for a run not done is
+the median training wall time (every session of it) of the stored runs most like it: the same settings
+but the seed; else the run's step budget times the median time a step of the stored runs of its task and
+layer counts took; "unknown" when the store has none. A partial run is estimated at what its
+checkpoint's step leaves of that. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
 since CPUs differ several-fold; else the runs of every machine count. Fine-tunings (``classify``, ``finetune``) are counted,
 not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
 says where this CPU emulates bf16 and the runs left train in bf16: fp32 GEMMs here (``utils.bf16``), or a
@@ -33,7 +34,7 @@ from pathlib import Path
 from layerdrop.config import load_config
 from layerdrop.launch import expand
 from layerdrop.utils import machine, runs
-from layerdrop.utils.store import read_json
+from layerdrop.utils.store import read_json, time_incomplete, train_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_KEYS = ("seed", "shuffle_seed", "layerdrop_seed", "code")  # what differs between seeds of one setting
@@ -52,6 +53,8 @@ class Run:
     estimate_s: float | None = None
     missing: str | None = None  # the evaluations a trained run lacks, in words
     measured_on: tuple[str, ...] = ()  # the CPUs of the stored runs its estimate draws on
+    step: int | None = None  # a partial run's checkpointed step
+    measured_with_amx: bool = False  # whether any of those CPUs has AMX bf16 units
 
 
 def script_path(name: str) -> Path:
@@ -143,21 +146,37 @@ def _layers(config: dict) -> tuple:
     return tuple(model.get(k) for k in ("n_layers", "encoder_layers", "decoder_layers"))
 
 
-def estimate(run: Run, records: list[dict]) -> float | None:
-    """Median training wall time (s) of the stored runs most like ``run`` (see the module docstring)."""
+def estimate(run: Run, records: list[dict]) -> tuple[float, float] | None:
+    """(median training wall time in s, median steps) of the stored runs most like ``run`` (see the module
+    docstring); None where the store has none. Runs resumed before their sessions were kept
+    (``time_incomplete``) do not count: their time is the last session's alone."""
     def without_seed(config):  # the seed reaches the data order and the draws too; the code version is no setting
         if not isinstance(config, dict):
             return config
         return {k: without_seed(v) for k, v in config.items() if k not in SEED_KEYS}
 
+    records = [r for r in records if not time_incomplete(r)]
     same = [r for r in records if without_seed(r["config"]) == without_seed(run.config)]
     if same:
-        return statistics.median(r["train"]["wall_s"] for r in same)
+        return (statistics.median(train_seconds(r) for r in same),
+                statistics.median(r["train"].get("steps") or 0 for r in same))
     steps = run.config.get("trainer", {}).get("max_steps")
     alike = [r for r in records if _layers(r["config"]) == _layers(run.config) and r["train"].get("steps")]
     if not alike or not steps:
         return None
-    return steps * statistics.median(r["train"]["wall_s"] / r["train"]["steps"] for r in alike)
+    return steps * statistics.median(train_seconds(r) / r["train"]["steps"] for r in alike), steps
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of a partial run's ``checkpoints/last.ckpt`` (None where it cannot be read): memory-mapped,
+    tensors-only, so a large checkpoint costs little to ask."""
+    import torch
+
+    try:
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt["global_step"])
+    except Exception:  # noqa: BLE001  (an empty, truncated or foreign file: the step is unknown)
+        return None
 
 
 def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], dict[str, int]]:
@@ -170,11 +189,18 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
             records = stored[run.store, run.task]
             # this CPU's own runs where they can estimate it (CPUs differ several-fold), else every machine's
             mine = [r for r in records if here and all((r.get("machine") or {}).get(k) == v for k, v in here.items())]
-            run.estimate_s = estimate(run, mine) if mine else None
-            if run.estimate_s is None:
-                mine, run.estimate_s = records, estimate(run, records)
+            found_estimate = estimate(run, mine) if mine else None
+            if found_estimate is None:
+                mine, found_estimate = records, estimate(run, records)
+            if run.state == "partial":
+                run.step = checkpoint_step(runs.run_dir(load_config(run.overrides)))
+            if found_estimate is not None:  # a partial run has what its checkpoint holds left to train
+                seconds, steps = found_estimate
+                done = min(run.step or 0, steps) / steps if steps else 0.0
+                run.estimate_s = seconds * (1 - done)
             run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine
                                             if (r.get("machine") or {}).get("cpus")}))
+            run.measured_with_amx = any((r.get("machine") or {}).get("amx_bf16") for r in mine)
     others: dict[str, int] = {}
     for kind, _ in commands:
         if kind in ("classify", "finetune"):
@@ -189,7 +215,8 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
     for r in found:
         est = ("-" if r.state in ("done", "to evaluate") else "unknown" if r.estimate_s is None
                else f"{r.estimate_s / 60:.0f} min")
-        state = f"to evaluate: {r.missing}" if r.state == "to evaluate" else r.state
+        state = (f"to evaluate: {r.missing}" if r.state == "to evaluate"
+                 else f"partial: step {r.step} checkpointed" if r.state == "partial" and r.step is not None else r.state)
         lines.append(f"| {r.key} | {r.task} | {r.role or '-'} | {setting[r.key] or '-'} | {r.seed} | {state} | {est} |")
     left = [r for r in found if r.state in ("partial", "to train")]
     known = sum(r.estimate_s for r in left if r.estimate_s is not None)
@@ -223,7 +250,7 @@ def machine_note(found: list[Run]) -> str | None:
             lines.append(f"**Warning**: {warning}")
         elif machine.fp32_gemm_wanted(accelerator, precision):
             slower = (", so they take longer than the estimates measured on a CPU with AMX"
-                      if any("with AMX" in m for m in measured) else "")
+                      if any(r.measured_with_amx for r in left) else "")
             lines.append(f"This CPU has no bf16 units: the {precision} runs compute autocast's matrix products through "
                          f"fp32 GEMMs here (the same runs, layerdrop.utils.bf16), at about fp32 speed{slower}.")
     return "\n".join(lines)

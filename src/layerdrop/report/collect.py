@@ -15,7 +15,7 @@ from pathlib import Path
 
 from layerdrop.utils.atomic import atomic_path
 from layerdrop.utils.machine import machines
-from layerdrop.utils.store import default_store
+from layerdrop.utils.store import default_store, train_seconds
 
 log = logging.getLogger("layerdrop")
 
@@ -63,7 +63,7 @@ def tidy_rows(records: list[dict], artefact: str | None = None) -> list[dict]:
                 "valid_ppl": e.get("valid_ppl"), "test_ppl": e.get("test_ppl"),
                 "valid_tokens": e.get("valid_tokens"), "test_tokens": e.get("test_tokens"),
                 "search_evaluations": e.get("search_evaluations"),
-                "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
+                "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train_seconds(r),
                 "train_tokens_per_s": train.get("train_tokens_per_s"),
                 "git_sha": r.get("git_sha"), "code_version": code_version_of(r),
             })
@@ -110,7 +110,7 @@ def provenance(records: list[dict]) -> dict:
         "splits": data.get("splits") or {},
         "steps": "/".join(map(str, sorted({r["train"]["steps"] for r in records}))),
         "tokens": sum(r["train"]["tokens_seen"] for r in records),
-        "wall_min": sum(r["train"]["wall_s"] for r in records) / 60,
+        "wall_min": sum(train_seconds(r) for r in records) / 60,
         "machine": machines(records),
     }
 

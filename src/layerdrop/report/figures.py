@@ -22,13 +22,14 @@ from layerdrop.report.verdict import (  # noqa: E402
     judge_threshold,
 )
 from layerdrop.utils.machine import machines  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
 
 TARGETS = ["layers", "sublayers", "heads", "heads+layers", "heads+sublayers"]
 
 
 def provenance(records: list[dict], scale: str) -> str:
     """How the figure was made: scale, data, runs, tokens, machine, cost."""
-    train_s = sum(r["train"]["wall_s"] for r in records)
+    train_s = sum(train_seconds(r) for r in records)
     eval_s = sum(e.get(f"{s}_tokens", 0) / e[f"{s}_tokens_per_s"] for r in records for e in r["eval"]
                  for s in ("valid", "test") if e.get(f"{s}_tokens_per_s"))
     search_s = sum(e.get("search_s", 0) for r in records for e in r["eval"])

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import read_csv, role_of, save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.verdict import RULE, ClaimResult, combine, judge  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
 
 GLUE = ("MNLI", "MRPC", "QNLI", "SST-2")  # the paper's columns, in its order
 COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "encoder_layers", "kept_layers",
@@ -60,7 +61,7 @@ def rows_of(records: list[dict], artefact: str) -> list[dict]:
         "finetune_layerdrop": r["layerdrop"], "seed": r["seed"], "lr": r["classify"]["lr"],
         "batch_size": r["classify"]["batch_size"], "pool": pool_of(r),
         "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"],
-        "steps": r["train"]["steps"], "train_wall_s": r["train"]["wall_s"], "code_version": r.get("code_version"),
+        "steps": r["train"]["steps"], "train_wall_s": train_seconds(r), "code_version": r.get("code_version"),
     } for r in records]
 
 
@@ -96,7 +97,7 @@ def _datasets(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def _provenance(records: list[dict], scale: str) -> str:
-    wall = sum(r["train"]["wall_s"] for r in records) / 60
+    wall = sum(train_seconds(r) for r in records) / 60
     parents = len({r["source_run_key"] for r in records})
     by_dataset: dict[tuple[str, str], dict] = {}
     for r in records:

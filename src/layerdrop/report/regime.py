@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.figures import provenance  # noqa: E402
 from layerdrop.report.verdict import RULE, judge  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
 
 METRIC = "val/ppl"
 
@@ -80,7 +81,7 @@ def run_summary(record: dict) -> dict:
         **curve_state(curve),
         "full_valid_ppl": full.get("valid_ppl"), "full_test_ppl": full.get("test_ppl"),
         "full_test_bleu": full.get("test_bleu"), "full_test_rougeL": full.get("test_rougeL"),
-        "train_wall_s": train["wall_s"], "code_version": record.get("code_version"),
+        "train_wall_s": train_seconds(record), "code_version": record.get("code_version"),
     }
 
 

@@ -23,6 +23,7 @@ from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
 from layerdrop.report.verdict import ClaimResult  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
 
 #: an encoder probed with one classification head: (pretraining run, pooling); its rows are never mixed with
 #: another head's, since the head decides what fine-tuning reads
@@ -54,7 +55,7 @@ def rows_of(records: list[dict]) -> list[dict]:
              "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
              "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"], "test_examples": r["test_examples"],
              "majority_test_acc": majority(r), "steps": r["train"]["steps"],
-             "best_step": (r["train"].get("selected") or {}).get("step"), "train_wall_s": r["train"]["wall_s"],
+             "best_step": (r["train"].get("selected") or {}).get("step"), "train_wall_s": train_seconds(r),
              "code_version": r.get("code_version")} for r in records]
 
 

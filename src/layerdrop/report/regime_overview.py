@@ -26,6 +26,7 @@ from layerdrop.report.collect import add_records_arg, load_records, role_of, sav
 from layerdrop.report.regime import CONVERGED_GAIN, METRIC, converged, dropout_picks, run_summary  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
 from layerdrop.utils.runs import git_sha  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
 
 DROPOUTS = {0.1, 0.2, 0.3}  # the paper's (and fairseq's) search space for the baseline
 MIN_SEEDS = 3
@@ -172,7 +173,7 @@ def render(tasks: list[dict], scale: str, pretraining: list | None = None, stale
              f"Scale `{scale}`; written by `make regime` at commit {git_sha()} from {len(records)} run records "
              f"(code versions {', '.join(versions) or '-'}); machine {machines(records)}; "
              f"training time of these runs, summed: "
-             f"{sum(r['train']['wall_s'] for r in records) / 3600:.1f} h.", "",
+             f"{sum(train_seconds(r) for r in records) / 3600:.1f} h.", "",
              "What a verdict needs before it means anything, checked on the run records: the dropout picked on "
              "valid from {0.1, 0.2, 0.3} (and the LayerDrop rows' own, about 0.1 less as fairseq advises), the "
              "table's runs trained until valid stopped improving, depth mattering (the full-depth baseline beats a "

@@ -32,6 +32,7 @@ from layerdrop.report.collect import (
     write_text,
 )
 from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge, judge_threshold, resolution
+from layerdrop.utils.store import train_seconds
 
 COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "norm", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -60,7 +61,7 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                 **{k: e.get(k) for k in ("test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
                                          "test_sentences_per_s")},
                 "beam": gen.get("beam"), "lenpen": gen.get("lenpen"), "steps": train["steps"],
-                "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
+                "tokens_seen": train["tokens_seen"], "train_wall_s": train_seconds(r),
                 "train_tokens_per_s": train.get("train_tokens_per_s"),
                 "final_train_loss": train.get("final", {}).get("train/loss"),
                 "averaged_checkpoints": " ".join(map(str, train.get("averaged_checkpoints", []))),

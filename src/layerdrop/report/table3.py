@@ -28,6 +28,7 @@ from layerdrop.report.collect import (
 )
 from layerdrop.report.verdict import RULE, ClaimResult, judge, resolution
 from layerdrop.utils.machine import machines
+from layerdrop.utils.store import train_seconds
 
 ROUGE = ("test_rouge1", "test_rouge2", "test_rougeL", "test_rougeLsum")
 COLUMNS = ["run_key", "scale", "task", "role", "seed", "encoder_layers", "decoder_layers", "layerdrop_p", "stack",
@@ -56,7 +57,7 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                 **{k: e.get(k) for k in (*ROUGE, "test_loss", "test_ppl", "test_sentences", "test_sentences_per_s")},
                 "beam": gen.get("beam"), "lenpen": gen.get("lenpen"), "min_len": gen.get("min_len", 1),
                 "max_len_b": gen.get("max_len_b"), "no_repeat_ngram": gen.get("no_repeat_ngram", 0),
-                "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train["wall_s"],
+                "steps": train["steps"], "tokens_seen": train["tokens_seen"], "train_wall_s": train_seconds(r),
                 "final_train_loss": train.get("final", {}).get("train/loss"),
                 "best_valid_loss": min(curve) if curve else None,
                 "git_sha": r.get("git_sha"), "code_version": code_version_of(r),
@@ -157,7 +158,7 @@ def _task_caption(records: list[dict], rows: list[dict], task: str) -> str:
     sizes = ", ".join(f"{k} {v.get('pairs', '?'):,}" for k, v in splits.items() if isinstance(v, dict))
     gen = next((r for r in rows if r["task"] == task and r["beam"] is not None), {})
     steps = "/".join(map(str, sorted({r["train"]["steps"] for r in runs})))
-    wall = sum(r["train"]["wall_s"] for r in runs) / 60
+    wall = sum(train_seconds(r) for r in runs) / 60
     stand_in = {"sum": "a stand-in for CNN/DailyMail: Debian package description -> one-line synopsis (extreme "
                        "summarisation, like XSum)",
                 "qa": "a stand-in for ELI5: \"What is X?\" -> a FOLDOC or Jargon File definition (template "

@@ -15,6 +15,7 @@ from pathlib import Path
 from layerdrop.report.collect import curves_figure, write_csv, write_text
 from layerdrop.report.verdict import MIN_SEEDS, ClaimResult, Z
 from layerdrop.utils.machine import machines
+from layerdrop.utils.store import train_seconds
 
 MARGINAL = 0.05
 PAPER = {"before": 20.78, "after": 20.56}  # Fan et al. 2020, Table 8: 16-layer LM pruned to 8, valid ppl
@@ -31,7 +32,7 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                      "lr_scale": r["finetune"]["lr_scale"],
                      **{f"{when}_{split}_ppl": r[when][f"{split}_ppl"] for when in ("before", "after")
                         for split in ("valid", "test")},
-                     "train_wall_s": r["train"]["wall_s"], "code_version": r.get("code_version")})
+                     "train_wall_s": train_seconds(r), "code_version": r.get("code_version")})
     return rows
 
 

@@ -4,8 +4,10 @@ of the training code (``code_version``).
 A folder holds ``checkpoints/`` (Lightning, for resuming), ``model.pt`` (the trained model, written
 once training has finished) and ``metrics.json`` (training summary plus every evaluated pruned
 depth). Re-running a finished configuration trains nothing; evaluations already made are reused;
-an interrupted run resumes from ``checkpoints/last.ckpt``. Everything is written atomically, and
-``.lock`` keeps a second process out of a folder while one works in it.
+an interrupted run resumes from ``checkpoints/last.ckpt``, in this session or a later one (the run
+cache outlives its processes), and ``sessions.json`` keeps the training time of the sessions that
+ended before it finished, which its record adds up (``train.total_wall_s``). Everything is written
+atomically, and ``.lock`` keeps a second process out of a folder while one works in it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from layerdrop.utils import store as _store
 from layerdrop.utils.machine import cpu_model, cpus, machine_info  # noqa: F401  (re-exported)
 from layerdrop.utils.store import (  # noqa: F401  (re-exported: runs.read_record, runs.write_json, ...)
     RECORD_FILES,
@@ -38,8 +41,9 @@ from layerdrop.utils.store import (  # noqa: F401  (re-exported: runs.read_recor
     record_store,
     stored,
     sync_store,
+    time_incomplete,
+    train_seconds,
     write_json,
-    write_record,
 )
 
 log = logging.getLogger("layerdrop")
@@ -289,8 +293,9 @@ def _take_over(lock: Path, holder: dict) -> None:
 
 
 def _acquire(lock: Path) -> dict:
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds"),
-          "token": uuid.uuid4().hex}
+    now = datetime.now()
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": now.isoformat(timespec="seconds"),
+          "time": now.timestamp(), "cpu": cpu_model().get("cpu"), "token": uuid.uuid4().hex}
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):  # a retry after removing a stale lock, and one more if a rival raced us to it
         try:
@@ -305,6 +310,7 @@ def _acquire(lock: Path) -> dict:
             if not stale:  # alive, or on another host where we cannot tell
                 raise _locked_error(lock, holder) from None
             _take_over(lock, holder)
+            note_session(lock.parent, holder, "its process was gone")
             continue
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
@@ -325,8 +331,13 @@ def locked(run_dir: Path) -> Iterator[None]:
         return
     lock = Path(run_dir) / LOCK_FILE
     me = _acquire(lock)
+    if not (lock.parent / "checkpoints" / "last.ckpt").exists():  # a training from step 0: no earlier session
+        (lock.parent / SESSIONS_FILE).unlink(missing_ok=True)
     try:
         yield
+    except BaseException as e:  # failed or interrupted: what it checkpointed is resumed later
+        note_session(lock.parent, me, f"stopped by {type(e).__name__}")
+        raise
     finally:
         try:
             holder = _read_lock(lock)
@@ -336,6 +347,65 @@ def locked(run_dir: Path) -> Iterator[None]:
             lock.unlink()
         else:
             log.warning("lock %s is no longer ours (holder: %s); leaving it", lock, holder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A training spread over several sessions
+
+SESSIONS_FILE = "sessions.json"
+
+
+def _started(holder: dict) -> float | None:
+    """When a lock's holder took it, in seconds since the epoch (locks before ``time`` was kept: from
+    ``started``, local time)."""
+    if isinstance(holder.get("time"), (int, float)):
+        return float(holder["time"])
+    try:
+        return datetime.fromisoformat(str(holder.get("started"))).timestamp()
+    except ValueError:
+        return None
+
+
+def note_session(run_dir: Path, holder: dict, ended: str) -> None:
+    """Add to ``run_dir/sessions.json`` the training time of a session that ended before its run finished
+    (its process killed with its machine, or stopped by an error): from when it took the lock to its last
+    checkpoint, the work a later session resumes from. A session that wrote no checkpoint, or that finished
+    training (``model.pt``: its time is in the record already), adds nothing."""
+    run_dir = Path(run_dir)
+    start = _started(holder)
+    try:
+        saved = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+    except FileNotFoundError:
+        return
+    if start is None or saved <= start or (run_dir / "model.pt").exists():
+        return
+    ledger = read_json(run_dir / SESSIONS_FILE) or {"sessions": []}
+    ledger["sessions"].append({
+        "started": holder.get("started"), "last_checkpoint": datetime.fromtimestamp(saved).isoformat(timespec="seconds"),
+        "seconds": round(saved - start, 1), "cpu": holder.get("cpu"), "ended": ended})
+    write_json(run_dir / SESSIONS_FILE, ledger)
+
+
+def with_sessions(run_dir: Path, record: dict) -> dict:
+    """``record`` with the sessions before its training's last one: ``train.earlier_sessions`` (each
+    one's seconds to its last checkpoint, CPU and how it ended) and ``train.total_wall_s``, the last
+    session's ``wall_s`` plus theirs. Only for a resumed training whose folder kept ``sessions.json``;
+    a record that has them keeps them (the ledger goes when the checkpoints go)."""
+    train = record.get("train")
+    ledger = read_json(Path(run_dir) / SESSIONS_FILE)
+    if not isinstance(train, dict) or not train.get("resumed") or not ledger:
+        return record
+    train["earlier_sessions"] = ledger["sessions"]
+    train["total_wall_s"] = round(train["wall_s"] + sum(s["seconds"] for s in ledger["sessions"]), 1)
+    return record
+
+
+def write_record(folder: Path, store: Path | None, record: dict, name: str = "metrics.json") -> None:
+    """``store.write_record``; a run record (``metrics.json``) first takes its earlier sessions
+    (``with_sessions``)."""
+    if name == "metrics.json":
+        with_sessions(folder, record)
+    _store.write_record(folder, store, record, name)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -63,6 +63,19 @@ def write_record(folder: Path, store: Path | None, record: dict, name: str = "me
         write_json(stored(folder, store, name), record)
 
 
+def train_seconds(record: dict) -> float:
+    """A record's training wall time, every session of it (``train.total_wall_s``), else ``train.wall_s``.
+    A run resumed before sessions were kept has the last session's time only (``time_incomplete``)."""
+    train = record["train"]
+    return float(train.get("total_wall_s", train["wall_s"]))
+
+
+def time_incomplete(record: dict) -> bool:
+    """Whether ``train_seconds`` misses earlier sessions: resumed, with none recorded."""
+    train = record.get("train") or {}
+    return bool(train.get("resumed")) and "total_wall_s" not in train
+
+
 def sync_store(runs_dir: Path, store: Path) -> list[Path]:
     """Copy into the store every record of the run cache that it lacks or holds in an older version
     (a cache made before the store existed, or by a run with ``paths.records_dir=null``). Returns the
