@@ -4,7 +4,7 @@
 evaluates a run; a lock left by a dead process on this host is taken over. A session that ended before
 its run finished (its machine went away, or an error stopped it) leaves a line in ``sessions.json``:
 its seconds from taking the lock to its last checkpoint, which the run's record adds up
-(``runs.with_sessions``).
+(``with_sessions``, called by ``runs.write_record``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
 
 
 # ---------------------------------------------------------------------------------------------------

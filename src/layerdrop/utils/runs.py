@@ -23,13 +23,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from layerdrop.utils import store as _store
-from layerdrop.utils.lock import (  # noqa: F401  (re-exported: runs.locked, runs.SESSIONS_FILE, ...)
-    LOCK_FILE,
+from layerdrop.utils.lock import (  # noqa: F401  (re-exported: runs.locked, runs.file_lock, ...)
     SESSIONS_FILE,
     RunLockedError,
     file_lock,
     locked,
-    note_session,
     with_sessions,
 )
 from layerdrop.utils.machine import cpu_model, cpus, machine_info  # noqa: F401  (re-exported)
