@@ -131,6 +131,24 @@ def test_figure4_verdicts_follow_the_numbers(tmp_path, expected):
     assert "data_driven (seed 1) kept layers 0 2" in note
 
 
+@pytest.mark.parametrize("every_other_same, outcome", [(40.0, "held"), (20.0, "not held")])
+def test_figure4_compares_data_driven_with_every_other_on_the_learned_models(tmp_path, every_other_same, outcome):
+    """Ours: the learned-rate model pruned every other is judged against its data-driven prune (24.8 here)."""
+    records = figure4_records(*(True,) * 5)
+    for r in records:
+        if r["config"]["layerdrop"]["learned"]:
+            k = r["eval"][0]["valid_ppl"] / 21.0
+            r["eval"].append(ev("every_other", [1, 3], 30.0, every_other_same * k))
+    figures.figure4(records, tmp_path, "cpu")
+    note = (tmp_path / "figure4.md").read_text()
+    (line,) = [x for x in note.splitlines() if x.startswith("- Ours: on the learned-rate models")]
+    assert f"data-driven better than every other: {outcome}:" in line
+    assert f"every other on the same model {every_other_same:.1f}" in note  # seed 1 (k = 1)
+    assert verdicts(note, FIGURE4_CLAIMS) == [True] * 5  # the paper's C3 row still compares the fixed-rate models
+    figures.figure4(figure4_records(*(True,) * 5), tmp_path, "cpu")  # no every other on the learned models
+    assert "- Ours: on the learned-rate models" not in (tmp_path / "figure4.md").read_text()
+
+
 def test_one_seed_is_inconclusive_whatever_it_reads(tmp_path):
     figures.figure4([r for r in figure4_records(*(True,) * 5) if r["config"]["seed"] == 1], tmp_path, "cpu")
     note = (tmp_path / "figure4.md").read_text()

@@ -150,6 +150,19 @@ def figure4_pending(rows: list[dict], p: float = 0.2) -> list[str]:
     return out
 
 
+def learned_model_note(raw: list[dict], half: int) -> list[str]:
+    """Ours, beyond the paper (its data-driven line is compared with every other on the fixed-rate models,
+    the C3 row above): on the learned-rate models themselves, data-driven pruning against every other, by
+    the same noise rule, so whether learning the rates moves the best half to other layers is judged too."""
+    dd = _values(raw, "test_ppl", strategy="data_driven", kept_layers=half, learned=True)
+    eo = _values(raw, "test_ppl", strategy="every_other", kept_layers=half, learned=True)
+    if not (dd and eo):
+        return []
+    v = judge(dd, eo, higher_is_better=False)
+    return [f"- Ours: on the learned-rate models themselves, data_driven {_mean(dd)} vs every other {_mean(eo)} "
+            f"(test ppl; data-driven better than every other: {v.describe()})."]
+
+
 def figure4(records: list[dict], out: Path, scale: str, p: float = 0.2) -> None:
     raw = tidy_rows(records)
     rows = aggregate(raw, KEYS, METRICS)  # seed means, for the bars
@@ -181,12 +194,17 @@ def figure4(records: list[dict], out: Path, scale: str, p: float = 0.2) -> None:
                          f"{r['search_evaluations']} subsets on the valid split; its number above is on test, which "
                          "the search never saw.")
     for rec in records:
+        same = {e["strategy"]: e for e in rec["eval"] if e["depth"] == half}
         for e in rec["eval"]:
             if e["strategy"] == "data_driven":
                 rates = e["learned_rates"]
+                eo = same.get("every_other")
                 notes.append(f"- data_driven (seed {rec['config'].get('seed')}) kept layers "
                              f"{' '.join(map(str, e['layers']))}; learned drop rates per layer: "
-                             f"{', '.join(f'{x:.2f}' for x in rates)} (mean {statistics.mean(rates):.2f}).")
+                             f"{', '.join(f'{x:.2f}' for x in rates)} (mean {statistics.mean(rates):.2f})"
+                             + (f"; test ppl {e['test_ppl']:.1f}, every other on the same model {eo['test_ppl']:.1f}"
+                                if eo and "test_ppl" in e and "test_ppl" in eo else "") + ".")
+    notes += learned_model_note(raw, half)
     how = provenance(records, scale) + (f" Left: full models trained with the same drop budget p={p} spent on "
                                         "different structures (combinations split it evenly). Right: sub-networks "
                                         f"of {half} of {n} layers, reported on test. Bars: seed means, whiskers: "
