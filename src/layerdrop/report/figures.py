@@ -194,11 +194,11 @@ def figure4(records: list[dict], out: Path, scale: str, p: float = 0.2) -> None:
                          f"{r['search_evaluations']} subsets on the valid split; its number above is on test, which "
                          "the search never saw.")
     for rec in records:
-        same = {e["strategy"]: e for e in rec["eval"] if e["depth"] == half}
+        every_other = {e["depth"]: e for e in rec["eval"] if e["strategy"] == "every_other"}
         for e in rec["eval"]:
             if e["strategy"] == "data_driven":
                 rates = e["learned_rates"]
-                eo = same.get("every_other")
+                eo = every_other.get(e["depth"])  # the same model pruned to the same depth
                 notes.append(f"- data_driven (seed {rec['config'].get('seed')}) kept layers "
                              f"{' '.join(map(str, e['layers']))}; learned drop rates per layer: "
                              f"{', '.join(f'{x:.2f}' for x in rates)} (mean {statistics.mean(rates):.2f})"
