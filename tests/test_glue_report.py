@@ -87,7 +87,7 @@ def test_a_fine_tuning_without_its_pretraining_run_is_an_error(tmp_path):
 def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majority_class(tmp_path):
     write_json(tmp_path / "runs" / "mlm" / "enc" / "metrics.json", {
         "run_key": "enc", "config": {"model": {"n_layers": 8, "dropout": 0.1}, "layerdrop": {"p": 0.2}, "seed": 1,
-                                     "data": {"max_train_tokens": 1000}}, "eval": [],
+                                     "data": {"max_train_tokens": 1000, "sources": ["news", "ddtp"]}}, "eval": [],
         "train": {"steps": 400, "wall_s": 600.0, "tokens_seen": 4000, "curve": [{"step": s, "val/ppl": ppl} for s, ppl in
                                                             ((100, 90.0), (200, 50.0), (300, 40.0), (400, 38.0))]}})
     splits = {"train": {"examples": 100, "labels": {"a": 50, "b": 50}}, "valid": {"examples": 20, "labels": {"a": 12, "b": 8}},
@@ -106,7 +106,8 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # of 81% on 400 examples is 2.0 points
     assert ("| enc (learned) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 "
             "| +6.0 |") in text
-    assert "| enc | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 | not measured |" in text
+    assert "| enc | news+ddtp, 1k tokens x 4.0 | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 | not measured |" in text
+    assert "do not compare" not in text  # one pretraining text
     write_json(tmp_path / "runs" / "mlm" / "enc" / "context.json",
                {"intact": 30.0, "shuffled": 31.0, "no_context": 90.0, "unigram": 100.0})
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])

@@ -1,6 +1,6 @@
 """Masked-LM pretraining (the pretraining issue, part 1): BERT masking, dynamic masks, the RoBERTa encoder
 (sizes checked against the published counts), pruning, device-cleanliness, and a tiny pretraining run on
-the offline news corpus through train()."""
+the offline English corpus (the union of sources, data/mlm.py) through train()."""
 
 import json
 import math
@@ -194,13 +194,17 @@ def test_pretraining_is_device_clean(positions):
         lit._nll(*lit._mask(tokens, generator))
 
 
-def test_a_tiny_pretraining_run_on_the_offline_news_corpus(tmp_path):
+def test_a_tiny_pretraining_run_on_the_offline_english_corpus(tmp_path):
     from layerdrop.train import train
 
     overrides = ["experiment=pretrain_mlm", "debug=smoke_mlm", f"paths.runs_dir={tmp_path}/runs",
                  f"paths.log_dir={tmp_path}/logs", "logger=none", "prune.depths=[2]", "prune.splits=[valid]"]
     record = train(load_config(overrides))
     assert record["task"] == "mlm" and record["train"]["steps"] == 6
+    sources = record["data"]["provenance"]["sources"]  # every source read from its package, split by document
+    assert list(sources) == ["news", "anarchism", "ddtp"]
+    assert all(min(s["split"][split] for split in ("train", "valid", "test")) > 0 for s in sources.values())
+    assert sources["anarchism"]["extracted"]["sections"] > 500  # the FAQ's HTML read as sections
     assert [p["step"] for p in record["train"]["curve"]] == [3, 6]
     rows = {(r["strategy"], r["depth"]): r for r in record["eval"]}
     assert set(rows) == {("none", 4), ("every_other", 2)}

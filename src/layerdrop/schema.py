@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from layerdrop.data import lm as lm_data
+from layerdrop.data import mlm as mlm_data
 from layerdrop.data import mt as mt_data
 from layerdrop.data import text_pairs
 from layerdrop.data.mt_corpus import DIRECTIONS
@@ -108,6 +109,33 @@ class LMData:
     shuffle_seed: int | None = rule()
     context_window: int = rule(ge=0)
     frequency_order: bool = rule()
+
+
+@dataclass
+class MLMData(LMData):
+    """The masked LM's data: one source (``LMDataModule``: the news, or the hub at paper scale) or the cpu
+    union of English sources (``UnionTextDataModule``: ``sources``, no ``source``)."""
+    _target_: str = rule(required=True, choices=("layerdrop.data.lm.LMDataModule",
+                                                 "layerdrop.data.mlm.UnionTextDataModule"))
+    source: str = rule(choices=lm_data.SOURCES)
+    sources: list[str] = rule(choices=mlm_data.SOURCES)
+
+
+def mlm_data_errors(data: dict) -> list[str]:
+    """Which of ``source`` / ``sources`` the masked LM's data module takes."""
+    union = data["_target_"].endswith("UnionTextDataModule")
+    own, other = ("sources", "source") if union else ("source", "sources")
+    errors = [f"data.{other}={data[other]!r}: {data['_target_']} takes data.{own}, not data.{other}"]  \
+        if other in data else []
+    if own not in data:
+        errors.append(f"data.{own}: missing; {data['_target_']} needs it"
+                      + (f" (a list of {', '.join(mlm_data.SOURCES)})" if union else ""))
+    elif union:
+        try:
+            mlm_data.check_sources(data[own])
+        except ValueError as err:
+            errors.append(f"data.{err}")
+    return errors
 
 
 @dataclass
@@ -235,7 +263,7 @@ class LMRun(_Run):
 @dataclass
 class MLMRun(_Run):
     model: EncoderModel = rule(required=True)
-    data: LMData = rule(required=True)
+    data: MLMData = rule(required=True)
 
 
 @dataclass
@@ -261,6 +289,8 @@ def _cross_checks(run: dict, task: Task) -> list[str]:
         errors.append(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")
     depths = {stack: model.get(task.depth_key(stack)) for stack in task.model_class.stacks}
     errors += task.config_errors(run)
+    if task.schema is MLMRun:
+        errors += mlm_data_errors(run["data"])
     if run.get("select") == "best" and int((run["optim"].get("average") or {}).get("last", 1)) > 1:
         errors.append(f"select=best: the run would report its best checkpoint, but optim.average.last="
                       f"{run['optim']['average']['last']} averages the last ones; choose one (optim.average.last=1)")

@@ -1,6 +1,6 @@
 """The cpu pretraining probe (``make tune-pretrain``) from its records: ``results/regime_mlm/``.
 
-Does masked-LM pretraining on the news text transfer to the classification stand-ins at this scale? For
+Does masked-LM pretraining on the English text from packages transfer to the classification stand-ins at this scale? For
 each stand-in: its majority class (what a classifier that learnt nothing scores), the architecture
 fine-tuned from a fresh initialisation (``classify.init=scratch``) and the same architecture fine-tuned
 from the pretrained encoder, by one recipe. Every row is one seed, so no claim is judged here: the
@@ -76,21 +76,38 @@ def best_by_init(rows: list[dict]) -> dict[tuple[Probe, str, str], dict]:
     return {(probe_of(r), r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
 
 
+def pretraining_text(data: dict, train_tokens: int | None, epochs: float | None) -> str:
+    """The text an encoder was pretrained on: its sources (``data.sources``, or the one ``data.source``),
+    with the train tokens it read from them and how many passes its steps made."""
+    text = "+".join(data.get("sources") or [data.get("source") or "?"])
+    if train_tokens:
+        size = f"{train_tokens / 1e6:.1f}M" if train_tokens >= 1e6 else f"{train_tokens / 1e3:.0f}k"
+        text += f", {size} tokens" + (f" x {epochs}" if epochs is not None else "")
+    return text
+
+
 def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
-    lines = ["| pretraining run | layers | LayerDrop | dropout | steps | best valid masked-LM ppl (step) | still "
-             "improving | last fifth | train min | masked ppl: context / shuffled / none (unigram) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| pretraining run | text (train tokens x epochs) | layers | LayerDrop | dropout | steps | best valid "
+             "masked-LM ppl (step) | still improving | last fifth | train min | masked ppl: context / shuffled / "
+             "none (unigram) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    texts = set()
     for key in sorted(keys):
-        r = run_summary(json.loads((runs_dir / "mlm" / key / "metrics.json").read_text()))
+        record = json.loads((runs_dir / "mlm" / key / "metrics.json").read_text())
+        r = run_summary(record)
         best = f"{r['best_valid_ppl']:.1f} ({r['best_step']})" if r["best_step"] is not None else "-"
         gain = f"{100 * r['last_fifth_gain']:.1f}%" if r["last_fifth_gain"] is not None else "-"
-        lines.append(f"| {key} | {r['layers']} | {r['layerdrop_p']} | {r['dropout']} | {r['steps']} | {best} | "
+        text = pretraining_text(record["config"]["data"], r["train_tokens"], r["epochs"])
+        texts.add(text.split(",")[0])
+        lines.append(f"| {key} | {text} | {r['layers']} | {r['layerdrop_p']} | {r['dropout']} | {r['steps']} | {best} | "
                      f"{'yes' if r['still_improving'] else 'no'} | {gain} | {r['train_wall_s'] / 60:.1f} | "
                      + _context(runs_dir / "mlm" / key / "context.json") + " |")
     return lines + ["", "*masked ppl* (`python -m layerdrop.metrics.context`, on the same fixed masks of the valid "
                     "split): with the context as it is, with the unmasked words shuffled within each block, and with "
                     "no context, beside the unigram perplexity. Shuffled close to intact means the encoder reads a bag "
-                    "of words, not word order."]
+                    "of words, not word order."] + (
+        ["", "Masked-LM perplexities of encoders pretrained on different text do not compare: each text has its "
+         "own tokenizer and valid split."] if len(texts) > 1 else [])
 
 
 def positions_by_encoder(records: list[dict]) -> dict[str, str]:

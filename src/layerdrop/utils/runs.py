@@ -68,7 +68,8 @@ LATER_DEFAULTS = {
 #: evaluation-only code (evaluate.py, metrics/), which does not change the weights (models/generate.py is
 #: covered, being in models/).
 CODE_FILES = ("models/*.py", "lit/*.py", "tasks/*.py", "optim.py", "train.py", "classify.py", "data/lm.py", "data/mt.py",
-              "data/pair_batches.py", "data/text_pairs.py", "data/classify.py", "data/classify_sources.py")
+              "data/pair_batches.py", "data/text_pairs.py", "data/classify.py", "data/classify_sources.py",
+              "data/mlm.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
