@@ -94,6 +94,8 @@ def test_the_union_data_module_builds_one_corpus_from_every_source(tmp_path, mon
 def test_bad_sources_are_refused_by_name(sources, message):
     with pytest.raises(ValueError, match=message):
         mlm.UnionTextDataModule(sources)
+    with pytest.raises(ValueError, match="hub_path: the union corpus reads data.sources"):
+        mlm.UnionTextDataModule(["news"], hub_path="Salesforce/wikitext")
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -101,6 +103,7 @@ def test_bad_sources_are_refused_by_name(sources, message):
     (["data=mlm_cpu_news", "+data.sources=[news]"], "LMDataModule takes data.source, not data.sources"),
     (["+data.source=news"], "UnionTextDataModule takes data.sources, not data.source"),
     (["~data.sources"], "data.sources: missing"),
+    (["+data.hub_path=Salesforce/wikitext"], "data.hub_path='Salesforce/wikitext': .* reads data.sources, not the hub"),
 ])
 def test_the_pretraining_text_is_checked_at_config_time(overrides, message):
     with pytest.raises(ValueError, match=message):

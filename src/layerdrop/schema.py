@@ -131,6 +131,8 @@ def mlm_data_errors(data: dict) -> list[str]:
         errors.append(f"data.{own}: missing; {data['_target_']} needs it"
                       + (f" (a list of {', '.join(mlm_data.SOURCES)})" if union else ""))
     elif union:
+        errors += [f"data.{key}={data[key]!r}: {data['_target_']} reads data.sources, not the hub"
+                   for key in ("hub_path", "hub_name", "hub_data_files") if data.get(key) is not None]
         try:
             mlm_data.check_sources(data[own])
         except ValueError as err:

@@ -61,29 +61,13 @@ class UnionTextDataModule(LMDataModule):
     """``LMDataModule`` over the union of ``sources`` (see the module doc) instead of one source; the corpus
     is cached under ``{data_dir}/lm/union-<sources>_<tokenizer>_s<split_seed>``."""
 
-    def __init__(
-        self,
-        sources: Sequence[str],
-        data_dir: str = "data",
-        tokenizer: str = "bpe",
-        vocab_size: int = 8192,
-        block_size: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        split_seed: int = 1234,
-        max_train_tokens: int | None = None,
-        raw_dir: str | None = None,
-        shuffle_seed: int | None = None,
-        context_window: int = 0,
-        frequency_order: bool = True,
-    ) -> None:
+    def __init__(self, sources: Sequence[str], **kwargs) -> None:
+        """``sources``, then ``LMDataModule``'s keyword arguments but its ``source`` and the hub's."""
+        foreign = sorted(set(kwargs) & {"source", "hub_path", "hub_name", "hub_data_files"})
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: the union corpus reads data.sources, not a single or hub source")
         sources = check_sources(sources)  # a plain list: a checkpoint's hparams cannot hold Hydra's ListConfig
-        super().__init__("news", data_dir=data_dir, tokenizer=tokenizer, vocab_size=vocab_size,
-                         block_size=block_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, split_seed=split_seed, max_train_tokens=max_train_tokens,
-                         raw_dir=raw_dir, shuffle_seed=shuffle_seed, context_window=context_window,
-                         frequency_order=frequency_order)
+        super().__init__("news", **kwargs)
         self.sources = tuple(sources)
 
     @property
