@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cpu pretraining regime probe (the pretraining issue's first question): does masked-LM pretraining on
-# the English text from packages (news, An Anarchist FAQ, Debian descriptions; data=mlm_cpu_news: the news alone) transfer to the classification stand-ins at this scale at all? The 8-layer encoder with
+# the English text from packages (news, An Anarchist FAQ, Debian descriptions; data=mlm_cpu_news: the news
+# alone) transfer to the classification stand-ins at this scale at all? The 8-layer encoder with
 # LayerDrop 0.2 (Table 4's LayerDrop row, shared with it through the run cache) fine-tuned on every
 # stand-in, against the same architecture fine-tuned from a fresh initialisation (classify.init=scratch)
 # by the same recipe, beside each stand-in's majority class. One learning rate (LR, default 3e-4) for

@@ -94,6 +94,9 @@ def test_the_union_data_module_builds_one_corpus_from_every_source(tmp_path, mon
 def test_bad_sources_are_refused_by_name(sources, message):
     with pytest.raises(ValueError, match=message):
         mlm.UnionTextDataModule(sources)
+
+
+def test_the_union_refuses_a_hub_source():
     with pytest.raises(ValueError, match="hub_path: the union corpus reads data.sources"):
         mlm.UnionTextDataModule(["news"], hub_path="Salesforce/wikitext")
 

@@ -19,12 +19,12 @@ HTML read as text with the standard library's parser.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 from layerdrop.data.debian_sources import fetch_debs, package_provenance, unpack_deb
+from layerdrop.data.mt_sources import normalise
 from layerdrop.data.sources import news_documents
 from layerdrop.data.sum_sources import debian_summary_pairs
 
@@ -41,10 +41,6 @@ _SECTION_TAGS = {"h1", "h2", "h3"}
 _HIDDEN_TAGS = {"script", "style", "title", "head"}
 
 
-def _normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 class _SectionText(HTMLParser):
     """The visible text of an HTML page as sections (lists of text blocks), cut at each section heading."""
 
@@ -55,7 +51,7 @@ class _SectionText(HTMLParser):
         self._hidden = 0
 
     def _flush(self) -> None:
-        text = _normalise("".join(self._block))
+        text = normalise("".join(self._block))
         if text:
             self.sections[-1].append(text)
         self._block = []

@@ -15,13 +15,12 @@ import argparse
 import random
 from collections.abc import Sequence
 
-from layerdrop.data.corpus import ensure_corpus
+from layerdrop.data.corpus import SPLITS, ensure_corpus
 from layerdrop.data.english_sources import ENGLISH_SOURCES
 from layerdrop.data.lm import LMDataModule, format_manifest
 from layerdrop.data.sources import split_documents
 
 SOURCES = tuple(ENGLISH_SOURCES)
-SPLITS = ("train", "valid", "test")
 
 
 def check_sources(sources: Sequence[str]) -> list[str]:

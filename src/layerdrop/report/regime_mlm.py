@@ -1,9 +1,9 @@
 """The cpu pretraining probe (``make tune-pretrain``) from its records: ``results/regime_mlm/``.
 
-Does masked-LM pretraining on the English text from packages transfer to the classification stand-ins at this scale? For
-each stand-in: its majority class (what a classifier that learnt nothing scores), the architecture
-fine-tuned from a fresh initialisation (``classify.init=scratch``) and the same architecture fine-tuned
-from the pretrained encoder, by one recipe. Every row is one seed, so no claim is judged here: the
+Does masked-LM pretraining on the English text from packages transfer to the classification stand-ins at
+this scale? For each stand-in: its majority class (what a classifier that learnt nothing scores), the
+architecture fine-tuned from a fresh initialisation (``classify.init=scratch``) and the same architecture
+fine-tuned from the pretrained encoder, by one recipe. Every row is one seed, so no claim is judged here: the
 ``±`` is the test set's own sampling error (binomial), a floor under the seed noise, not the seed noise.
 """
 
@@ -76,10 +76,14 @@ def best_by_init(rows: list[dict]) -> dict[tuple[Probe, str, str], dict]:
     return {(probe_of(r), r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
 
 
+def text_name(data: dict) -> str:
+    """The text an encoder was pretrained on: its sources (``data.sources``), or the one ``data.source``."""
+    return "+".join(data.get("sources") or [data.get("source") or "?"])
+
+
 def pretraining_text(data: dict, train_tokens: int | None, epochs: float | None) -> str:
-    """The text an encoder was pretrained on: its sources (``data.sources``, or the one ``data.source``),
-    with the train tokens it read from them and how many passes its steps made."""
-    text = "+".join(data.get("sources") or [data.get("source") or "?"])
+    """``text_name``, with the train tokens it read from that text and how many passes its steps made."""
+    text = text_name(data)
     if train_tokens:
         size = f"{train_tokens / 1e6:.1f}M" if train_tokens >= 1e6 else f"{train_tokens / 1e3:.0f}k"
         text += f", {size} tokens" + (f" x {epochs}" if epochs is not None else "")
@@ -98,7 +102,7 @@ def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
         best = f"{r['best_valid_ppl']:.1f} ({r['best_step']})" if r["best_step"] is not None else "-"
         gain = f"{100 * r['last_fifth_gain']:.1f}%" if r["last_fifth_gain"] is not None else "-"
         text = pretraining_text(record["config"]["data"], r["train_tokens"], r["epochs"])
-        texts.add(text.split(",")[0])
+        texts.add(text_name(record["config"]["data"]))
         lines.append(f"| {key} | {text} | {r['layers']} | {r['layerdrop_p']} | {r['dropout']} | {r['steps']} | {best} | "
                      f"{'yes' if r['still_improving'] else 'no'} | {gain} | {r['train_wall_s'] / 60:.1f} | "
                      + _context(runs_dir / "mlm" / key / "context.json") + " |")
