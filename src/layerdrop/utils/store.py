@@ -30,7 +30,7 @@ def read_json(path: Path) -> dict | None:
 # The record store: the committed copy of every run's records
 
 #: the files of a run folder that the store keeps (the weights and checkpoints stay in the run cache)
-RECORD_FILES = ("metrics.json", "context.json")
+RECORD_FILES = ("metrics.json", "context.json", "layer_use.json")
 
 
 def record_store(cfg: DictConfig) -> Path | None:

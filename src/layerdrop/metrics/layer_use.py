@@ -1,0 +1,99 @@
+"""Which layers a trained sequence-to-sequence model uses, and how much it reads its source: teacher-forced
+perplexity on fixed valid batches at full depth, with each layer of each stack removed (the rest run as
+trained, no fine-tuning), with each layer kept alone, and with every source swapped for another sentence's
+in the same batch. A layer whose removal changes nothing does no work the model needs: a stack whose layers
+beyond the first all score like that has, in effect, one layer.
+
+    python -m layerdrop.metrics.layer_use runs/<mt|sum|qa>/<key> [--split valid] [--batches 60]
+
+Writes ``layer_use.json`` in the run folder and its copy in the record store (read by ``python -m
+layerdrop.report regime_<task>``); evaluation only: it changes no weights and no run key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from layerdrop.lit.seq2seq import label_smoothed_nll
+from layerdrop.models.checkpoint import load_model
+from layerdrop.models.pruning import prune_model
+from layerdrop.utils.runs import default_store, write_record
+
+SEQ2SEQ_TASKS = ("mt", "sum", "qa")
+
+
+@torch.no_grad()
+def perplexity(model: torch.nn.Module, batches: list[dict]) -> float:
+    """Teacher-forced target perplexity (no label smoothing) of ``model`` in eval mode over ``batches``."""
+    model.eval()
+    nll = tokens = 0.0
+    for b in batches:
+        logits = model.logits(model(b["src"], b["tgt_in"])).float()
+        _, total, n = label_smoothed_nll(logits.reshape(-1, logits.size(-1)), b["tgt_out"].reshape(-1), 0.0)
+        nll, tokens = nll + total.item(), tokens + n.item()
+    return math.exp(nll / tokens)
+
+
+def swap_sources(batches: list[dict]) -> list[dict]:
+    """Each batch with its sources rolled by one row: every target is read against another sentence's source
+    (a one-row batch keeps its own, so it is left out)."""
+    return [dict(b, src=b["src"].roll(1, 0)) for b in batches if b["src"].size(0) > 1]
+
+
+def layer_use(model: torch.nn.Module, batches: list[dict]) -> dict:
+    """{"full": ppl, "wrong_source": ppl, "stacks": {name: {"without": [ppl per removed layer], "only": [ppl
+    with that layer alone]}}} for a model with ``stacks`` (``TransformerSeq2Seq``)."""
+    out = {"full": perplexity(model, batches), "wrong_source": perplexity(model, swap_sources(batches)), "stacks": {}}
+    for name, (_, depth_field, _) in model.stacks.items():
+        n = getattr(model.config, depth_field)
+        out["stacks"][name] = {
+            "without": [perplexity(prune_model(model, {name: [j for j in range(n) if j != i]}), batches)
+                        if n > 1 else None for i in range(n)],
+            "only": [perplexity(prune_model(model, {name: [i]}), batches) for i in range(n)],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished translation, summarisation or QA run folder")
+    parser.add_argument("--split", default="valid", choices=["valid", "test"])
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--data-dir", default=None, help="default: LAYERDROP_DATA_DIR, else the run's data_dir")
+    parser.add_argument("--records-dir", type=Path, default=default_store(),
+                        help="the record store that keeps a copy of layer_use.json (paths.records_dir)")
+    args = parser.parse_args(argv)
+    if args.batches < 1:
+        parser.error(f"--batches must be at least 1, got {args.batches}")
+    record = json.loads((args.run / "metrics.json").read_text())
+    if record.get("task") not in SEQ2SEQ_TASKS:
+        raise ValueError(f"{args.run}: task {record.get('task')!r}; layer_use probes {', '.join(SEQ2SEQ_TASKS)} runs")
+    weights = args.run / "model.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing: the run's weights are needed (train it with need_weights=true)")
+    data = OmegaConf.create(record["config"]["data"])
+    data.data_dir = args.data_dir or os.environ.get("LAYERDROP_DATA_DIR") or data.data_dir
+    dm = instantiate(data)
+    dm.prepare_data()
+    dm.setup("fit" if args.split == "valid" else "test")
+    loader = dm.val_dataloader() if args.split == "valid" else dm.test_dataloader()
+    loader = loader[0] if isinstance(loader, list) else loader
+    batches = [b for _, b in zip(range(args.batches), loader, strict=False)]
+    model, _ = load_model(weights)
+    result = layer_use(model, batches)
+    result.update(split=args.split, batches=len(batches),
+                  target_tokens=int(sum((b["tgt_out"] != -100).sum() for b in batches)))
+    write_record(args.run, args.records_dir, result, "layer_use.json")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
