@@ -404,7 +404,7 @@ def test_translation_regime_report_counts_target_epochs_and_shows_bleu(tmp_path)
     rows = {r["run_key"]: r for r in csv.DictReader((tmp_path / "out" / "raw.csv").open())}
     assert rows["m1"]["layers"] == "6/6" and rows["m1"]["epochs"] == "10.0"  # 10,000 target tokens over 1,000
     assert rows["m1"]["still_improving"] == "True" and rows["m2"]["best_step"] == "100"
-    assert "| 6/6 | 0.1 | 0.0 | 1 | 1,000 | 100 | 10.0 | 30.0 (100) | yes |" in text and "| 12.50 |" in text
+    assert "| 6/6 | pre | 0.1 | 0.0 | 1 | 1,000 | 100 | 10.0 | 30.0 (100) | yes |" in text and "| 12.50 |" in text
     assert "dropout **0.1** (valid perplexity 0.1: 30.0 (n=1), 0.3: 35.0 (n=1))" in text
 
 
@@ -447,7 +447,7 @@ def test_summarisation_regime_report_counts_summary_tokens_and_shows_rouge(tmp_p
     report_main(["regime_sum", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     text = (tmp_path / "out" / "regime_sum.md").read_text()
     assert text.startswith("# cpu summarisation regime search") and "| test ROUGE-L |" in text
-    assert "| 6/6 | 0.0 | 0.0 | 1 | 500 | 100 | 20.0 | 30.0 (100) | yes |" in text and "| 14.50 |" in text
+    assert "| 6/6 | pre | 0.0 | 0.0 | 1 | 500 | 100 | 20.0 | 30.0 (100) | yes |" in text and "| 14.50 |" in text
 
 
 def test_dropout_is_picked_on_in_training_valid_where_no_full_valid_split_was_scored(tmp_path):
@@ -531,10 +531,36 @@ def test_a_run_with_its_own_rate_per_stack_is_its_own_configuration_in_the_regim
         write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
     report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     text = (tmp_path / "out" / "regime_mt.md").read_text()
-    assert "| 6/6 | 0.0 | encoder 0, decoder 0.2 | 1 |" in text
+    assert "| 6/6 | pre | 0.0 | encoder 0, decoder 0.2 | 1 |" in text
     assert "LayerDrop 0.2, 1,000 train tokens, at most 0 steps: dropout **0.1** (valid perplexity 0.0: 40.0 (n=1), " \
            "0.1: 35.0 (n=1))" in text  # the decoder-only run (20.0) is not averaged into dropout 0.0
     assert "C7 (LayerDrop 0.2 at dropout 0.1, 35.0 vs 15.0)" in text
+
+
+def test_a_post_norm_run_is_a_regime_of_its_own_not_a_dropout_of_the_pre_norm_runs(tmp_path):
+    """Post-norm LayerDrop at dropout 0.1 (valid 20) is another architecture: it neither wins the pre-norm
+    group's dropout pick nor enters its C7 comparison; its own regime line compares it with the post-norm
+    baseline."""
+    pre0 = mt_regime_record("pre0", 0.0, [(50, 60.0), (100, 40.0)], 4.0)
+    pre1 = mt_regime_record("pre1", 0.1, [(50, 55.0), (100, 35.0)], 6.0)
+    post = mt_regime_record("post", 0.1, [(50, 30.0), (100, 20.0)], 12.0)
+    base = mt_regime_record("base", 0.1, [(50, 25.0), (100, 15.0)], 14.0)
+    post_base = mt_regime_record("postbase", 0.1, [(50, 26.0), (100, 16.0)], 13.0)
+    for r, p in ((pre0, 0.2), (pre1, 0.2), (post, 0.2), (base, 0.0), (post_base, 0.0)):
+        r["config"]["layerdrop"] = {"p": p}
+    for r in (post, post_base):
+        r["config"]["model"]["pre_norm"] = False
+    for r in (pre0, pre1, post, base, post_base):
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["regime_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "regime_mt.md").read_text()
+    assert "| 6/6 | post | 0.1 | 0.2 | 1 |" in text
+    assert "6/6 layers, LayerDrop 0.2, 1,000 train tokens, at most 0 steps: dropout **0.1** (valid perplexity 0.0: " \
+           "40.0 (n=1), 0.1: 35.0 (n=1))" in text
+    pre_line = next(line for line in text.splitlines() if line.startswith("- 1,000 train tokens, at most 0 steps:"))
+    post_line = next(line for line in text.splitlines() if line.startswith("- 1,000 train tokens, at most 0 steps, post-norm:"))
+    assert "C7 (LayerDrop 0.2 at dropout 0.1, 35.0 vs 15.0)" in pre_line
+    assert "C7 (LayerDrop 0.2 at dropout 0.1, 20.0 vs 16.0)" in post_line
 
 
 def test_pages_name_every_machine_their_runs_trained_on():

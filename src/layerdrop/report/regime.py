@@ -70,6 +70,7 @@ def run_summary(record: dict) -> dict:
     data_tokens = _epoch_tokens(record)
     return {
         "run_key": record["run_key"], "seed": cfg.get("seed"), "layers": _layers(cfg["model"]),
+        "norm": "pre" if cfg["model"].get("pre_norm", True) else "post",
         "dropout": cfg["model"]["dropout"], "layerdrop_p": cfg["layerdrop"]["p"],
         "layerdrop_sides": _sides(cfg["layerdrop"]),
         "train_tokens": data_tokens, "max_steps": (cfg.get("trainer") or {}).get("max_steps"), "steps": train["steps"],
@@ -151,9 +152,9 @@ def build(records: list[dict], out: Path, scale: str) -> None:
              "the run has converged for its schedule. *epochs* counts "
              + ("training tokens" if task == "lm" else "target tokens") + " seen against one pass over the "
              "training set.", "",
-             "| layers | dropout | LayerDrop | seed | train tokens | steps | epochs | best valid (step) | still improving "
+             "| layers | norm | dropout | LayerDrop | seed | train tokens | steps | epochs | best valid (step) | still improving "
              f"| last fifth | select | full valid | full test |{extra_head} train min | code |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extra else "") + "---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extra else "") + "---|---|"]
     for r in rows:
         gain = "-" if r["last_fifth_gain"] is None else f"{100 * r['last_fifth_gain']:.1f}%"
         tokens = "-" if r["train_tokens"] is None else f"{r['train_tokens']:,}"
@@ -163,7 +164,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
             value = r[extra[0]]
             score = f" {'-' if value is None else f'{value:.2f}'} |"
         lines.append(
-            f"| {r['layers']} | {r['dropout']} | {ld_text(r)} | {r['seed']} | {tokens} | {r['steps']} "
+            f"| {r['layers']} | {r['norm']} | {r['dropout']} | {ld_text(r)} | {r['seed']} | {tokens} | {r['steps']} "
             f"| {r['epochs'] if r['epochs'] is not None else '-'} | {best} "
             f"| {'yes' if r['still_improving'] else 'no'} | {gain} | {r['select']} | {_num(r['full_valid_ppl'])} "
             f"| {_num(r['full_test_ppl'])} |{score} {r['train_wall_s'] / 60:.1f} | {r['code_version']} |")
@@ -175,7 +176,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
     picks = dropout_picks(rows)
     for g in picks:
         tried = ", ".join(f"{d}: {m:.1f} (n={n})" for d, (m, n) in sorted(g["tried"].items()))
-        lines.append(f"- {g['layers']} layers, LayerDrop {ld_text(g)}, {g['train_tokens']:,} train tokens, at most "
+        lines.append(f"- {g['layers']} layers{_norm_text(g)}, LayerDrop {ld_text(g)}, {g['train_tokens']:,} train tokens, at most "
                      f"{g['max_steps'] or 0:,} steps: dropout **{g['pick']}** (valid perplexity {tried})")
     if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
@@ -218,9 +219,9 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
     regimes: dict[tuple, list[tuple[dict, dict]]] = {}
     for r in records:
         s = summary[r["run_key"]]
-        regimes.setdefault((s["train_tokens"] or 0, s["max_steps"] or 0), []).append((r, s))
+        regimes.setdefault((s["train_tokens"] or 0, s["max_steps"] or 0, s["norm"]), []).append((r, s))
     lines = ["", "## The map: what each regime does to the claims", "",
-             "One line per regime tried (train tokens x step budget). *converged*: runs whose best validation "
+             "One line per regime tried (train tokens x step budget, and the norm placement where runs differ in it). *converged*: runs whose best validation "
              "was not their last, or whose valid perplexity fell less than 1% over the last fifth of their steps "
              "(the schedule annealed). *depth matters*: the full-depth baseline (LayerDrop 0) against half its depth "
              "trained from scratch; *C7*: the LayerDrop model against the baseline at full depth; *C2*: the "
@@ -229,7 +230,7 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
              "way. *cost*: the compared rows' training wall time as recorded (it includes any time a run was paused), "
              "and 3 seeds of each. Valid perplexity; each side is the dropout picked on valid "
              f"in its group, its seeds averaged. Noise rule: {RULE}.", ""]
-    for (tokens, budget), runs in sorted(regimes.items()):
+    for (tokens, budget, norm), runs in sorted(regimes.items()):
         full = max(_pruned_depth(r["config"]["model"]) for r, _ in runs)
         half = full // 2
         base = _best_group([(r, s) for r, s in runs
@@ -273,7 +274,8 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
         cost = regime_cost([g for g in (base, scratch, ld) if g])
         if cost:
             parts.append(cost)
-        lines.append(f"- {tokens:,} train tokens, at most {budget:,} steps: " + "; ".join(parts) + ".")
+        lines.append(f"- {tokens:,} train tokens, at most {budget:,} steps{_norm_text({'norm': norm})}: "
+                     + "; ".join(parts) + ".")
     return lines
 
 
@@ -297,6 +299,11 @@ def regime_cost(groups: list[list[tuple[dict, dict]]]) -> str | None:
     rows = ", ".join(f"{m:.0f}" for m in minutes)
     return (f"cost: {rows} min a run for the rows compared, so {SEEDS} seeds of each take "
             f"{SEEDS * sum(minutes) / 60:.1f} h")
+
+
+def _norm_text(row: dict) -> str:
+    """', post-norm' for a post-norm group (a different architecture, so a regime of its own); '' for pre-norm."""
+    return ", post-norm" if row.get("norm") == "post" else ""
 
 
 def _verdict(v) -> str:
@@ -347,18 +354,20 @@ def dropout_picks(rows: list[dict]) -> list[dict]:
     """Per group of runs that differ only in dropout (same train tokens, step budget, layers, LayerDrop rate):
     the dropout with the lowest mean valid perplexity (``_valid``), and every dropout tried: {dropout: (mean, runs)}."""
     def group(r: dict) -> tuple:
-        return r["train_tokens"] or 0, r.get("max_steps") or 0, r["layers"], r["layerdrop_p"], r.get("layerdrop_sides") or ""
+        return (r["train_tokens"] or 0, r.get("max_steps") or 0, r["layers"], r.get("norm", "pre"), r["layerdrop_p"],
+                r.get("layerdrop_sides") or "")
 
     picks = []
-    for tokens, budget, layers, p, sides in sorted({group(r) for r in rows}):
+    for key in sorted({group(r) for r in rows}):
+        tokens, budget, layers, norm, p, sides = key
         by_dropout: dict[float, list[float]] = {}
         for r in rows:
-            if group(r) == (tokens, budget, layers, p, sides) and _valid(r) is not None:
+            if group(r) == key and _valid(r) is not None:
                 by_dropout.setdefault(r["dropout"], []).append(_valid(r))
         if len(by_dropout) < 2:
             continue  # nothing was picked in this group
         tried = {d: (statistics.mean(v), len(v)) for d, v in by_dropout.items()}
-        picks.append({"train_tokens": tokens, "max_steps": budget, "layers": layers, "layerdrop_p": p,
+        picks.append({"train_tokens": tokens, "max_steps": budget, "layers": layers, "norm": norm, "layerdrop_p": p,
                       "layerdrop_sides": sides or None,
                       "tried": tried, "pick": min(tried, key=lambda d: tried[d][0])})
     return picks
@@ -371,3 +380,4 @@ def _valid(row: dict) -> float | None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
