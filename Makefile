@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mlm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-table3-norm tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -79,6 +79,9 @@ tune-table3: data-sum data-qa ## Table 3's dropouts picked on valid (baseline {0
 
 tune-table3-budget: data-sum data-qa ## Table 3's budget probe: the summarisation baseline and 3-layer decoder at 6,000 steps, QA at 3,600, valid ROUGE curves (about 2 h, resumable) -> results/regime_sum/, regime_qa/
 	SCALE=cpu BUDGET=1 bash experiments/tune_table3.sh
+
+tune-table3-norm: data-sum ## the LayerDrop encoder diagnostic: summarisation baseline and LayerDrop, pre- and post-norm, 1,500 steps, then which layers each uses (about 2 h) -> results/regime_sum/, results/layer_use/
+	SCALE=cpu NORM=1 bash experiments/tune_table3.sh
 
 tune-mt-budget: data-mt ## the cpu translation baseline trained up to 16,000 steps with a valid-BLEU curve (about 90 min, resumable): what budget reaches 15 BLEU -> results/regime_mt/
 	SCALE=cpu BUDGET=1 bash experiments/tune_mt.sh

@@ -24,6 +24,26 @@ if [ "${BUDGET:-0}" = 1 ]; then
   report regime_qa
   exit 0
 fi
+if [ "${NORM:-0}" = 1 ]; then
+  # The LayerDrop encoder diagnostic (make tune-table3-norm): the summarisation LayerDrop row's encoder works as
+  # one layer (results/layer_use/: layer 0 alone within 1% of all six), and LayerDrop costs seq2seq far more
+  # than the LM. The paper's translation and summarisation models are post-norm; the cpu ones are pre-norm. So:
+  # baseline and LayerDrop 0.2, pre- and post-norm, at the first budget (1,500 steps, validated every 250), all
+  # at the baseline's dropout 0.1 so only the norm and LayerDrop differ; then which layers each uses. About
+  # 25 min a run on 2 cores; SEEDS overrides the seed (default 1).
+  SEEDS=${SEEDS:-1}
+  train experiment=table3_sum "${SELECT[@]}" trainer.max_steps=1500 trainer.val_check_interval=250 model.dropout=0.1 \
+    model.pre_norm=true,false layerdrop.p=0,0.2 prune.strategies=[] seed="$SEEDS" "${WEIGHTS[@]}" artefact=regime_sum "${@}"
+  for norm in true false; do for p in 0 0.2; do for seed in ${SEEDS//,/ }; do
+    run=$(python -m layerdrop.runkey --dir scale="$SCALE" "${SELECT[@]}" experiment=table3_sum trainer.max_steps=1500 \
+      model.dropout=0.1 model.pre_norm=$norm layerdrop.p=$p prune.strategies=[] seed="$seed" artefact=regime_sum "${@}")
+    if [ "${LAYERDROP_DRY:-0}" = 1 ]; then echo "layer_use $run"
+    elif [ ! -f "$run/layer_use.json" ]; then OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run"; fi
+  done; done; done
+  report regime_sum
+  if [ "${LAYERDROP_DRY:-0}" != 1 ]; then python -m layerdrop.report.layer_use --scale "$SCALE"; fi
+  exit 0
+fi
 for task in sum qa; do
   train experiment=table3_$task "${SELECT[@]}" layerdrop.p=0.2 model.dropout=0.0,0.1 artefact=regime_$task "${@}"
   train experiment=table3_$task "${SELECT[@]}" layerdrop.p=0 model.dropout=0.1,0.2,0.3 artefact=regime_$task "${@}"
