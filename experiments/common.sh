@@ -47,6 +47,12 @@ equal_steps() {
 finetune() { python -m layerdrop.finetune -m scale="$SCALE" "$@"; }
 # Does a pretrained masked LM read word order? (context.json beside the run; python -m layerdrop.metrics.context)
 context() { python -m layerdrop.metrics.context "$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")"; }
+# Which layers a trained seq2seq model uses (layer_use.json beside the run; python -m layerdrop.metrics.layer_use);
+# one thread, so it slows a training beside it less; a run already probed is not probed again
+layer_use() {
+  local run; run=$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")
+  if [ ! -f "$run/layer_use.json" ]; then OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run"; fi
+}
 # LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
 if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
   launch() { echo "train scale=$SCALE $*"; }   # train() and the scripts' own train() go through it
@@ -56,4 +62,5 @@ if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
   # no data read in a dry run, unless LAYERDROP_DRY_FLOPS=1 (python -m layerdrop.backlog: the steps decide run keys)
   if [ "${LAYERDROP_DRY_FLOPS:-0}" != 1 ]; then equal_steps() { echo "EQUAL_FLOPS_STEPS"; }; fi
   context() { echo "context scale=$SCALE $*"; }
+  layer_use() { echo "layer_use scale=$SCALE $*"; }
 fi

@@ -35,10 +35,8 @@ if [ "${NORM:-0}" = 1 ]; then
   train experiment=table3_sum "${SELECT[@]}" trainer.max_steps=1500 trainer.val_check_interval=250 model.dropout=0.1 \
     model.pre_norm=true,false layerdrop.p=0,0.2 prune.strategies=[] seed="$SEEDS" "${WEIGHTS[@]}" artefact=regime_sum "${@}"
   for norm in true false; do for p in 0 0.2; do for seed in ${SEEDS//,/ }; do
-    run=$(python -m layerdrop.runkey --dir scale="$SCALE" "${SELECT[@]}" experiment=table3_sum trainer.max_steps=1500 \
-      model.dropout=0.1 model.pre_norm=$norm layerdrop.p=$p prune.strategies=[] seed="$seed" artefact=regime_sum "${@}")
-    if [ "${LAYERDROP_DRY:-0}" = 1 ]; then echo "layer_use $run"
-    elif [ ! -f "$run/layer_use.json" ]; then OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run"; fi
+    layer_use "${SELECT[@]}" experiment=table3_sum trainer.max_steps=1500 model.dropout=0.1 model.pre_norm=$norm \
+      layerdrop.p=$p prune.strategies=[] seed="$seed" artefact=regime_sum "${@}"
   done; done; done
   report regime_sum
   if [ "${LAYERDROP_DRY:-0}" != 1 ]; then python -m layerdrop.report.layer_use --scale "$SCALE"; fi

@@ -118,7 +118,7 @@ def test_every_experiment_script_prints_its_runs_and_ends_with_its_report(script
     functions), and every script ends by writing its page."""
     lines = commands(script, scale)
     assert lines and lines[-1][0] == "report"
-    assert {kind for kind, _ in lines} <= {"train", "classify", "finetune", "context", "report"}
+    assert {kind for kind, _ in lines} <= {"train", "classify", "finetune", "context", "layer_use", "report"}
 
 
 def test_table2_in_the_cpu_regime_is_the_lm_maps_5000_step_regime():
@@ -185,6 +185,6 @@ def test_table3s_encoder_diagnostic_trains_four_runs_and_probes_exactly_those():
     cfgs = [load_config(run) for kind, overrides in lines if kind == "train" for run in expand(overrides)]
     assert sorted((c.model.pre_norm, c.layerdrop.p) for c in cfgs) == [(False, 0), (False, 0.2), (True, 0), (True, 0.2)]
     assert {(c.model.dropout, c.trainer.max_steps, c.need_weights, c.task.name) for c in cfgs} == {(0.1, 1500, True, "sum")}
-    probed = {Path(words[0]).name for kind, words in lines if kind == "layer_use"}
+    probed = {runs.run_key(load_config(words)) for kind, words in lines if kind == "layer_use"}
     assert probed == {runs.run_key(c) for c in cfgs}
     assert lines[-1] == ("report", ["regime_sum"])
