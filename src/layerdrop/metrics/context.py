@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from layerdrop.lit.mlm import EVAL_MASK_SEED, mask_tokens
+from layerdrop.metrics.probe import split_batches
 from layerdrop.models.checkpoint import load_model
 from layerdrop.utils.runs import default_store, write_record
 
@@ -82,13 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     record = json.loads((args.run / "metrics.json").read_text())
     if record.get("task") != "mlm":
         raise ValueError(f"{args.run}: task {record.get('task')!r}, not a masked-LM run")
-    data = OmegaConf.create(record["config"]["data"])
-    data.data_dir = args.data_dir or os.environ.get("LAYERDROP_DATA_DIR") or data.data_dir
-    dm = instantiate(data)
-    dm.prepare_data()
-    dm.setup("fit" if args.split == "valid" else "test")
-    loader = dm.val_dataloader() if args.split == "valid" else dm.test_dataloader()
-    batches = [b["input"] for _, b in zip(range(args.batches), loader, strict=False)]
+    dm, batches = split_batches(record, args.split, args.batches, args.data_dir)
+    batches = [b["input"] for b in batches]
     model, _ = load_model(args.run / "model.pt")
     result = context_ppl(model, batches, mask_id=model.config.vocab_size - 1)
     corpus = dm.corpus_dir

@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from layerdrop.lit.seq2seq import label_smoothed_nll
+from layerdrop.metrics.probe import split_batches
 from layerdrop.models.checkpoint import load_model
 from layerdrop.models.pruning import prune_model
 from layerdrop.utils.runs import default_store, write_record
@@ -79,14 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = args.run / "model.pt"
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing: the run's weights are needed (train it with need_weights=true)")
-    data = OmegaConf.create(record["config"]["data"])
-    data.data_dir = args.data_dir or os.environ.get("LAYERDROP_DATA_DIR") or data.data_dir
-    dm = instantiate(data)
-    dm.prepare_data()
-    dm.setup("fit" if args.split == "valid" else "test")
-    loader = dm.val_dataloader() if args.split == "valid" else dm.test_dataloader()
-    loader = loader[0] if isinstance(loader, list) else loader
-    batches = [b for _, b in zip(range(args.batches), loader, strict=False)]
+    _, batches = split_batches(record, args.split, args.batches, args.data_dir)
     model, _ = load_model(weights)
     result = layer_use(model, batches)
     result.update(split=args.split, batches=len(batches),
