@@ -13,9 +13,9 @@ if [ "$SCALE" = cpu ]; then VALID_GEN=(generate.valid_sentences=300); fi
 # cpu: regularisation picked on valid at the first budget, 1,500 / 1,200 steps (make tune-table3, one seed each;
 # pages in results/regime_sum/before_the_store/ and results/regime_qa/). Summarisation's LayerDrop pick was
 # repeated at 6,000 steps (results/regime_sum/): 0.0 holds (valid ppl 63.0 against 65.5 at 0.1); QA's is not
-# repeated yet. At the first budget both baselines kept dropout 0.1 (summarisation valid ppl 124 vs 156 and 181 at 0.2 and 0.3; QA 183 vs
-# 197 and 216); the LayerDrop rows take 0.0, about 0.1 less as fairseq advises (summarisation 151 vs 170
-# at 0.1; QA 228 vs 244).
+# repeated yet. At the first budget both baselines kept dropout 0.1 (summarisation valid ppl 124 vs 156 and
+# 181 at 0.2 and 0.3; QA 183 vs 197 and 216); the LayerDrop rows take 0.0, about 0.1 less as fairseq advises
+# (summarisation 151 vs 170 at 0.1; QA 228 vs 244).
 LD=()
 if [ "$SCALE" = cpu ]; then LD=(model.dropout=0.0); fi
 train() { launch "${SELECT[@]}" "${VALID_GEN[@]}" "$@"; }

@@ -34,11 +34,11 @@ if [ "${NORM:-0}" = 1 ]; then
   # the cpu learning rate 3e-3 did not train (valid ppl 1,150-2,330 over its first 750 steps); the post-norm
   # pair needs its own learning rate, not chosen yet.
   SEEDS=${SEEDS:-1}
-  train experiment=table3_sum "${SELECT[@]}" trainer.max_steps=1500 trainer.val_check_interval=250 model.dropout=0.1 \
-    model.pre_norm=true,false layerdrop.p=0,0.2 prune.strategies=[] seed="$SEEDS" "${WEIGHTS[@]}" artefact=regime_sum "${@}"
+  DIAG=(experiment=table3_sum "${SELECT[@]}" trainer.max_steps=1500 trainer.val_check_interval=250 model.dropout=0.1
+        prune.strategies=[] artefact=regime_sum)
+  train "${DIAG[@]}" model.pre_norm=true,false layerdrop.p=0,0.2 seed="$SEEDS" "${WEIGHTS[@]}" "${@}"
   for norm in true false; do for p in 0 0.2; do for seed in ${SEEDS//,/ }; do
-    layer_use "${SELECT[@]}" experiment=table3_sum trainer.max_steps=1500 model.dropout=0.1 model.pre_norm=$norm \
-      layerdrop.p=$p prune.strategies=[] seed="$seed" artefact=regime_sum "${@}"
+    layer_use "${DIAG[@]}" model.pre_norm=$norm layerdrop.p=$p seed="$seed" "${@}"
   done; done; done
   report regime_sum
   if [ "${LAYERDROP_DRY:-0}" != 1 ]; then python -m layerdrop.report.layer_use --scale "$SCALE"; fi

@@ -7,7 +7,7 @@ beyond the first all score like that has, in effect, one layer.
     python -m layerdrop.metrics.layer_use runs/<mt|sum|qa>/<key> [--split valid] [--batches 60]
 
 Writes ``layer_use.json`` in the run folder and its copy in the record store (read by ``python -m
-layerdrop.report regime_<task>``); evaluation only: it changes no weights and no run key.
+layerdrop.report.layer_use``); evaluation only: it changes no weights and no run key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from layerdrop.lit.seq2seq import label_smoothed_nll
+from layerdrop.lit.seq2seq import IGNORE, label_smoothed_nll
 from layerdrop.metrics.probe import split_batches
 from layerdrop.models.checkpoint import load_model
 from layerdrop.models.pruning import prune_model
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     model, _ = load_model(weights)
     result = layer_use(model, batches)
     result.update(split=args.split, batches=len(batches),
-                  target_tokens=int(sum((b["tgt_out"] != -100).sum() for b in batches)))
+                  target_tokens=int(sum((b["tgt_out"] != IGNORE).sum() for b in batches)))
     write_record(args.run, args.records_dir, result, "layer_use.json")
     print(json.dumps(result, indent=1))
 

@@ -176,7 +176,7 @@ def build(records: list[dict], out: Path, scale: str) -> None:
     picks = dropout_picks(rows)
     for g in picks:
         tried = ", ".join(f"{d}: {m:.1f} (n={n})" for d, (m, n) in sorted(g["tried"].items()))
-        lines.append(f"- {g['layers']} layers{_norm_text(g)}, LayerDrop {ld_text(g)}, {g['train_tokens']:,} train tokens, at most "
+        lines.append(f"- {g['layers']} layers{_norm_text(g['norm'])}, LayerDrop {ld_text(g)}, {g['train_tokens']:,} train tokens, at most "
                      f"{g['max_steps'] or 0:,} steps: dropout **{g['pick']}** (valid perplexity {tried})")
     if not picks:
         lines.append("- none yet: no group of runs differs only in dropout.")
@@ -221,8 +221,8 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
         s = summary[r["run_key"]]
         regimes.setdefault((s["train_tokens"] or 0, s["max_steps"] or 0, s["norm"]), []).append((r, s))
     lines = ["", "## The map: what each regime does to the claims", "",
-             "One line per regime tried (train tokens x step budget, and the norm placement where runs differ in it). *converged*: runs whose best validation "
-             "was not their last, or whose valid perplexity fell less than 1% over the last fifth of their steps "
+             "One line per regime tried (train tokens x step budget, and the norm placement where runs differ in it). "
+             "*converged*: runs whose best validation was not their last, or whose valid perplexity fell less than 1% over the last fifth of their steps "
              "(the schedule annealed). *depth matters*: the full-depth baseline (LayerDrop 0) against half its depth "
              "trained from scratch; *C7*: the LayerDrop model against the baseline at full depth; *C2*: the "
              "LayerDrop model pruned every other layer to half depth, without fine-tuning, against the half-depth "
@@ -274,7 +274,7 @@ def regime_map(records: list[dict], summary: dict[str, dict]) -> list[str]:
         cost = regime_cost([g for g in (base, scratch, ld) if g])
         if cost:
             parts.append(cost)
-        lines.append(f"- {tokens:,} train tokens, at most {budget:,} steps{_norm_text({'norm': norm})}: "
+        lines.append(f"- {tokens:,} train tokens, at most {budget:,} steps{_norm_text(norm)}: "
                      + "; ".join(parts) + ".")
     return lines
 
@@ -301,9 +301,9 @@ def regime_cost(groups: list[list[tuple[dict, dict]]]) -> str | None:
             f"{SEEDS * sum(minutes) / 60:.1f} h")
 
 
-def _norm_text(row: dict) -> str:
+def _norm_text(norm: str) -> str:
     """', post-norm' for a post-norm group (a different architecture, so a regime of its own); '' for pre-norm."""
-    return ", post-norm" if row.get("norm") == "post" else ""
+    return ", post-norm" if norm == "post" else ""
 
 
 def _verdict(v) -> str:
