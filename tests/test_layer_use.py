@@ -113,4 +113,5 @@ def test_the_report_names_a_stack_that_works_as_one_layer_and_only_that(tmp_path
     assert "its encoder works as one layer: layer 2 alone scores 50.4 against 50.0 for all 3" in page
     assert "its decoder works as one layer" not in page
     assert "| 52.0, 50.1, 50.0 | 60.0, 58.0, 50.4 |" in page
+    assert f"All 1 runs come from one version of the training code: `{record['code_version']}`" in page
     assert build(tmp_path / "store", tmp_path / "paper", "paper") == 0  # another scale's runs are not shown

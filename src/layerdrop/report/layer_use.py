@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from layerdrop.metrics.layer_use import SEQ2SEQ_TASKS
-from layerdrop.report.collect import add_records_arg, write_text
+from layerdrop.report.collect import add_records_arg, code_version_line, code_version_note, write_text
 from layerdrop.report.figures import provenance
 from layerdrop.report.regime import ld_text, run_summary
 
@@ -54,7 +54,8 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
     runs = probed(runs_dir, scale)
     lines = ["# Which layers each model uses", ""]
     if runs:
-        lines += [provenance([r for r, _ in runs], scale), ""]
+        records = [r for r, _ in runs]
+        lines += [code_version_note(records, None) or code_version_line(records), "", provenance(records, scale), ""]
     lines += ["`python -m layerdrop.metrics.layer_use runs/<task>/<key>` on a run's reported weights: teacher-forced "
               "perplexity on the first valid batches at full depth, with one layer of a stack removed (every other "
               "layer as trained, no fine-tuning), with one layer kept alone, and with each target read against "
