@@ -6,7 +6,7 @@ export LAYERDROP_DATA_DIR ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
 .PHONY: help install data-lm data-mlm data-mt data-sum data-qa test test-full lint format reproduce-table1 reproduce-table2 reproduce-table3 reproduce-figure4 \
-	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-table3 tune-table3-budget tune-table3-norm tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
+	reproduce-figure5 reproduce-figure6 reproduce-figure7 reproduce-table8 reproduce-table4 reproduce-table7 reproduce-figure3 reproduce-figure8 reproduce-all report-% backlog-% records-sync claims regime tune-lm tune-lm-map tune-mt tune-mt-budget tune-mt-layerdrop tune-mt-stability tune-table3 tune-table3-budget tune-table3-norm tune-pretrain bench bench-ablation bench-bf16 bench-gpu params paper-dryrun smoke \
 	smoke-mt clean
 
 help: ## list the targets
@@ -88,6 +88,9 @@ tune-mt-budget: data-mt ## the cpu translation baseline trained up to 16,000 ste
 
 tune-mt-layerdrop: data-mt ## the cpu translation LayerDrop rows' dropout {0.0,0.1} picked on valid at 8,000 steps (about 35 min a run) -> results/regime_mt/
 	SCALE=cpu LAYERDROP=1 bash experiments/tune_mt.sh
+
+tune-mt-stability: data-mt ## C8's precondition: the 12/6 post-norm translation model with and without LayerDrop, first 600 steps at lr 3e-3, 1e-3, 5e-4 (about 8 min a run) -> results/stability_mt/
+	SCALE=cpu STABILITY=1 bash experiments/tune_mt.sh
 
 tune-pretrain: data-mlm ## cpu pretraining probe: the LayerDrop encoder vs the same one from scratch, fine-tuned on every stand-in
 	SCALE=cpu bash experiments/tune_pretrain.sh

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from layerdrop.report import figures, glue, regime, regime_mlm, table1, table2, table3, table8
+from layerdrop.report import figures, glue, regime, regime_mlm, stability, table1, table2, table3, table8
 from layerdrop.report.collect import (
     add_records_arg,
     artefact_curves,
@@ -36,6 +36,7 @@ ARTEFACTS = {
     "regime_sum": ("sum", regime.build),
     "regime_qa": ("qa", regime.build),
     "regime_mlm": ("mlm_classify", regime_mlm.build),
+    "stability_mt": ("mt", stability.build),
     "table8": ("lm_finetune", table8.build),
     "table4": ("mlm_classify", glue.table4),
     "table7": ("mlm_classify", glue.table7),
@@ -43,7 +44,7 @@ ARTEFACTS = {
 }
 REPO = Path(__file__).resolve().parents[3]
 #: artefacts that draw their own curves.png (the others get one grouped by what varies between runs)
-OWN_CURVES = {"table2", "table8", "regime_lm", "regime_mt", "regime_sum", "regime_qa", "regime_mlm"}
+OWN_CURVES = {"table2", "table8", "stability_mt", "regime_lm", "regime_mt", "regime_sum", "regime_qa", "regime_mlm"}
 #: artefacts of fine-tunings (runs/mlm_classify/), joined with their pretraining runs in --runs-dir
 FINETUNED = {"table4", "table7", "figure8", "regime_mlm"}
 

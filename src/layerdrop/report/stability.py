@@ -1,0 +1,118 @@
+"""Does a deep post-norm model train at a learning rate, with and without LayerDrop (claim C8's precondition):
+``results/stability_mt/`` (``stability_mt.md``, ``curves.png``, ``raw.csv``) from the runs tagged
+``stability_mt`` (``make tune-mt-stability``).
+
+The paper says the 12-encoder Transformer without LayerDrop diverges and the one with it trains. A cpu model
+can only show that at a learning rate where something trains: the probe runs the first steps of Table 1's
+schedule at several peak rates, and this page says, for each rate, which of the two trained. The rule
+(``outcome``) is stated on the page; the valid curves show every point it read."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
+from layerdrop.report.figures import provenance  # noqa: E402
+from layerdrop.report.regime import METRIC, _layers, _sides  # noqa: E402
+from layerdrop.utils.store import train_seconds  # noqa: E402
+
+#: a run "blew up" when its last valid perplexity is this many times its best earlier one
+BLOWUP = 2.0
+RULE = (f"*fails* when a loss is not finite, the last valid perplexity is at least the vocabulary size "
+        f"(no better than a uniform guess), or it is more than {BLOWUP:g}x the best earlier one (training got "
+        "worse); otherwise *trains*")
+
+
+def outcome(curve: list[float], final_train_loss: float | None, vocab: int) -> str:
+    """'fails' or 'trains' by RULE, from the valid perplexities in order and the last training loss."""
+    if not curve:
+        raise ValueError("a stability run without a valid curve: train with trainer.val_check_interval set")
+    if final_train_loss is None or not math.isfinite(final_train_loss) or not all(map(math.isfinite, curve)):
+        return "fails"
+    last = curve[-1]
+    if last >= vocab or (len(curve) > 1 and last > BLOWUP * min(curve[:-1])):
+        return "fails"
+    return "trains"
+
+
+def run_summary(record: dict) -> dict:
+    cfg, train = record["config"], record["train"]
+    curve = [p for p in train.get("curve", []) if METRIC in p]
+    final = train.get("final") or {}
+    valid = [p[METRIC] for p in curve]
+    return {
+        "run_key": record["run_key"], "layers": _layers(cfg["model"]),
+        "norm": "pre" if cfg["model"].get("pre_norm", True) else "post",
+        "lr": cfg["optim"]["optimizer"]["lr"], "warmup": cfg["optim"]["scheduler"]["warmup_steps"],
+        "schedule_steps": cfg["optim"]["scheduler"]["total_steps"], "steps": train["steps"],
+        "layerdrop_p": cfg["layerdrop"]["p"], "layerdrop_sides": _sides(cfg["layerdrop"]),
+        "dropout": cfg["model"]["dropout"], "seed": cfg.get("seed"),
+        "valid_curve": " ".join(f"{p['step']}:{p[METRIC]:.1f}" for p in curve),
+        "final_train_loss": final.get("train/loss"),
+        "outcome": outcome(valid, final.get("train/loss"), cfg["model"]["vocab_size"]),
+        "train_wall_s": train_seconds(record),
+    }
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """One line per (layers, norm, learning rate) that has both a LayerDrop 0 and a LayerDrop > 0 run."""
+    lines = []
+    for key in sorted({(r["layers"], r["norm"], r["lr"]) for r in rows}):
+        group = [r for r in rows if (r["layers"], r["norm"], r["lr"]) == key]
+        base = [r["outcome"] for r in group if r["layerdrop_p"] == 0]
+        ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
+        if not base or not ld:
+            continue
+        if "fails" in base and "fails" not in ld:
+            what = "the paper's pattern: without LayerDrop it fails, with LayerDrop it trains"
+        elif "fails" not in base and "fails" not in ld:
+            what = "both train: no instability for LayerDrop to cure at this rate"
+        elif "fails" in base:
+            what = "both fail: the rate is too high for this model either way"
+        else:
+            what = "the opposite of the paper's pattern: LayerDrop fails where the baseline trains"
+        lines.append(f"- {key[0]} layers, {key[1]}-norm, peak lr {key[2]:g}: baseline {'/'.join(base)}, "
+                     f"LayerDrop {'/'.join(ld)}: {what}.")
+    return lines or ["- none yet: no learning rate has both a baseline and a LayerDrop run."]
+
+
+def build(records: list[dict], out: Path, scale: str) -> None:
+    rows = sorted((run_summary(r) for r in records),
+                  key=lambda r: (r["layers"], r["norm"], -r["lr"], r["layerdrop_p"], r["seed"] or 0))
+    write_csv(out / "raw.csv", rows, columns=list(rows[0]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for record, row in zip(records, map(run_summary, records)):
+        curve = [p for p in record["train"].get("curve", []) if METRIC in p]
+        ax.plot([p["step"] for p in curve], [p[METRIC] for p in curve], marker=".",
+                linestyle="-" if row["layerdrop_p"] == 0 else "--",
+                label=f"{row['layers']} {row['norm']}-norm lr {row['lr']:g} LD {row['layerdrop_p']} seed {row['seed']}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("valid perplexity (in-training)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title("Deep post-norm translation: does it train? (cpu probe)")
+    save_figure(fig, out / "curves.png")
+    plt.close(fig)
+    lines = ["# Does the deep model train? LayerDrop and learning rate (claim C8's precondition)", "",
+             provenance(records, scale), "",
+             "Each row is one training run of `make tune-mt-stability`: the first steps of a longer cosine "
+             "schedule (*schedule* steps; the learning rate follows it exactly), validated on a fixed part of "
+             "valid. Outcome: " + RULE + ". One seed: what it shows is a probe, not a verdict on C8; Table 1's "
+             "deep rows (`results/table1/`) give that.", "",
+             "| layers | norm | peak lr | warmup | LayerDrop | dropout | seed | steps / schedule | valid perplexity "
+             "(step:ppl) | last train loss | outcome | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        loss = "-" if r["final_train_loss"] is None else f"{r['final_train_loss']:.2f}"
+        lines.append(f"| {r['layers']} | {r['norm']} | {r['lr']:g} | {r['warmup']} | "
+                     f"{r['layerdrop_sides'] or r['layerdrop_p']} | {r['dropout']} | {r['seed']} | "
+                     f"{r['steps']:,} / {r['schedule_steps']:,} | {r['valid_curve']} | {loss} | **{r['outcome']}** "
+                     f"| {r['train_wall_s'] / 60:.1f} |")
+    lines += ["", "## At each learning rate", ""] + verdicts(rows) + ["", "Raw numbers: `raw.csv`.", ""]
+    write_text(out / "stability_mt.md", "\n".join(lines))
