@@ -188,3 +188,15 @@ def test_table3s_encoder_diagnostic_trains_four_runs_and_probes_exactly_those():
     probed = {runs.run_key(load_config(words)) for kind, words in lines if kind == "layer_use"}
     assert probed == {runs.run_key(c) for c in cfgs}
     assert lines[-1] == ("report", ["regime_sum"])
+
+
+def test_mt_stability_probe_runs_the_deep_post_norm_pair_on_table_1s_own_schedule():
+    """make tune-mt-stability: the 12/6 post-norm model without and with LayerDrop at three peak rates, each
+    stopped early on the 12,000-step schedule's learning rate (not a shorter, gentler schedule of its own)."""
+    lines = commands("tune_mt", "cpu", {"STABILITY": "1"})
+    cfgs = [load_config(run) for kind, overrides in lines if kind == "train" for run in expand(overrides)]
+    assert sorted((c.optim.optimizer.lr, c.layerdrop.p) for c in cfgs) == [
+        (5e-4, 0), (5e-4, 0.2), (1e-3, 0), (1e-3, 0.2), (3e-3, 0), (3e-3, 0.2)]
+    assert {(c.model.encoder_layers, c.model.decoder_layers, c.model.pre_norm, c.trainer.max_steps,
+             c.optim.scheduler.total_steps, c.artefact) for c in cfgs} == {(12, 6, False, 600, 12000, "stability_mt")}
+    assert lines[-1] == ("report", ["stability_mt"])

@@ -1,0 +1,64 @@
+"""The deep-model stability probe (make tune-mt-stability): which runs train, by the stated rule, and what
+each learning rate shows about C8's precondition."""
+
+import csv
+import math
+
+import pytest
+
+from layerdrop.report.__main__ import main as report_main
+from layerdrop.report.stability import outcome
+from layerdrop.utils.runs import write_json
+
+
+def stability_record(key, lr, p, curve, final_loss=4.0, vocab=8000):
+    """A 12/6 post-norm translation run tagged stability_mt; ``curve`` is its valid perplexities, every 150 steps."""
+    points = [{"step": 150 * (i + 1), "tokens_seen": 150 * (i + 1) * 100, "val/ppl": v} for i, v in enumerate(curve)]
+    return {"run_key": key, "task": "mt", "scale": "cpu", "artefacts": ["stability_mt"], "roles": {},
+            "code_version": "c0de", "eval": [],
+            "config": {"model": {"encoder_layers": 12, "decoder_layers": 6, "pre_norm": False, "dropout": 0.1,
+                                 "vocab_size": vocab},
+                       "layerdrop": {"p": p}, "seed": 1,
+                       "optim": {"optimizer": {"lr": lr}, "scheduler": {"warmup_steps": 100, "total_steps": 12000}}},
+            "train": {"steps": 150 * len(curve), "tokens_seen": 150 * len(curve) * 100, "wall_s": 60.0,
+                      "curve": points, "final": {"train/loss": final_loss}},
+            "machine": {"cpus": 2, "platform": "test", "torch": "x"},
+            "data": {"provenance": {"source": "debian:test"}, "vocab_size": vocab}}
+
+
+@pytest.mark.parametrize("curve, loss, expected", [
+    ([400.0, 200.0, 150.0], 4.0, "trains"),
+    ([1150.0, 1150.0, 2330.0], 7.3, "fails"),      # the post-norm summarisation LayerDrop run at 3e-3: got worse
+    ([400.0, 200.0, 390.0], 4.0, "trains"),        # worse, but not 2x its best: a noisy run, not a blow-up
+    ([9000.0], 4.0, "fails"),                      # no better than a uniform guess over 8,000 tokens
+    ([400.0, 200.0], math.nan, "fails"),           # the loss went NaN
+    ([400.0, math.inf], 4.0, "fails"),
+])
+def test_outcome_follows_the_stated_rule(curve, loss, expected):
+    assert outcome(curve, loss, 8000) == expected
+
+
+def test_outcome_without_a_curve_is_an_error():
+    with pytest.raises(ValueError, match="val_check_interval"):
+        outcome([], 4.0, 8000)
+
+
+def test_page_says_at_each_rate_which_of_the_pair_trains(tmp_path):
+    runs = [stability_record("b3", 3e-3, 0.0, [2000.0, 7000.0], final_loss=math.nan),
+            stability_record("l3", 3e-3, 0.2, [600.0, 300.0]),
+            stability_record("b1", 1e-3, 0.0, [500.0, 250.0]),
+            stability_record("l1", 1e-3, 0.2, [550.0, 280.0]),
+            stability_record("b5", 5e-4, 0.0, [700.0, 400.0])]   # no LayerDrop run at this rate yet
+    for r in runs:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    out = tmp_path / "out"
+    report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    page = (out / "stability_mt.md").read_text()
+    assert "peak lr 0.003: baseline fails, LayerDrop trains: the paper's pattern" in page
+    assert "peak lr 0.001: baseline trains, LayerDrop trains: both train" in page
+    assert "0.0005:" not in page  # a rate with only one of the pair says nothing
+    assert "| 12/6 | post | 0.003 | 100 | 0.0 | 0.1 | 1 | 300 / 12,000 | 150:2000.0 300:7000.0 | nan | **fails** |" in page
+    assert (out / "curves.png").stat().st_size > 0
+    rows = list(csv.DictReader((out / "raw.csv").open()))
+    assert {r["run_key"]: r["outcome"] for r in rows} == {"b3": "fails", "l3": "trains", "b1": "trains",
+                                                         "l1": "trains", "b5": "trains"}
