@@ -37,9 +37,15 @@ if [ "${NORM:-0}" = 1 ]; then
   DIAG=(experiment=table3_sum "${SELECT[@]}" trainer.max_steps=1500 trainer.val_check_interval=250 model.dropout=0.1
         prune.strategies=[] artefact=regime_sum)
   train "${DIAG[@]}" model.pre_norm=true,false layerdrop.p=0,0.2 seed="$SEEDS" "${WEIGHTS[@]}" "${@}"
-  for norm in true false; do for p in 0 0.2; do for seed in ${SEEDS//,/ }; do
-    layer_use "${DIAG[@]}" model.pre_norm=$norm layerdrop.p=$p seed="$seed" "${@}"
-  done; done; done
+  # and LayerDrop on the decoder only (pre-norm): is the encoder's dropping the cost?
+  DEC_ONLY=(model.pre_norm=true layerdrop.p=0.2 layerdrop.encoder_p=0)
+  train "${DIAG[@]}" "${DEC_ONLY[@]}" seed="$SEEDS" "${WEIGHTS[@]}" "${@}"
+  for seed in ${SEEDS//,/ }; do
+    for norm in true false; do for p in 0 0.2; do
+      layer_use "${DIAG[@]}" model.pre_norm=$norm layerdrop.p=$p seed="$seed" "${@}"
+    done; done
+    layer_use "${DIAG[@]}" "${DEC_ONLY[@]}" seed="$seed" "${@}"
+  done
   report regime_sum
   if [ "${LAYERDROP_DRY:-0}" != 1 ]; then python -m layerdrop.report.layer_use --scale "$SCALE"; fi
   exit 0

@@ -178,12 +178,14 @@ def test_table3s_budget_probe_trains_table3s_summarisation_baseline_and_scratch_
     assert len(table3) == 3 and table3 == {runs.run_key(c) for c in probe}  # the cpu regime adopted the probe's budgets
 
 
-def test_table3s_encoder_diagnostic_trains_four_runs_and_probes_exactly_those():
-    """make tune-table3-norm: baseline and LayerDrop, pre- and post-norm, otherwise the same settings (dropout
-    0.1, 1,500 steps), their weights kept; the layer-use probe reads each of those runs and no other."""
+def test_table3s_encoder_diagnostic_trains_five_runs_and_probes_exactly_those():
+    """make tune-table3-norm: baseline and LayerDrop, pre- and post-norm, and pre-norm LayerDrop on the decoder
+    only, otherwise the same settings (dropout 0.1, 1,500 steps), their weights kept; the layer-use probe reads
+    each of those runs and no other."""
     lines = commands("tune_table3", "cpu", {"NORM": "1"})
     cfgs = [load_config(run) for kind, overrides in lines if kind == "train" for run in expand(overrides)]
-    assert sorted((c.model.pre_norm, c.layerdrop.p) for c in cfgs) == [(False, 0), (False, 0.2), (True, 0), (True, 0.2)]
+    assert sorted((c.model.pre_norm, c.layerdrop.p, str(c.layerdrop.encoder_p)) for c in cfgs) == [
+        (False, 0, "None"), (False, 0.2, "None"), (True, 0, "None"), (True, 0.2, "0"), (True, 0.2, "None")]
     assert {(c.model.dropout, c.trainer.max_steps, c.need_weights, c.task.name) for c in cfgs} == {(0.1, 1500, True, "sum")}
     probed = {runs.run_key(load_config(words)) for kind, words in lines if kind == "layer_use"}
     assert probed == {runs.run_key(c) for c in cfgs}
