@@ -27,12 +27,13 @@ def stability_record(key, lr, p, curve, final_loss=4.0, vocab=8000):
 
 
 @pytest.mark.parametrize("curve, loss, expected", [
-    ([400.0, 200.0, 150.0], 4.0, "trains"),
-    ([1150.0, 1150.0, 2330.0], 7.3, "fails"),      # the post-norm summarisation LayerDrop run at 3e-3: got worse
-    ([400.0, 200.0, 390.0], 4.0, "trains"),        # worse, but not 2x its best: a noisy run, not a blow-up
-    ([9000.0], 4.0, "fails"),                      # no better than a uniform guess over 8,000 tokens
-    ([400.0, 200.0], math.nan, "fails"),           # the loss went NaN
-    ([400.0, math.inf], 4.0, "fails"),
+    ([900.0, 400.0, 200.0], 4.0, "trains"),
+    ([1150.0, 1150.0, 2330.0], 7.3, "fails: got worse"),  # the post-norm summarisation LayerDrop run at 3e-3
+    ([900.0, 200.0, 390.0], 4.0, "trains"),         # worse, but not 2x its best: a noisy run, not a blow-up
+    ([1060.0, 1010.0, 990.0], 7.0, "fails: stalled"),  # stuck near the unigram level: never blew up, never learnt
+    ([9000.0], 4.0, "fails: uniform"),              # no better than a uniform guess over 8,000 tokens
+    ([400.0, 150.0], math.nan, "fails: not finite"),  # the loss went NaN
+    ([400.0, math.inf], 4.0, "fails: not finite"),
 ])
 def test_outcome_follows_the_stated_rule(curve, loss, expected):
     assert outcome(curve, loss, 8000) == expected
@@ -44,21 +45,21 @@ def test_outcome_without_a_curve_is_an_error():
 
 
 def test_page_says_at_each_rate_which_of_the_pair_trains(tmp_path):
-    runs = [stability_record("b3", 3e-3, 0.0, [2000.0, 7000.0], final_loss=math.nan),
-            stability_record("l3", 3e-3, 0.2, [600.0, 300.0]),
-            stability_record("b1", 1e-3, 0.0, [500.0, 250.0]),
-            stability_record("l1", 1e-3, 0.2, [550.0, 280.0]),
-            stability_record("b5", 5e-4, 0.0, [700.0, 400.0])]   # no LayerDrop run at this rate yet
+    runs = [stability_record("b3", 3e-3, 0.0, [2000.0, 1900.0], final_loss=math.nan),
+            stability_record("l3", 3e-3, 0.2, [600.0, 250.0]),
+            stability_record("b1", 1e-3, 0.0, [500.0, 240.0]),
+            stability_record("l1", 1e-3, 0.2, [550.0, 260.0]),
+            stability_record("b5", 5e-4, 0.0, [700.0, 300.0])]   # no LayerDrop run at this rate yet
     for r in runs:
         write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
     out = tmp_path / "out"
     report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     page = (out / "stability_mt.md").read_text()
-    assert "peak lr 0.003: baseline fails, LayerDrop trains: the paper's pattern" in page
+    assert "peak lr 0.003: baseline fails: not finite, LayerDrop trains: the paper's pattern" in page
     assert "peak lr 0.001: baseline trains, LayerDrop trains: both train" in page
     assert "0.0005:" not in page  # a rate with only one of the pair says nothing
-    assert "| 12/6 | post | 0.003 | 100 | 0.0 | 0.1 | 1 | 300 / 12,000 | 150:2000.0 300:7000.0 | nan | **fails** |" in page
+    assert "| 12/6 | post | 0.003 | 100 | 0.0 | 0.1 | 1 | 300 / 12,000 | 150:2000.0 300:1900.0 | nan | **fails: not finite** |" in page
     assert (out / "curves.png").stat().st_size > 0
     rows = list(csv.DictReader((out / "raw.csv").open()))
-    assert {r["run_key"]: r["outcome"] for r in rows} == {"b3": "fails", "l3": "trains", "b1": "trains",
+    assert {r["run_key"]: r["outcome"] for r in rows} == {"b3": "fails: not finite", "l3": "trains", "b1": "trains",
                                                          "l1": "trains", "b5": "trains"}

@@ -24,21 +24,32 @@ from layerdrop.utils.store import train_seconds  # noqa: E402
 
 #: a run "blew up" when its last valid perplexity is this many times its best earlier one
 BLOWUP = 2.0
-RULE = (f"*fails* when a loss is not finite, the last valid perplexity is at least the vocabulary size "
-        f"(no better than a uniform guess), or it is more than {BLOWUP:g}x the best earlier one (training got "
-        "worse); otherwise *trains*")
+#: a run "stalled" when its last valid perplexity is not below this fraction of its first one
+STALL = 0.5
+RULE = (f"*fails* when a loss is not finite (*not finite*), the last valid perplexity is at least the "
+        f"vocabulary size (*uniform*: no better than a uniform guess), it is more than {BLOWUP:g}x the best "
+        f"earlier one (*got worse*), or it is not below {STALL:g}x the first validation's (*stalled*: it stopped "
+        "learning, say at the unigram level, without blowing up); otherwise *trains*")
 
 
 def outcome(curve: list[float], final_train_loss: float | None, vocab: int) -> str:
-    """'fails' or 'trains' by RULE, from the valid perplexities in order and the last training loss."""
+    """'trains' or 'fails: <why>' by RULE, from the valid perplexities in order and the last training loss."""
     if not curve:
         raise ValueError("a stability run without a valid curve: train with trainer.val_check_interval set")
     if final_train_loss is None or not math.isfinite(final_train_loss) or not all(map(math.isfinite, curve)):
-        return "fails"
+        return "fails: not finite"
     last = curve[-1]
-    if last >= vocab or (len(curve) > 1 and last > BLOWUP * min(curve[:-1])):
-        return "fails"
+    if last >= vocab:
+        return "fails: uniform"
+    if len(curve) > 1 and last > BLOWUP * min(curve[:-1]):
+        return "fails: got worse"
+    if len(curve) > 1 and last >= STALL * curve[0]:
+        return "fails: stalled"
     return "trains"
+
+
+def failed(result: str) -> bool:
+    return result.startswith("fails")
 
 
 def run_summary(record: dict) -> dict:
@@ -69,11 +80,12 @@ def verdicts(rows: list[dict]) -> list[str]:
         ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
         if not base or not ld:
             continue
-        if "fails" in base and "fails" not in ld:
+        base_fails, ld_fails = any(map(failed, base)), any(map(failed, ld))
+        if base_fails and not ld_fails:
             what = "the paper's pattern: without LayerDrop it fails, with LayerDrop it trains"
-        elif "fails" not in base and "fails" not in ld:
+        elif not base_fails and not ld_fails:
             what = "both train: no instability for LayerDrop to cure at this rate"
-        elif "fails" in base:
+        elif base_fails:
             what = "both fail: the rate is too high for this model either way"
         else:
             what = "the opposite of the paper's pattern: LayerDrop fails where the baseline trains"
