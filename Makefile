@@ -89,7 +89,7 @@ tune-mt-budget: data-mt ## the cpu translation baseline trained up to 16,000 ste
 tune-mt-layerdrop: data-mt ## the cpu translation LayerDrop rows' dropout {0.0,0.1} picked on valid at 8,000 steps (about 35 min a run) -> results/regime_mt/
 	SCALE=cpu LAYERDROP=1 bash experiments/tune_mt.sh
 
-tune-mt-stability: data-mt ## C8's precondition: the 12/6 post-norm translation model with and without LayerDrop, first 600 steps at lr 3e-3, 1e-3, 5e-4 (about 8 min a run) -> results/stability_mt/
+tune-mt-stability: data-mt ## C8's precondition: the 12/6 post-norm translation model with and without LayerDrop, first 600 steps at lr 3e-3, 2e-3, 1e-3 (about 11 min a run) -> results/stability_mt/
 	SCALE=cpu STABILITY=1 bash experiments/tune_mt.sh
 
 tune-pretrain: data-mlm ## cpu pretraining probe: the LayerDrop encoder vs the same one from scratch, fine-tuned on every stand-in

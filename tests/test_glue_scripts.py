@@ -198,7 +198,7 @@ def test_mt_stability_probe_runs_the_deep_post_norm_pair_on_table_1s_own_schedul
     lines = commands("tune_mt", "cpu", {"STABILITY": "1"})
     cfgs = [load_config(run) for kind, overrides in lines if kind == "train" for run in expand(overrides)]
     assert sorted((c.optim.optimizer.lr, c.layerdrop.p) for c in cfgs) == [
-        (5e-4, 0), (5e-4, 0.2), (1e-3, 0), (1e-3, 0.2), (3e-3, 0), (3e-3, 0.2)]
+        (1e-3, 0), (1e-3, 0.2), (2e-3, 0), (2e-3, 0.2), (3e-3, 0), (3e-3, 0.2)]
     assert {(c.model.encoder_layers, c.model.decoder_layers, c.model.pre_norm, c.trainer.max_steps,
              c.optim.scheduler.total_steps, c.artefact) for c in cfgs} == {(12, 6, False, 600, 12000, "stability_mt")}
     assert lines[-1] == ("report", ["stability_mt"])
