@@ -55,11 +55,31 @@ def test_page_says_at_each_rate_which_of_the_pair_trains(tmp_path):
     out = tmp_path / "out"
     report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     page = (out / "stability_mt.md").read_text()
-    assert "peak lr 0.003: baseline fails: not finite, LayerDrop trains: the paper's pattern" in page
-    assert "peak lr 0.001: baseline trains, LayerDrop trains: both train" in page
-    assert "0.0005:" not in page  # a rate with only one of the pair says nothing
+    assert ("peak lr 0.003, 300 steps: baseline fails: not finite, LayerDrop trains (1 and 1 seed): the paper's "
+            "pattern") in page
+    assert "peak lr 0.001, 300 steps: baseline trains, LayerDrop trains (1 and 1 seed): both train" in page
+    assert "0.0005," not in page  # a rate with only one of the pair says nothing
     assert "| 12/6 | post | 0.003 | 100 | 0.0 | 0.1 | 1 | 300 / 12,000 | 150:2000.0 300:1900.0 | nan | **fails: not finite** |" in page
     assert (out / "curves.png").stat().st_size > 0
     rows = list(csv.DictReader((out / "raw.csv").open()))
     assert {r["run_key"]: r["outcome"] for r in rows} == {"b3": "fails: not finite", "l3": "trains", "b1": "trains",
                                                          "l1": "trains", "b5": "trains"}
+
+
+def test_seeds_that_disagree_make_a_rate_inconclusive_and_budgets_are_not_mixed(tmp_path):
+    def rec(key, p, curve, seed):
+        r = stability_record(key, 2e-3, p, curve)
+        r["config"]["seed"] = seed
+        return r
+    runs = [rec("b1", 0.0, [800.0, 300.0], 1), rec("b2", 0.0, [800.0, 290.0], 2),
+            rec("l1", 0.2, [1100.0, 900.0], 1), rec("l2", 0.2, [1000.0, 400.0], 2),
+            rec("long", 0.2, [1100.0, 900.0, 500.0, 300.0], 1)]   # a longer run is its own budget
+    for r in runs:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    out = tmp_path / "out"
+    report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    page = (out / "stability_mt.md").read_text()
+    assert ("peak lr 0.002, 300 steps: baseline trains/trains, LayerDrop fails: stalled/trains (2 and 2 seeds): the "
+            "seeds disagree: inconclusive") in page
+    assert "600 steps:" not in page   # the 600-step run has no baseline at its budget
+    assert "| 600 / 12,000 | 150:1100.0 300:900.0 450:500.0 600:300.0 | 4.00 | **trains** |" in page

@@ -71,26 +71,31 @@ def run_summary(record: dict) -> dict:
     }
 
 
+def _state(outcomes: list[str]) -> str:
+    """'trains' or 'fails' when every seed agrees, else 'mixed'."""
+    fails = sum(map(failed, outcomes))
+    return "fails" if fails == len(outcomes) else "trains" if fails == 0 else "mixed"
+
+
 def verdicts(rows: list[dict]) -> list[str]:
-    """One line per (layers, norm, learning rate) that has both a LayerDrop 0 and a LayerDrop > 0 run."""
+    """One line per (layers, norm, learning rate, steps) that has both a LayerDrop 0 and a LayerDrop > 0 run;
+    seeds of a row must agree, or the line says the seeds disagree."""
     lines = []
-    for key in sorted({(r["layers"], r["norm"], r["lr"]) for r in rows}):
-        group = [r for r in rows if (r["layers"], r["norm"], r["lr"]) == key]
+    for key in sorted({(r["layers"], r["norm"], r["lr"], r["steps"]) for r in rows}):
+        group = [r for r in rows if (r["layers"], r["norm"], r["lr"], r["steps"]) == key]
         base = [r["outcome"] for r in group if r["layerdrop_p"] == 0]
         ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
         if not base or not ld:
             continue
-        base_fails, ld_fails = any(map(failed, base)), any(map(failed, ld))
-        if base_fails and not ld_fails:
-            what = "the paper's pattern: without LayerDrop it fails, with LayerDrop it trains"
-        elif not base_fails and not ld_fails:
-            what = "both train: no instability for LayerDrop to cure at this rate"
-        elif base_fails:
-            what = "both fail: the rate is too high for this model either way"
-        else:
-            what = "the opposite of the paper's pattern: LayerDrop fails where the baseline trains"
-        lines.append(f"- {key[0]} layers, {key[1]}-norm, peak lr {key[2]:g}: baseline {'/'.join(base)}, "
-                     f"LayerDrop {'/'.join(ld)}: {what}.")
+        states = (_state(base), _state(ld))
+        what = {("fails", "trains"): "the paper's pattern: without LayerDrop it fails, with LayerDrop it trains",
+                ("trains", "trains"): "both train: no instability for LayerDrop to cure at this rate",
+                ("fails", "fails"): "both fail: the rate is too high for this model either way",
+                ("trains", "fails"): "the opposite of the paper's pattern: LayerDrop fails where the baseline trains",
+                }.get(states, "the seeds disagree: inconclusive")
+        lines.append(f"- {key[0]} layers, {key[1]}-norm, peak lr {key[2]:g}, {key[3]:,} steps: "
+                     f"baseline {'/'.join(base)}, LayerDrop {'/'.join(ld)} "
+                     f"({len(base)} and {len(ld)} seed{'s' if max(len(base), len(ld)) > 1 else ''}): {what}.")
     return lines or ["- none yet: no learning rate has both a baseline and a LayerDrop run."]
 
 
@@ -115,8 +120,9 @@ def build(records: list[dict], out: Path, scale: str) -> None:
              provenance(records, scale), "",
              "Each row is one training run of `make tune-mt-stability`: the first steps of a longer cosine "
              "schedule (*schedule* steps; the learning rate follows it exactly), validated on a fixed part of "
-             "valid. Outcome: " + RULE + ". One seed: what it shows is a probe, not a verdict on C8; Table 1's "
-             "deep rows (`results/table1/`) give that.", "",
+             "valid. Outcome: " + RULE + ". A rate's line below needs every seed of a row to agree. What the "
+             "page shows is a probe of where each model can train, not a verdict on C8: Table 1's deep rows "
+             "(`results/table1/`) give that.", "",
              "| layers | norm | peak lr | warmup | LayerDrop | dropout | seed | steps / schedule | valid perplexity "
              "(step:ppl) | last train loss | outcome | train min |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
