@@ -202,3 +202,17 @@ def test_mt_stability_probe_runs_the_deep_post_norm_pair_on_table_1s_own_schedul
     assert {(c.model.encoder_layers, c.model.decoder_layers, c.model.pre_norm, c.trainer.max_steps,
              c.optim.scheduler.total_steps, c.artefact) for c in cfgs} == {(12, 6, False, 600, 12000, "stability_mt")}
     assert lines[-1] == ("report", ["stability_mt"])
+
+
+def test_table1s_cpu_deep_rows_are_post_norm_at_the_rate_the_stability_probe_chose():
+    """The 12/6 pair is post-norm (the paper's divergence is a post-norm phenomenon) at lr 1e-3, where both
+    trained in make tune-mt-stability; the 6/6 rows keep the cpu rate 3e-3 and pre-norm; paper scale keeps
+    its own settings for every row."""
+    cfgs = [load_config(run) for kind, overrides in commands("table1_mt", "cpu") if kind == "train"
+            for run in expand(overrides)]
+    deep = {(c.role, c.model.pre_norm, c.optim.optimizer.lr) for c in cfgs if c.model.encoder_layers == 12}
+    assert deep == {("deep_baseline", False, 1e-3), ("deep_layerdrop", False, 1e-3)}
+    assert {(c.model.pre_norm, c.optim.optimizer.lr) for c in cfgs if c.model.encoder_layers == 6} == {(True, 3e-3)}
+    paper = [load_config(run) for kind, overrides in commands("table1_mt", "paper") if kind == "train"
+             for run in expand(overrides)]
+    assert len({c.optim.optimizer.lr for c in paper}) == 1 and not any(c.model.pre_norm for c in paper)

@@ -175,6 +175,23 @@ def test_table1_in_the_regime_preconditions_equal_compute_and_norms(tmp_path):
         write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
     report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
     assert "**not held** (precondition): translation works" in (out / "table1.md").read_text()
+    assert "peak learning rates differ" not in table and "(lr " not in table  # no record here names its rate
+
+
+def test_table1_says_when_the_deep_rows_train_at_their_own_learning_rate(tmp_path):
+    """The cpu deep rows train at the rate make tune-mt-stability chose (1e-3), the 6/6 rows at 3e-3: the row
+    names and the C8 comparison say so, as they say the norms differ."""
+    runs_dir = tmp_path / "runs"
+    for r, lr in [(mt_record("base", 6, 6, 0.0, {6: 18.0, 3: 6.0}, "baseline", pre_norm=True), 3e-3),
+                  (mt_record("deep", 12, 6, 0.2, {6: 17.5}, "deep_layerdrop", pre_norm=False), 1e-3)]:
+        r["config"]["optim"] = {"optimizer": {"lr": lr}}
+        write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
+    out = tmp_path / "results"
+    report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
+    table = (out / "table1.md").read_text()
+    assert "| + LayerDrop 0.2, deep encoder (post-norm) (lr 0.001) | 12 | 6 |" in table
+    assert "| Transformer (pre-norm) (lr 0.003) | 6 | 6 |" in table
+    assert "(peak learning rates differ: the deep model's 0.001, the other's 0.003; results/stability_mt/ says why)" in table
 
 
 def test_table1_names_the_runs_that_had_not_converged():

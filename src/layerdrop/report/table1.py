@@ -34,7 +34,7 @@ from layerdrop.report.collect import (
 from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge, judge_threshold, resolution
 from layerdrop.utils.store import train_seconds
 
-COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "norm", "layerdrop_p", "stack", "strategy", "kept_layers",
+COLUMNS = ["run_key", "scale", "role", "seed", "encoder_layers", "decoder_layers", "norm", "lr", "layerdrop_p", "stack", "strategy", "kept_layers",
            "layers", "n_params", "test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
            "test_sentences_per_s", "beam", "lenpen", "steps", "tokens_seen", "train_wall_s", "train_tokens_per_s",
            "final_train_loss", "averaged_checkpoints", "git_sha", "code_version", "vocab_size"]
@@ -56,6 +56,7 @@ def tidy_rows(records: list[dict]) -> list[dict]:
                 "encoder_layers": cfg["model"]["encoder_layers"],
                 "decoder_layers": cfg["model"]["decoder_layers"],
                 "norm": "pre" if cfg["model"].get("pre_norm", False) else "post", "layerdrop_p": cfg["layerdrop"]["p"],
+                "lr": ((cfg.get("optim") or {}).get("optimizer") or {}).get("lr"),
                 "stack": e.get("stack", "decoder"), "strategy": e["strategy"], "kept_layers": e["depth"],
                 "layers": " ".join(map(str, e["layers"])), "n_params": e["n_params"],
                 **{k: e.get(k) for k in ("test_bleu", "test_bleu_tok", "test_loss", "test_ppl", "test_sentences",
@@ -153,6 +154,9 @@ def claim_rows(rows: list[dict]) -> list[ClaimResult]:
         v = judge(_values(deep_ld), _values(best), higher_is_better=True, resolution=resolution("test_bleu"))
         norms = "" if deep_ld["norm"] == best["norm"] else (
             f" (architectures differ: the deep model is {deep_ld['norm']}-norm, the other {best['norm']}-norm)")
+        if deep_ld.get("lr") != best.get("lr"):
+            norms += (f" (peak learning rates differ: the deep model's {deep_ld['lr']:g}, the other's {best['lr']:g};"
+                      " results/stability_mt/ says why)")
         add("C8", f"the {deep}-encoder LayerDrop model does best (paper 30.2)", v,
             f"test BLEU {_vs(deep_ld, best)}; {v.describe()}{norms}.")
     if deep_base:
@@ -256,11 +260,14 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
     if full(rows, "equal_compute"):
         spec.append(("equal_compute", "Transformer, trained for the FLOPs of the LayerDrop run (ours)"))
     norms = {r["norm"] for r in rows if r["strategy"] == "none"}
+    rates = {r.get("lr") for r in rows if r["strategy"] == "none"}
     for role, name in spec:
         r = full(rows, role)
         pp = paper_by_row.get(role, {"encoder_layers": "-", "decoder_layers": "-", "test_bleu": "-"})
         if r and len(norms) > 1:
             name += f" ({r['norm']}-norm)"
+        if r and len(rates) > 1 and r.get("lr") is not None:
+            name += f" (lr {r['lr']:g})"
         ours = (f"{r['encoder_layers']} | {r['decoder_layers']} | {r['n_params'] / 1e6:.2f}M | "
                 f"{mean_text(r, 'test_bleu')} | {mean_text(r, 'test_bleu_tok')} | {mean_text(r, 'test_ppl')}"
                 if r else "- | - | not run | - | - | -")
