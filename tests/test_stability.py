@@ -83,3 +83,47 @@ def test_seeds_that_disagree_make_a_rate_inconclusive_and_budgets_are_not_mixed(
             "seeds disagree: inconclusive") in page
     assert "600 steps:" not in page   # the 600-step run has no baseline at its budget
     assert "| 600 / 12,000 | 150:1100.0 300:900.0 450:500.0 600:300.0 | 4.00 | **trains** |" in page
+
+
+def _seeded(lr, p, curve, seeds):
+    out = []
+    for seed in seeds:
+        r = stability_record(f"r{lr}-{p}-{seed}", lr, p, curve)
+        r["config"]["seed"] = seed
+        out.append(r)
+    return out
+
+
+TRAINS, STALLS = [900.0, 300.0], [1100.0, 900.0]
+
+
+@pytest.mark.parametrize("runs, expected", [
+    # the paper's pattern at 2e-3, three agreeing seeds of each row
+    (_seeded(2e-3, 0.0, STALLS, (1, 2, 3)) + _seeded(2e-3, 0.2, TRAINS, (1, 2, 3)), "held"),
+    # the same with one seed: a probe, not a verdict
+    (_seeded(2e-3, 0.0, STALLS, (1,)) + _seeded(2e-3, 0.2, TRAINS, (1,)), "inconclusive"),
+    # wherever LayerDrop trains the baseline trains too; where the baseline trains LayerDrop stalls
+    (_seeded(1e-3, 0.0, TRAINS, (1, 2, 3)) + _seeded(1e-3, 0.2, TRAINS, (1, 2, 3))
+     + _seeded(2e-3, 0.0, TRAINS, (1, 2, 3)) + _seeded(2e-3, 0.2, STALLS, (1, 2, 3)), "not held"),
+    # ... unless another rate is still short of seeds, where the pattern might yet show
+    (_seeded(1e-3, 0.0, TRAINS, (1, 2, 3)) + _seeded(1e-3, 0.2, TRAINS, (1, 2, 3))
+     + _seeded(2e-3, 0.0, STALLS, (1,)) + _seeded(2e-3, 0.2, TRAINS, (1,)), "inconclusive"),
+    # seeds that disagree decide nothing
+    (_seeded(2e-3, 0.0, STALLS, (1, 2)) + _seeded(2e-3, 0.0, TRAINS, (3,)) + _seeded(2e-3, 0.2, TRAINS, (1, 2, 3)),
+     "inconclusive"),
+])
+def test_c8_from_the_probe_follows_the_seed_rule(runs, expected):
+    from layerdrop.report.stability import claims
+    (result,) = claims(runs)
+    assert (result.claim, result.artefact, result.outcome) == ("C8", "stability_mt", expected)
+
+
+def test_the_claims_page_carries_the_probes_c8_line(tmp_path):
+    from layerdrop.report.claims import main as claims_main
+    for r in _seeded(2e-3, 0.0, STALLS, (1,)) + _seeded(2e-3, 0.2, TRAINS, (1,)):
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    claims_main(["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
+    page = (tmp_path / "results" / "claims.md").read_text()
+    assert ("stability_mt: the 12/6 post-norm baseline fails to train at a learning rate where the LayerDrop model "
+            "trains (probe: first steps of the schedule) | **inconclusive** | lr 0.002 (300 steps): baseline fails, "
+            "LayerDrop trains, 1 seed; a rate needs 3 agreeing seeds of each row.") in page

@@ -14,7 +14,7 @@ import datetime
 import json
 from pathlib import Path
 
-from layerdrop.report import figures, glue, regime_mlm, table1, table2, table3, table8
+from layerdrop.report import figures, glue, regime_mlm, stability, table1, table2, table3, table8
 from layerdrop.report.collect import (
     add_records_arg,
     aggregate,
@@ -39,6 +39,7 @@ ARTEFACTS = {
     "table4": ("mlm_classify", ("C7", "C8")),
     "table7": ("mlm_classify", ("C2", "C10")),
     "figure8": ("mlm_classify", ("C6",)),
+    "stability_mt": ("mt", ("C8",)),  # the probe of where the deep post-norm pair trains (make tune-mt-stability)
 }
 TABLES = ("table1", "table2", "table3")  # artefacts whose runs each hold a row (a role)
 #: claims whose artefact does not exist yet, and what would test them
@@ -77,6 +78,8 @@ def collect(runs_dir: Path, scale: str) -> tuple[list[ClaimResult], dict[str, in
             results += glue.CLAIMS_OF[artefact](glue.rows_for(artefact, records, runs_dir))
         elif artefact == "table8":
             results.append(table8.c11(table8.tidy_rows(records)))
+        elif artefact == "stability_mt":
+            results += stability.claims(records)
         else:
             results += FIGURE_CLAIMS[artefact](tidy_rows(records))
     probe = load_records(runs_dir, "mlm_classify", "regime_mlm", scale)  # the pretraining artefacts' precondition

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.figures import provenance  # noqa: E402
 from layerdrop.report.regime import METRIC, _layers, _sides  # noqa: E402
+from layerdrop.report.verdict import MIN_SEEDS, ClaimResult  # noqa: E402
 from layerdrop.utils.store import train_seconds  # noqa: E402
 
 #: a run "blew up" when its last valid perplexity is this many times its best earlier one
@@ -134,3 +135,34 @@ def build(records: list[dict], out: Path, scale: str) -> None:
                      f"| {r['train_wall_s'] / 60:.1f} |")
     lines += ["", "## At each learning rate", ""] + verdicts(rows) + ["", "Raw numbers: `raw.csv`.", ""]
     write_text(out / "stability_mt.md", "\n".join(lines))
+
+
+def claims(records: list[dict]) -> list[ClaimResult]:
+    """C8's divergence half as the probe tests it: *held* when at some rate the baseline fails and LayerDrop
+    trains, with every one of at least MIN_SEEDS seeds of each agreeing; *not held* when at every rate where
+    LayerDrop trains (so agreeing, MIN_SEEDS seeds) the baseline trains too; else *inconclusive*."""
+    rows = [run_summary(r) for r in records]
+    rates = {}
+    for key in sorted({(r["layers"], r["norm"], r["lr"], r["steps"]) for r in rows}):
+        group = [r for r in rows if (r["layers"], r["norm"], r["lr"], r["steps"]) == key]
+        base = [r["outcome"] for r in group if r["layerdrop_p"] == 0]
+        ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
+        if base and ld:
+            rates[key] = (_state(base), _state(ld), min(len(base), len(ld)))
+    if not rates:
+        return []
+    seeded = {k: v for k, v in rates.items() if v[2] >= MIN_SEEDS}
+    if any(v[:2] == ("fails", "trains") for v in seeded.values()):
+        outcome = "held"
+    elif (seeded and len(seeded) == len(rates) and any(v[1] == "trains" for v in seeded.values())
+          and all(v[0] == "trains" for v in seeded.values() if v[1] == "trains")):
+        outcome = "not held"
+    else:
+        outcome = "inconclusive"
+    layers = sorted({k[0] for k in rates})
+    detail = "; ".join(f"lr {k[2]:g} ({k[3]:,} steps): baseline {b}, LayerDrop {ld}, {n} seed{'s' if n > 1 else ''}"
+                       for k, (b, ld, n) in sorted(rates.items(), key=lambda kv: -kv[0][2]))
+    fewer = "" if len(seeded) == len(rates) else f"; a rate needs {MIN_SEEDS} agreeing seeds of each row"
+    return [ClaimResult.of("C8", "stability_mt", f"the {'/'.join(layers)} post-norm baseline fails to train at a "
+                           "learning rate where the LayerDrop model trains (probe: first steps of the schedule)",
+                           outcome, detail + fewer + ".")]
