@@ -97,7 +97,7 @@ def test_report_without_runs_says_what_to_do(tmp_path):
 
 
 def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1",), seed=1, pre_norm=None,
-              steps=100):
+              steps=100, lr=None):
     """An MT run record as train() writes it; ``curve`` maps kept decoder layers -> test BLEU."""
     evals = [{"strategy": "none" if d == dec else "every_other", "stack": "decoder", "depth": d,
               "layers": list(range(d)), "n_params": 1000 * (enc + d), "test_bleu": bleu, "test_bleu_tok": bleu + 1,
@@ -108,7 +108,7 @@ def mt_record(key, enc, dec, p, curve, role, final_loss=3.0, artefacts=("table1"
             "roles": {"table1": role}, "code_version": "c0de",
             "config": {"model": {"encoder_layers": enc, "decoder_layers": dec,
                                  **({} if pre_norm is None else {"pre_norm": pre_norm})},
-                       "layerdrop": {"p": p}, "seed": seed},
+                       "layerdrop": {"p": p}, "seed": seed, **({} if lr is None else {"optim": {"optimizer": {"lr": lr}}})},
             "train": {"steps": steps, "tokens_seen": 5000, "wall_s": 60.0, "final": {"train/loss": final_loss},
                       "averaged_checkpoints": [90, 100]},
             "machine": {"cpus": 2, "platform": "test", "torch": "x"},
@@ -178,17 +178,19 @@ def test_table1_in_the_regime_preconditions_equal_compute_and_norms(tmp_path):
     assert "peak learning rates differ" not in table and "(lr " not in table  # no record here names its rate
 
 
+def table1(tmp_path, records) -> str:
+    """Table 1's page made from ``records`` alone."""
+    for r in records:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    report_main(["table1", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
+    return (tmp_path / "results" / "table1.md").read_text()
+
+
 def test_table1_says_when_the_deep_rows_train_at_their_own_learning_rate(tmp_path):
     """The cpu deep rows train at the rate make tune-mt-stability chose (1e-3), the 6/6 rows at 3e-3: the row
     names and the C8 comparison say so, as they say the norms differ."""
-    runs_dir = tmp_path / "runs"
-    for r, lr in [(mt_record("base", 6, 6, 0.0, {6: 18.0, 3: 6.0}, "baseline", pre_norm=True), 3e-3),
-                  (mt_record("deep", 12, 6, 0.2, {6: 17.5}, "deep_layerdrop", pre_norm=False), 1e-3)]:
-        r["config"]["optim"] = {"optimizer": {"lr": lr}}
-        write_json(runs_dir / "mt" / r["run_key"] / "metrics.json", r)
-    out = tmp_path / "results"
-    report_main(["table1", "--runs-dir", str(runs_dir), "--out", str(out)])
-    table = (out / "table1.md").read_text()
+    table = table1(tmp_path, [mt_record("base", 6, 6, 0.0, {6: 18.0, 3: 6.0}, "baseline", pre_norm=True, lr=3e-3),
+                              mt_record("deep", 12, 6, 0.2, {6: 17.5}, "deep_layerdrop", pre_norm=False, lr=1e-3)])
     assert "| + LayerDrop 0.2, deep encoder (post-norm) (lr 0.001) | 12 | 6 |" in table
     assert "| Transformer (pre-norm) (lr 0.003) | 6 | 6 |" in table
     assert "(peak learning rates differ: the deep model's 0.001, the other's 0.003; results/stability_mt/ says why)" in table

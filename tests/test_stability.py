@@ -11,14 +11,14 @@ from layerdrop.report.stability import outcome
 from layerdrop.utils.runs import write_json
 
 
-def stability_record(key, lr, p, curve, final_loss=4.0, vocab=8000):
+def stability_record(key, lr, p, curve, final_loss=4.0, vocab=8000, seed=1):
     """A 12/6 post-norm translation run tagged stability_mt; ``curve`` is its valid perplexities, every 150 steps."""
     points = [{"step": 150 * (i + 1), "tokens_seen": 150 * (i + 1) * 100, "val/ppl": v} for i, v in enumerate(curve)]
     return {"run_key": key, "task": "mt", "scale": "cpu", "artefacts": ["stability_mt"], "roles": {},
             "code_version": "c0de", "eval": [],
             "config": {"model": {"encoder_layers": 12, "decoder_layers": 6, "pre_norm": False, "dropout": 0.1,
                                  "vocab_size": vocab},
-                       "layerdrop": {"p": p}, "seed": 1,
+                       "layerdrop": {"p": p}, "seed": seed,
                        "optim": {"optimizer": {"lr": lr}, "scheduler": {"warmup_steps": 100, "total_steps": 12000}}},
             "train": {"steps": 150 * len(curve), "tokens_seen": 150 * len(curve) * 100, "wall_s": 60.0,
                       "curve": points, "final": {"train/loss": final_loss}},
@@ -44,17 +44,22 @@ def test_outcome_without_a_curve_is_an_error():
         outcome([], 4.0, 8000)
 
 
+def write_page(tmp_path, runs):
+    """The stability page of ``runs`` (and its folder), as `python -m layerdrop.report stability_mt` writes it."""
+    for r in runs:
+        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
+    out = tmp_path / "out"
+    report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    return (out / "stability_mt.md").read_text(), out
+
+
 def test_page_says_at_each_rate_which_of_the_pair_trains(tmp_path):
     runs = [stability_record("b3", 3e-3, 0.0, [2000.0, 1900.0], final_loss=math.nan),
             stability_record("l3", 3e-3, 0.2, [600.0, 250.0]),
             stability_record("b1", 1e-3, 0.0, [500.0, 240.0]),
             stability_record("l1", 1e-3, 0.2, [550.0, 260.0]),
             stability_record("b5", 5e-4, 0.0, [700.0, 300.0])]   # no LayerDrop run at this rate yet
-    for r in runs:
-        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
-    out = tmp_path / "out"
-    report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
-    page = (out / "stability_mt.md").read_text()
+    page, out = write_page(tmp_path, runs)
     assert ("peak lr 0.003, 300 steps: baseline fails: not finite, LayerDrop trains (1 and 1 seed): the paper's "
             "pattern") in page
     assert "peak lr 0.001, 300 steps: baseline trains, LayerDrop trains (1 and 1 seed): both train" in page
@@ -67,18 +72,12 @@ def test_page_says_at_each_rate_which_of_the_pair_trains(tmp_path):
 
 
 def test_seeds_that_disagree_make_a_rate_inconclusive_and_budgets_are_not_mixed(tmp_path):
-    def rec(key, p, curve, seed):
-        r = stability_record(key, 2e-3, p, curve)
-        r["config"]["seed"] = seed
-        return r
-    runs = [rec("b1", 0.0, [800.0, 300.0], 1), rec("b2", 0.0, [800.0, 290.0], 2),
-            rec("l1", 0.2, [1100.0, 900.0], 1), rec("l2", 0.2, [1000.0, 400.0], 2),
-            rec("long", 0.2, [1100.0, 900.0, 500.0, 300.0], 1)]   # a longer run is its own budget
-    for r in runs:
-        write_json(tmp_path / "runs" / "mt" / r["run_key"] / "metrics.json", r)
-    out = tmp_path / "out"
-    report_main(["stability_mt", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
-    page = (out / "stability_mt.md").read_text()
+    runs = [stability_record("b1", 2e-3, 0.0, [800.0, 300.0], seed=1),
+            stability_record("b2", 2e-3, 0.0, [800.0, 290.0], seed=2),
+            stability_record("l1", 2e-3, 0.2, [1100.0, 900.0], seed=1),
+            stability_record("l2", 2e-3, 0.2, [1000.0, 400.0], seed=2),
+            stability_record("long", 2e-3, 0.2, [1100.0, 900.0, 500.0, 300.0])]   # a longer run: its own budget
+    page, _ = write_page(tmp_path, runs)
     assert ("peak lr 0.002, 300 steps: baseline trains/trains, LayerDrop fails: stalled/trains (2 and 2 seeds): the "
             "seeds disagree: inconclusive") in page
     assert "600 steps:" not in page   # the 600-step run has no baseline at its budget
@@ -86,12 +85,7 @@ def test_seeds_that_disagree_make_a_rate_inconclusive_and_budgets_are_not_mixed(
 
 
 def _seeded(lr, p, curve, seeds):
-    out = []
-    for seed in seeds:
-        r = stability_record(f"r{lr}-{p}-{seed}", lr, p, curve)
-        r["config"]["seed"] = seed
-        out.append(r)
-    return out
+    return [stability_record(f"r{lr}-{p}-{seed}", lr, p, curve, seed=seed) for seed in seeds]
 
 
 TRAINS, STALLS = [900.0, 300.0], [1100.0, 900.0]
