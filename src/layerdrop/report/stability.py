@@ -78,22 +78,29 @@ def _state(outcomes: list[str]) -> str:
     return "fails" if fails == len(outcomes) else "trains" if fails == 0 else "mixed"
 
 
-def verdicts(rows: list[dict]) -> list[str]:
-    """One line per (layers, norm, learning rate, steps) that has both a LayerDrop 0 and a LayerDrop > 0 run;
-    seeds of a row must agree, or the line says the seeds disagree."""
-    lines = []
+def pairs(rows: list[dict]) -> dict[tuple, tuple[list[str], list[str]]]:
+    """(layers, norm, learning rate, steps) -> (the baseline runs' outcomes, the LayerDrop runs' outcomes), for
+    every setting that has both."""
+    out = {}
     for key in sorted({(r["layers"], r["norm"], r["lr"], r["steps"]) for r in rows}):
         group = [r for r in rows if (r["layers"], r["norm"], r["lr"], r["steps"]) == key]
         base = [r["outcome"] for r in group if r["layerdrop_p"] == 0]
         ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
-        if not base or not ld:
-            continue
-        states = (_state(base), _state(ld))
+        if base and ld:
+            out[key] = (base, ld)
+    return out
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """One line per (layers, norm, learning rate, steps) that has both a LayerDrop 0 and a LayerDrop > 0 run;
+    seeds of a row must agree, or the line says the seeds disagree."""
+    lines = []
+    for key, (base, ld) in pairs(rows).items():
         what = {("fails", "trains"): "the paper's pattern: without LayerDrop it fails, with LayerDrop it trains",
                 ("trains", "trains"): "both train: no instability for LayerDrop to cure at this rate",
                 ("fails", "fails"): "both fail: the rate is too high for this model either way",
                 ("trains", "fails"): "the opposite of the paper's pattern: LayerDrop fails where the baseline trains",
-                }.get(states, "the seeds disagree: inconclusive")
+                }.get((_state(base), _state(ld)), "the seeds disagree: inconclusive")
         lines.append(f"- {key[0]} layers, {key[1]}-norm, peak lr {key[2]:g}, {key[3]:,} steps: "
                      f"baseline {'/'.join(base)}, LayerDrop {'/'.join(ld)} "
                      f"({len(base)} and {len(ld)} seed{'s' if max(len(base), len(ld)) > 1 else ''}): {what}.")
@@ -101,11 +108,11 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def build(records: list[dict], out: Path, scale: str) -> None:
-    rows = sorted((run_summary(r) for r in records),
-                  key=lambda r: (r["layers"], r["norm"], -r["lr"], r["layerdrop_p"], r["seed"] or 0))
+    summaries = [run_summary(r) for r in records]
+    rows = sorted(summaries, key=lambda r: (r["layers"], r["norm"], -r["lr"], r["layerdrop_p"], r["seed"] or 0))
     write_csv(out / "raw.csv", rows, columns=list(rows[0]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for record, row in zip(records, map(run_summary, records)):
+    for record, row in zip(records, summaries):
         curve = [p for p in record["train"].get("curve", []) if METRIC in p]
         ax.plot([p["step"] for p in curve], [p[METRIC] for p in curve], marker=".",
                 linestyle="-" if row["layerdrop_p"] == 0 else "--",
@@ -141,28 +148,22 @@ def claims(records: list[dict]) -> list[ClaimResult]:
     """C8's divergence half as the probe tests it: *held* when at some rate the baseline fails and LayerDrop
     trains, with every one of at least MIN_SEEDS seeds of each agreeing; *not held* when at every rate where
     LayerDrop trains (so agreeing, MIN_SEEDS seeds) the baseline trains too; else *inconclusive*."""
-    rows = [run_summary(r) for r in records]
-    rates = {}
-    for key in sorted({(r["layers"], r["norm"], r["lr"], r["steps"]) for r in rows}):
-        group = [r for r in rows if (r["layers"], r["norm"], r["lr"], r["steps"]) == key]
-        base = [r["outcome"] for r in group if r["layerdrop_p"] == 0]
-        ld = [r["outcome"] for r in group if r["layerdrop_p"] > 0]
-        if base and ld:
-            rates[key] = (_state(base), _state(ld), min(len(base), len(ld)))
+    rates = {key: (_state(base), _state(ld), min(len(base), len(ld)))
+             for key, (base, ld) in pairs([run_summary(r) for r in records]).items()}
     if not rates:
         return []
     seeded = {k: v for k, v in rates.items() if v[2] >= MIN_SEEDS}
     if any(v[:2] == ("fails", "trains") for v in seeded.values()):
-        outcome = "held"
+        verdict = "held"
     elif (seeded and len(seeded) == len(rates) and any(v[1] == "trains" for v in seeded.values())
           and all(v[0] == "trains" for v in seeded.values() if v[1] == "trains")):
-        outcome = "not held"
+        verdict = "not held"
     else:
-        outcome = "inconclusive"
-    layers = sorted({k[0] for k in rates})
+        verdict = "inconclusive"
+    layers, norms = sorted({k[0] for k in rates}), sorted({k[1] for k in rates})
     detail = "; ".join(f"lr {k[2]:g} ({k[3]:,} steps): baseline {b}, LayerDrop {ld}, {n} seed{'s' if n > 1 else ''}"
                        for k, (b, ld, n) in sorted(rates.items(), key=lambda kv: -kv[0][2]))
     fewer = "" if len(seeded) == len(rates) else f"; a rate needs {MIN_SEEDS} agreeing seeds of each row"
-    return [ClaimResult.of("C8", "stability_mt", f"the {'/'.join(layers)} post-norm baseline fails to train at a "
-                           "learning rate where the LayerDrop model trains (probe: first steps of the schedule)",
-                           outcome, detail + fewer + ".")]
+    return [ClaimResult.of("C8", "stability_mt", f"the {'/'.join(layers)} {'/'.join(norms)}-norm baseline fails to "
+                           "train at a learning rate where the LayerDrop model trains (probe: first steps of the "
+                           "schedule)", verdict, detail + fewer + ".")]
