@@ -22,9 +22,9 @@ train experiment=table1_mt layerdrop.p=0.2 role=layerdrop "${@}"
 # the 12-encoder model with and without LayerDrop (the paper: without, it diverges); full depth only.
 # The divergence is a post-norm phenomenon, so the cpu deep rows are post-norm as the paper's model (the
 # cpu 6/6 rows are pre-norm, see README; paper scale is post-norm throughout). Their peak learning rate is
-# the highest one at which both trained in make tune-mt-stability (results/stability_mt/, seed 1, the first
-# 600 steps of this schedule): 1e-3. At the 6/6 rows' 3e-3 both stall near the unigram level, and at 2e-3
-# the baseline trains while LayerDrop stalls (seeds 1 and 2 agree).
+# the highest one at which both trained in make tune-mt-stability (results/stability_mt/, the first 600 steps
+# of this schedule, seeds 1-3 agreeing): 1e-3. At the 6/6 rows' 3e-3 both fail, and at 2e-3 the baseline
+# trains while LayerDrop stalls.
 DEEP=(); if [ "$SCALE" = cpu ]; then DEEP=(model.pre_norm=false optim.optimizer.lr=1e-3); fi
 train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0 role=deep_baseline prune.strategies=[] "${@}"
 train experiment=table1_mt_deep "${DEEP[@]}" layerdrop.p=0.2 role=deep_layerdrop prune.strategies=[] "${@}"
