@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerdrop.backlog import Run, backlog, checkpoint_step, estimate, render, script_path
+from layerdrop.backlog import Run, backlog, checkpoint_step, estimate, render, scaled_estimate, script_path, speed_ratios
 from layerdrop.utils.runs import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,3 +104,32 @@ def test_estimates_count_every_session_and_skip_runs_whose_earlier_sessions_are_
     lost = {"config": config, "train": {"wall_s": 50.0, "resumed": True, "steps": 1000}}  # resumed, sessions not kept
     assert estimate(run, [whole, lost]) == (400.0, 1000)
     assert estimate(run, [lost]) is None
+
+
+def _record(cpu, layers, seconds, steps=1000, seed=1, **model):
+    return {"config": {"model": {**layers, **model}, "trainer": {"max_steps": steps}, "seed": seed},
+            "machine": {"cpu": cpu, "amx_bf16": cpu == "xeon"}, "train": {"wall_s": seconds, "steps": steps}}
+
+
+def test_other_cpus_times_are_scaled_by_their_measured_speed_ratio():
+    here, xeon = ("amd", False), ("xeon", True)
+    seq2seq, lm = {"encoder_layers": 6, "decoder_layers": 6}, {"n_layers": 6}
+    by_task = {
+        # summarisation 6/6 from both CPUs: a step takes 3x as long here
+        "sum": [_record("amd", seq2seq, 300.0), _record("amd", seq2seq, 330.0, seed=2), _record("xeon", seq2seq, 105.0)],
+        # the language model: 6x, a ratio for decoder-only models only
+        "lm": [_record("amd", lm, 600.0), _record("xeon", lm, 100.0)],
+        "qa": [_record("xeon", seq2seq, 200.0)],  # stored from the Xeon alone
+        "mt": [_record("epyc-old", {"encoder_layers": 6, "decoder_layers": 3}, 50.0)],  # a CPU with no run from both
+    }
+    ratios = speed_ratios(by_task, here, "sum", (None, 6, 6))
+    assert set(ratios) == {xeon} and ratios[xeon][0] == pytest.approx(315.0 / 105.0) and ratios[xeon][1] == "sum 6/6"
+    # QA has no pair of its own: the sequence-to-sequence pairs decide, not the language model's 6x
+    qa = speed_ratios(by_task, here, "qa", (None, 6, 6))
+    assert qa[xeon][0] == pytest.approx(3.0) and qa[xeon][1] == "sum 6/6"
+    # a decoder-only task with no pair of its own takes the language model's
+    assert speed_ratios(by_task, here, "mlm", (6, None, None))[xeon][0] == pytest.approx(6.0)
+    run = Run("k", "qa", None, None, 2, "to train", {**by_task["qa"][0]["config"], "seed": 2}, [])
+    (seconds, steps), words = scaled_estimate(run, by_task["qa"] + by_task["mt"], qa, here)
+    assert seconds == pytest.approx(600.0) and steps == 1000  # the Xeon's 200 s for the same setting, 3x
+    assert any("xeon's times x3.00" in w for w in words) and any("epyc-old's times unscaled" in w for w in words)

@@ -15,7 +15,10 @@ the median training wall time (every session of it) of the stored runs most like
 but the seed; else the run's step budget times the median time a step of the stored runs of its task and
 layer counts took; "unknown" when the store has none. A partial run is estimated at what its
 checkpoint's step leaves of that. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
-since CPUs differ several-fold; else the runs of every machine count. Fine-tunings (``classify``, ``finetune``) are counted,
+since CPUs differ several-fold; else the runs of every machine count, each other CPU's times scaled to this one by
+their measured speed ratio (``speed_ratios``: the median, over the task's layer counts stored from both CPUs, of
+the ratio of their median seconds a step; every task's where this task has no such pair; unscaled, and said so,
+where the store holds no run from both). Fine-tunings (``classify``, ``finetune``) are counted,
 not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
 says where this CPU emulates bf16 and the runs left train in bf16: fp32 GEMMs here (``utils.bf16``), or a
 warning where ``LAYERDROP_BF16_GEMM=native`` leaves them many times slower than estimated.
@@ -55,6 +58,7 @@ class Run:
     measured_on: tuple[str, ...] = ()  # the CPUs of the stored runs its estimate draws on
     step: int | None = None  # a partial run's checkpointed step
     measured_with_amx: bool = False  # whether any of those CPUs has AMX bf16 units
+    scaled: tuple[str, ...] = ()  # how other CPUs' times were scaled to this one, in words
 
 
 def script_path(name: str) -> Path:
@@ -146,10 +150,11 @@ def _layers(config: dict) -> tuple:
     return tuple(model.get(k) for k in ("n_layers", "encoder_layers", "decoder_layers"))
 
 
-def estimate(run: Run, records: list[dict]) -> tuple[float, float] | None:
+def estimate(run: Run, records: list[dict], seconds=train_seconds) -> tuple[float, float] | None:
     """(median training wall time in s, median steps) of the stored runs most like ``run`` (see the module
     docstring); None where the store has none. Runs resumed before their sessions were kept
-    (``time_incomplete``) do not count: their time is the last session's alone."""
+    (``time_incomplete``) do not count: their time is the last session's alone. ``seconds`` reads a record's
+    time (``train_seconds``, or that scaled to this CPU)."""
     def without_seed(config):  # the seed reaches the data order and the draws too; the code version is no setting
         if not isinstance(config, dict):
             return config
@@ -158,13 +163,67 @@ def estimate(run: Run, records: list[dict]) -> tuple[float, float] | None:
     records = [r for r in records if not time_incomplete(r)]
     same = [r for r in records if without_seed(r["config"]) == without_seed(run.config)]
     if same:
-        return (statistics.median(train_seconds(r) for r in same),
+        return (statistics.median(seconds(r) for r in same),
                 statistics.median(r["train"].get("steps") or 0 for r in same))
     steps = run.config.get("trainer", {}).get("max_steps")
     alike = [r for r in records if _layers(r["config"]) == _layers(run.config) and r["train"].get("steps")]
     if not alike or not steps:
         return None
-    return steps * statistics.median(train_seconds(r) / r["train"]["steps"] for r in alike), steps
+    return steps * statistics.median(seconds(r) / r["train"]["steps"] for r in alike), steps
+
+
+def cpu_of(record: dict) -> tuple | None:
+    """The CPU a record was made on, as (name, AMX); None for records made before the CPU was recorded."""
+    m = record.get("machine") or {}
+    return (m["cpu"], bool(m.get("amx_bf16"))) if m.get("cpu") else None
+
+
+def _stacks(layers: tuple) -> tuple:
+    """Which stacks a model has (decoder-only; or encoder and decoder), from its layer counts."""
+    return tuple(n is not None for n in layers)
+
+
+def speed_ratios(by_task: dict[str, list[dict]], here: tuple, task: str, layers: tuple) -> dict[tuple, tuple[float, str]]:
+    """Other CPU -> (how many times longer a step takes here, what that was measured on, in words), for a run of
+    ``task`` with ``layers``. For each (task, layer counts) stored from both CPUs, the ratio of their median
+    seconds a step; the median of those ratios over ``task``'s own pairs, else over the pairs of models with
+    the same stacks (CPUs differ by task: the bf16 language models ran 6x slower on the AMD EPYC than with
+    AMX, the sequence-to-sequence models 2-3x), else over every pair. A CPU with no pair is left out (its
+    times stay unscaled)."""
+    per_step: dict[tuple, dict[tuple, list[float]]] = {}
+    for name, records in by_task.items():
+        for r in records:
+            cpu, steps = cpu_of(r), r["train"].get("steps")
+            if cpu and steps and "config" in r and not time_incomplete(r):
+                per_step.setdefault((name, _layers(r["config"])), {}).setdefault(cpu, []).append(train_seconds(r) / steps)
+    out = {}
+    for other in {c for by_cpu in per_step.values() for c in by_cpu} - {here}:
+        pairs = {group: statistics.median(by_cpu[here]) / statistics.median(by_cpu[other])
+                 for group, by_cpu in per_step.items() if here in by_cpu and other in by_cpu}
+        own = {g: v for g, v in pairs.items() if g[0] == task}
+        alike = {g: v for g, v in pairs.items() if _stacks(g[1]) == _stacks(layers)}
+        chosen = own or alike or pairs
+        if chosen:
+            basis = ", ".join(f"{name} {'/'.join(str(n) for n in group if n)}" for name, group in sorted(chosen, key=str))
+            out[other] = (statistics.median(chosen.values()), basis)
+    return out
+
+
+def scaled_estimate(run: Run, records: list[dict], ratios: dict[tuple, tuple[float, str]], here: tuple | None):
+    """``estimate`` over every machine's records, each other CPU's times times its speed ratio to this one;
+    with how each was scaled, in words (a CPU with no ratio: unscaled)."""
+    def seconds(r):
+        return train_seconds(r) * ratios.get(cpu_of(r), (1.0, ""))[0]
+
+    found = estimate(run, records, seconds)
+    words = []
+    for cpu in sorted({cpu_of(r) for r in records if cpu_of(r)} - {here}, key=str):
+        if cpu in ratios:
+            ratio, basis = ratios[cpu]
+            words.append(f"{cpu[0]}'s times x{ratio:.2f} (a step's time here over there, from {basis})")
+        else:
+            words.append(f"{cpu[0]}'s times unscaled (no run stored from both CPUs)")
+    return found, tuple(words)
 
 
 def checkpoint_step(run_dir: Path) -> int | None:
@@ -183,15 +242,22 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
     commands = dry_run(script, scale, overrides)
     found = training_runs(commands)
     stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
-    here = machine.cpu_model()
+    model = machine.cpu_model()
+    here = (model["cpu"], bool(model.get("amx_bf16"))) if model.get("cpu") else None
+    everything = {}  # store -> task -> records: the speed ratios may draw on every task's
     for run in found:
         if run.state in ("partial", "to train"):
             records = stored[run.store, run.task]
-            # this CPU's own runs where they can estimate it (CPUs differ several-fold), else every machine's
-            mine = [r for r in records if here and all((r.get("machine") or {}).get(k) == v for k, v in here.items())]
+            # this CPU's own runs where they can estimate it (CPUs differ several-fold), else every machine's, scaled
+            mine = [r for r in records if here and cpu_of(r) == here]
             found_estimate = estimate(run, mine) if mine else None
             if found_estimate is None:
-                mine, found_estimate = records, estimate(run, records)
+                if run.store and run.store not in everything:
+                    everything[run.store] = {p.name: stored_records(run.store, p.name)
+                                             for p in sorted(run.store.glob("*/")) if p.is_dir()}
+                ratios = speed_ratios(everything.get(run.store, {}), here, run.task, _layers(run.config)) if here else {}
+                mine = records
+                found_estimate, run.scaled = scaled_estimate(run, records, ratios, here)
             if run.state == "partial":
                 run.step = checkpoint_step(runs.run_dir(load_config(run.overrides)))
             if found_estimate is not None:  # a partial run has what its checkpoint holds left to train
@@ -243,6 +309,9 @@ def machine_note(found: list[Run]) -> str | None:
     measured = sorted({m for r in left for m in r.measured_on})
     here = machine.cpus(machine.machine_info())
     lines = [f"Estimates measured on {'; '.join(measured) or 'no stored run'}. This machine: {here}."]
+    scaled = sorted({w for r in left for w in r.scaled})
+    if scaled:
+        lines.append("Where this CPU's own runs could not estimate a run, other CPUs' were scaled: " + "; ".join(scaled) + ".")
     for precision, accelerator in sorted({(str(r.config.get("trainer", {}).get("precision")),
                                            str(r.config.get("trainer", {}).get("accelerator", "auto"))) for r in left}):
         warning = machine.slow_bf16_warning(accelerator, precision)
