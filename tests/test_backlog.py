@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerdrop.backlog import Run, backlog, checkpoint_step, estimate, render, scaled_estimate, script_path, speed_ratios
+from layerdrop.backlog import (
+    Run,
+    backlog,
+    checkpoint_step,
+    estimate,
+    render,
+    scaled_estimate,
+    script_path,
+    speed_ratios,
+)
 from layerdrop.utils.runs import write_json
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +427,44 @@ def test_bad_settings_name_the_value():
             LMDataModule("news", block_size=128, context_window=context)
     with pytest.raises(ValueError, match="vocab_size must be at least 259"):
         train_tokenizer(["a b"], "bpe", 100)
+
+
+BUILDER = """
+import json, sys, time
+from pathlib import Path
+from layerdrop.data.corpus import ensure_corpus
+tmp, me = Path(sys.argv[1]), sys.argv[2]
+(tmp / f"ready-{me}").touch()
+while len(list(tmp.glob("ready-*"))) < 2:  # both processes ask at once
+    time.sleep(0.01)
+def make_splits():
+    with open(tmp / "builds", "a") as f:
+        f.write(me + "\\n")
+    time.sleep(1.5)  # a build long enough for the other process to ask meanwhile
+    return json.loads((tmp / "splits.json").read_text()), {"source": "test"}
+corpus = ensure_corpus(tmp / "data" / "corpus", make_splits, tokenizer="bpe", vocab_size=512, seed=0, source="test")
+print(corpus.manifest["splits"]["valid"]["documents"])
+"""
+
+
+def test_two_processes_asking_for_one_corpus_build_it_once(tmp_path, small_splits):
+    """Parallel test workers or a sweep's parallel runs on one data folder: the second waits for the first's
+    build and reuses it, instead of building it again and moving the first's away under its reader."""
+    (tmp_path / "splits.json").write_text(json.dumps(small_splits))
+    procs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(tmp_path), str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert len((tmp_path / "builds").read_text().split()) == 1  # one build
+    logs = [out for out, _ in outs]
+    assert sum("reusing cached corpus" in out for out in logs) == 1
+    assert all(out.split()[-1] == str(len(small_splits["valid"])) for out in logs)
+
+
+def test_a_file_lock_is_reentrant_in_one_process(tmp_path):
+    from layerdrop.utils.atomic import file_lock
+
+    with file_lock(tmp_path / "x.lock"), file_lock(tmp_path / "x.lock"):  # a build that fetches takes it twice
+        pass
+    with file_lock(tmp_path / "x.lock"):  # and it was released
+        pass

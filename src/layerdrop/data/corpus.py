@@ -29,6 +29,7 @@ from layerdrop.data.cache import (
     verify_files,
     write_manifest,
 )
+from layerdrop.utils.atomic import file_lock
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -223,6 +224,12 @@ def ensure_corpus(
     Corpora cached before `eos_after` existed put `<eos>` after every document.
     """
     out_dir = Path(out_dir)
+    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):  # one builder at a time; the others reuse its corpus
+        return _ensure_corpus(out_dir, make_splits, tokenizer=tokenizer, vocab_size=vocab_size, seed=seed,
+                              source=source, eos_after=eos_after, log=log)
+
+
+def _ensure_corpus(out_dir, make_splits, *, tokenizer, vocab_size, seed, source, eos_after, log) -> Corpus:
     wanted = {"tokenizer": tokenizer, "vocab_size": vocab_size, "seed": seed}
     if source is not None:
         wanted["source"] = source

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from layerdrop.data.cache import atomic_dir, sha256_file
 from layerdrop.data.mt_sources import Pair, ddtp_pairs, ding_pairs, libreoffice_pairs
+from layerdrop.utils.atomic import file_lock
 
 LIBREOFFICE_EN, LIBREOFFICE_DE = "libreoffice-help-en-us", "libreoffice-help-de"
 DING = "trans-de-en"
@@ -78,16 +79,19 @@ def fetch_debs(names: Iterable[str], raw_dir: Path) -> dict[str, Path]:
     raw_dir.mkdir(parents=True, exist_ok=True)
     debs = {}
     for name in names:
-        deb = _cached_deb(name, raw_dir)
-        if deb is None:
-            _run(["apt-get", *_apt_options(), "download", name], f"download Debian package {name!r}", raw_dir)
-            deb = _cached_deb(name, raw_dir)
-            if deb is None:
-                raise RuntimeError(
-                    f"`apt-get download {name}` succeeded but left no {name}_*.deb in {raw_dir}"
-                )
-        debs[name] = deb
+        debs[name] = _cached_deb(name, raw_dir)
+        if debs[name] is None:
+            with file_lock(raw_dir / ".fetch.lock"):  # another process may be fetching it: wait, then look again
+                debs[name] = _cached_deb(name, raw_dir) or _download_deb(name, raw_dir)
     return debs
+
+
+def _download_deb(name: str, raw_dir: Path) -> Path:
+    _run(["apt-get", *_apt_options(), "download", name], f"download Debian package {name!r}", raw_dir)
+    deb = _cached_deb(name, raw_dir)
+    if deb is None:
+        raise RuntimeError(f"`apt-get download {name}` succeeded but left no {name}_*.deb in {raw_dir}")
+    return deb
 
 
 def deb_version(deb: Path) -> str:
@@ -99,13 +103,41 @@ def unpack_deb(deb: Path, unpack_dir: Path) -> Path:
     dest = Path(unpack_dir) / deb.stem
     if dest.is_dir():
         return dest
-    with atomic_dir(dest) as tmp:
-        _run(["dpkg", "-x", str(deb), str(tmp)], f"unpack {deb}")
+    with file_lock(Path(unpack_dir) / ".unpack.lock"):  # never two unpackings of one tree, one moving the other's away
+        if not dest.is_dir():
+            with atomic_dir(dest) as tmp:
+                _run(["dpkg", "-x", str(deb), str(tmp)], f"unpack {deb}")
     return dest
 
 
 # ---------------------------------------------------------------------------------------------------
 # DDTP translation indexes
+
+
+def _update_ddtp(root: Path, lists: Path, files: dict[str, Path], release: Path) -> None:
+    """The private ``apt-get update`` of ``fetch_ddtp``, only where its files are not all there yet."""
+    if all(path.is_file() for path in [*files.values(), release]):
+        return
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir(parents=True, exist_ok=True)
+    (root / "sources.list").write_text(
+        f"deb [signed-by={DDTP_KEYRING}] {DDTP_MIRROR} {DDTP_SUITE} main\n"
+    )
+    cmd = ["apt-get", *_apt_options(), "update"]
+    for option in (
+        f"Dir::State::Lists={lists}",
+        f"Dir::Cache={root / 'cache'}",
+        f"Dir::Etc::SourceList={root / 'sources.list'}",
+        "Dir::Etc::SourceParts=/nonexistent",
+        "Acquire::Languages=en,de",
+        "Acquire::GzipIndexes=false",  # plain text files, no decompressor needed to read them
+        "Acquire::IndexTargets::deb::Packages::DefaultEnabled=false",  # only the translations
+    ):
+        cmd += ["-o", option]
+    _run(cmd, f"fetch the DDTP translations of Debian {DDTP_SUITE}")
+    missing = [str(path) for path in [*files.values(), release] if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"`{' '.join(cmd)}` succeeded but did not write {missing}")
 
 
 def fetch_ddtp(raw_dir: Path) -> tuple[dict[str, Path], dict]:
@@ -119,27 +151,8 @@ def fetch_ddtp(raw_dir: Path) -> tuple[dict[str, Path], dict]:
     base = f"{DDTP_MIRROR.split('://', 1)[1].replace('/', '_')}_dists_{DDTP_SUITE}"
     files = {lang: lists / f"{base}_main_i18n_Translation-{lang}" for lang in ("en", "de")}
     release = lists / f"{base}_InRelease"
-    if not all(path.is_file() for path in [*files.values(), release]):
-        (lists / "partial").mkdir(parents=True, exist_ok=True)
-        (root / "cache").mkdir(parents=True, exist_ok=True)
-        (root / "sources.list").write_text(
-            f"deb [signed-by={DDTP_KEYRING}] {DDTP_MIRROR} {DDTP_SUITE} main\n"
-        )
-        cmd = ["apt-get", *_apt_options(), "update"]
-        for option in (
-            f"Dir::State::Lists={lists}",
-            f"Dir::Cache={root / 'cache'}",
-            f"Dir::Etc::SourceList={root / 'sources.list'}",
-            "Dir::Etc::SourceParts=/nonexistent",
-            "Acquire::Languages=en,de",
-            "Acquire::GzipIndexes=false",  # plain text files, no decompressor needed to read them
-            "Acquire::IndexTargets::deb::Packages::DefaultEnabled=false",  # only the translations
-        ):
-            cmd += ["-o", option]
-        _run(cmd, f"fetch the DDTP translations of Debian {DDTP_SUITE}")
-        missing = [str(path) for path in [*files.values(), release] if not path.is_file()]
-        if missing:
-            raise RuntimeError(f"`{' '.join(cmd)}` succeeded but did not write {missing}")
+    with file_lock(Path(raw_dir) / ".fetch.lock"):  # apt refuses a second update of one lists folder at once
+        _update_ddtp(root, lists, files, release)
     fields = dict(_release_fields(release.read_text(encoding="utf-8")))
     provenance = {
         "suite": DDTP_SUITE,

@@ -42,6 +42,7 @@ from layerdrop.data.corpus import EOS, PAD, UNK, encoded_ids, train_tokenizer
 from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import Pair, clean_pairs, normalise, split_pairs
 from layerdrop.data.sources import HUB_SPLITS, hub_provenance, load_hub
+from layerdrop.utils.atomic import file_lock
 
 MT_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -274,16 +275,17 @@ def ensure_mt_corpus(
     """
     out_dir = Path(out_dir)
     wanted = {"tokenizer": "bpe", "vocab_size": vocab_size, "seed": seed, "source": source}
-    corpus, reason = cached_corpus(out_dir, partial(load_mt_corpus, task=task), wanted)
-    if corpus is not None:
-        log(f"reusing cached {task} corpus at {out_dir}")
-        return corpus
-    log(f"building {task} corpus at {out_dir}: {reason}")
-    splits, provenance = make_splits()
-    if provenance.get("source") != source:
-        raise ValueError(f"make_splits gave source {provenance.get('source')!r}, expected {source!r}")
-    build_mt_corpus(splits, out_dir, vocab_size=vocab_size, provenance=provenance, seed=seed, sides=sides, task=task)
-    return load_mt_corpus(out_dir, task)
+    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):  # one builder at a time; the others reuse its corpus
+        corpus, reason = cached_corpus(out_dir, partial(load_mt_corpus, task=task), wanted)
+        if corpus is not None:
+            log(f"reusing cached {task} corpus at {out_dir}")
+            return corpus
+        log(f"building {task} corpus at {out_dir}: {reason}")
+        splits, provenance = make_splits()
+        if provenance.get("source") != source:
+            raise ValueError(f"make_splits gave source {provenance.get('source')!r}, expected {source!r}")
+        build_mt_corpus(splits, out_dir, vocab_size=vocab_size, provenance=provenance, seed=seed, sides=sides, task=task)
+        return load_mt_corpus(out_dir, task)
 
 
 # ---------------------------------------------------------------------------------------------------

