@@ -3,10 +3,14 @@
 import copy
 import csv
 import itertools
+import os
+from pathlib import Path
 
 import pytest
 
 from layerdrop.config import load_config
+from layerdrop.dryrun import hub_files_override
+from layerdrop.dryrun_hub import lm_files
 from layerdrop.report import figures
 from layerdrop.report.__main__ import main as report
 from layerdrop.train import train
@@ -14,9 +18,14 @@ from layerdrop.train import train
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """Thirteen tiny runs on 200/20/20 news articles in the hub's Wikitext layout (local parquet files, as the
+    paper dry run uses): the same real text as the cpu corpus, with splits small enough that the many
+    pruned-depth evaluations take seconds, not the minutes the whole cpu splits took."""
     root = tmp_path_factory.mktemp("figures")
+    files = lm_files(Path(os.environ["LAYERDROP_DATA_DIR"]) / "raw", root / "hub", {"train": 200, "valid": 20, "test": 20})
     base = ["debug=smoke", f"paths.runs_dir={root}/runs", f"paths.log_dir={root}/logs", f"paths.records_dir={root}/records",
-            "trainer.max_steps=4"]
+            "trainer.max_steps=4", f"paths.data_dir={root}/data", "data.source=hub", "+data.hub_path=parquet",
+            "+data.hub_name=null", f"+{hub_files_override(files)}"]
 
     def run(*overrides):
         return train(load_config([*base, *overrides]))

@@ -108,7 +108,7 @@ def one_thread():
 # The shrunk copy
 
 
-def _files_override(files: dict[str, str]) -> str:
+def hub_files_override(files: dict[str, str]) -> str:
     """``data.hub_data_files={train:'...',...}`` in Hydra's override grammar (quoted paths)."""
     for path in files.values():
         if "'" in path:
@@ -142,7 +142,7 @@ def shrink_overrides(full: DictConfig, files: dict[str, str], run_root: Path, da
         "checkpoint_every=1",
         "data.num_workers=0",
         "data.hub_name=null",
-        _files_override(files),
+        hub_files_override(files),
         f"generate.max_sentences={GENERATE_SENTENCES}",
         f"prune.depths=[{', '.join(str(d) for d in sorted({half, max(1, half // 2)}))}]",
     ]
