@@ -142,3 +142,13 @@ def test_other_cpus_times_are_scaled_by_their_measured_speed_ratio():
     (seconds, steps), words = scaled_estimate(run, by_task["qa"] + by_task["mt"], qa, here)
     assert seconds == pytest.approx(600.0) and steps == 1000  # the Xeon's 200 s for the same setting, 3x
     assert any("xeon's times x3.00" in w for w in words) and any("epyc-old's times unscaled" in w for w in words)
+
+
+def test_a_depth_never_stored_is_estimated_from_its_stacks_at_another_depth_scaled_by_layers():
+    seq2seq = {"encoder_layers": 6, "decoder_layers": 6}
+    stored = _record("amd", seq2seq, 1200.0)  # 1.2 s a step for 12 layers
+    deeper = Run("k", "sum", None, None, 1, "to train",
+                 {"model": {"encoder_layers": 6, "decoder_layers": 8}, "trainer": {"max_steps": 500}, "seed": 1}, [])
+    assert estimate(deeper, [stored]) == (pytest.approx(500 * 1.2 * 14 / 12), 500)
+    lm = Run("k", "lm", None, None, 1, "to train", {"model": {"n_layers": 6}, "trainer": {"max_steps": 500}}, [])
+    assert estimate(lm, [stored]) is None  # another kind of model tells nothing

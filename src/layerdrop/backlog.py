@@ -13,7 +13,8 @@ are not on this machine), *partial* when only its run folder's last checkpoint e
 resumes it, in this session or a later one), and *to train* otherwise. The estimate for a run not done is
 the median training wall time (every session of it) of the stored runs most like it: the same settings
 but the seed; else the run's step budget times the median time a step of the stored runs of its task and
-layer counts took; "unknown" when the store has none. A partial run is estimated at what its
+layer counts took; else that of its task's runs at another depth, scaled by the layer count; "unknown"
+when the store has none. A partial run is estimated at what its
 checkpoint's step leaves of that. Runs made on this CPU model (the same name and AMX) are preferred where they give an estimate,
 since CPUs differ several-fold; else the runs of every machine count, each other CPU's times scaled to this one by
 their measured speed ratio (``speed_ratios``: the median, over the task's layer counts stored from both CPUs, of
@@ -166,10 +167,23 @@ def estimate(run: Run, records: list[dict], seconds=train_seconds) -> tuple[floa
         return (statistics.median(seconds(r) for r in same),
                 statistics.median(r["train"].get("steps") or 0 for r in same))
     steps = run.config.get("trainer", {}).get("max_steps")
-    alike = [r for r in records if _layers(r["config"]) == _layers(run.config) and r["train"].get("steps")]
-    if not alike or not steps:
+    trained = [r for r in records if r["train"].get("steps")]
+    alike = [r for r in trained if _layers(r["config"]) == _layers(run.config)]
+    if alike and steps:
+        return steps * statistics.median(seconds(r) / r["train"]["steps"] for r in alike), steps
+    # no stored run of its depth: the same stacks at another depth, a step's time scaled by the layer count
+    # (a deeper decoder of Table 3, say; it leaves out what does not grow with depth, so it reads a little long)
+    shaped = [r for r in trained if _stacks(_layers(r["config"])) == _stacks(_layers(run.config))
+              and _depth(r["config"])]
+    if not shaped or not steps or not _depth(run.config):
         return None
-    return steps * statistics.median(seconds(r) / r["train"]["steps"] for r in alike), steps
+    return steps * statistics.median(seconds(r) / r["train"]["steps"] * _depth(run.config) / _depth(r["config"])
+                                     for r in shaped), steps
+
+
+def _depth(config: dict) -> int:
+    """The model's layers, every stack's together."""
+    return sum(n for n in _layers(config) if n)
 
 
 def cpu_of(record: dict) -> tuple | None:
