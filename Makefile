@@ -28,11 +28,12 @@ data-mt: ## build the offline en-de corpus (LibreOffice help, Ding, DDTP from De
 data-sum data-qa: data-%: ## build the offline summarisation (Debian descriptions) / QA (FOLDOC, Jargon File) corpus
 	$(PYTHON) -m layerdrop.data.text_pairs $(if $(filter sum,$*),summarization,qa) --data-dir $(LAYERDROP_DATA_DIR)
 
-test: ## the CI test suite: CPU, offline data built on first use, under 15 minutes
-	$(PYTHON) -m pytest -m "not slow and not gpu" -q
+TEST_WORKERS ?= 2
+test: ## the CI test suite: CPU, offline data built on first use, one pytest worker a core (TEST_WORKERS=2)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow and not gpu" -q
 
 test-full: ## every test, slow ones included
-	$(PYTHON) -m pytest -m "not gpu" -q
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not gpu" -q
 
 lint: ## ruff checks (read-only)
 	ruff check src tests && ruff format --check src tests
