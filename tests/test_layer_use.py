@@ -115,3 +115,15 @@ def test_the_report_names_a_stack_that_works_as_one_layer_and_only_that(tmp_path
     assert "| 52.0, 50.1, 50.0 | 60.0, 58.0, 50.4 |" in page
     assert f"All 1 runs come from one version of the training code: `{record['code_version']}`" in page
     assert build(tmp_path / "store", tmp_path / "paper", "paper") == 0  # another scale's runs are not shown
+
+
+def test_a_page_over_several_corpora_names_each():
+    from layerdrop.report.figures import provenance
+
+    def record(source):
+        return {"train": {"wall_s": 60.0, "tokens_seen": 10}, "eval": [], "machine": {"cpus": 2, "torch": "t"},
+                "data": {"provenance": {"source": source}}}
+
+    assert "; data sum-pairs; 2 trained models" in provenance([record("sum-pairs")] * 2, "cpu")
+    both = provenance([record("sum-pairs"), record("qa-pairs"), record("sum-pairs")], "cpu")
+    assert "; data qa-pairs (1 run), sum-pairs (2 runs); 3 trained models" in both

@@ -33,7 +33,9 @@ def provenance(records: list[dict], scale: str) -> str:
     eval_s = sum(e.get(f"{s}_tokens", 0) / e[f"{s}_tokens_per_s"] for r in records for e in r["eval"]
                  for s in ("valid", "test") if e.get(f"{s}_tokens_per_s"))
     search_s = sum(e.get("search_s", 0) for r in records for e in r["eval"])
-    source = ((records[0].get("data") or {}).get("provenance") or {}).get("source", "?")
+    sources = [((r.get("data") or {}).get("provenance") or {}).get("source", "?") for r in records]
+    counts = {s: sources.count(s) for s in sorted(set(sources))}  # a page over several tasks names each corpus
+    source = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{s} ({n} run{'s' * (n > 1)})" for s, n in counts.items())
     return (f"Scale `{scale}`; data {source}; {len(records)} trained models "
             f"({sum(r['train']['tokens_seen'] for r in records):,} training tokens); machine "
             f"{machines(records)}. Cost, summed over the runs "
