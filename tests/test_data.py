@@ -462,7 +462,7 @@ def test_two_processes_asking_for_one_corpus_build_it_once(tmp_path, small_split
 
 
 def test_a_file_lock_is_reentrant_in_one_process(tmp_path):
-    from layerdrop.utils.atomic import file_lock
+    from layerdrop.utils.lock import file_lock
 
     with file_lock(tmp_path / "x.lock"), file_lock(tmp_path / "x.lock"):  # a build that fetches takes it twice
         pass

@@ -29,7 +29,7 @@ from layerdrop.data.cache import (
     verify_files,
     write_manifest,
 )
-from layerdrop.utils.atomic import file_lock
+from layerdrop.utils.lock import file_lock
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from layerdrop.data.cache import atomic_dir, sha256_file
 from layerdrop.data.mt_sources import Pair, ddtp_pairs, ding_pairs, libreoffice_pairs
-from layerdrop.utils.atomic import file_lock
+from layerdrop.utils.lock import file_lock
 
 LIBREOFFICE_EN, LIBREOFFICE_DE = "libreoffice-help-en-us", "libreoffice-help-de"
 DING = "trans-de-en"

@@ -42,7 +42,7 @@ from layerdrop.data.corpus import EOS, PAD, UNK, encoded_ids, train_tokenizer
 from layerdrop.data.debian_sources import debian_pairs
 from layerdrop.data.mt_sources import Pair, clean_pairs, normalise, split_pairs
 from layerdrop.data.sources import HUB_SPLITS, hub_provenance, load_hub
-from layerdrop.utils.atomic import file_lock
+from layerdrop.utils.lock import file_lock
 
 MT_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")

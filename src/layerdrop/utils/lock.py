@@ -1,4 +1,4 @@
-"""One writer per run folder, and the time of a training spread over several sessions.
+"""Locks between processes (``file_lock``), one writer per run folder, and the time of a training spread over several sessions.
 
 ``locked(run_dir)`` holds ``run_dir/.lock`` (pid, host, start time, CPU) while a process trains or
 evaluates a run; a lock left by a dead process on this host is taken over. A session that ended before
@@ -27,16 +27,39 @@ from layerdrop.utils.store import read_json, write_json
 log = logging.getLogger("layerdrop")
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock (flock) held while the block runs; other processes wait for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+_HELD: dict[str, int] = {}  # lock files this process holds, and how deep (a build that fetches holds two)
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive lock between processes (``flock`` on ``path``, created if absent) while the block runs:
+    two processes that build one corpus or fetch one raw file take turns, and the second finds the first's
+    result instead of building it again over it (parallel test workers, a sweep's parallel launcher, two
+    sessions on one data folder). Re-entrant within a process. Where the lock file cannot be created (a
+    read-only data folder) the block runs unlocked: there is nothing such a process could write anyway."""
+    path = Path(path)
+    key = str(path.resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _HELD[key] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115  (held open for the lock's life, closed below)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------------
