@@ -461,10 +461,26 @@ def test_two_processes_asking_for_one_corpus_build_it_once(tmp_path, small_split
     assert all(out.split()[-1] == str(len(small_splits["valid"])) for out in logs)
 
 
-def test_a_file_lock_is_reentrant_in_one_process(tmp_path):
-    from layerdrop.utils.lock import file_lock
+LOCK_HOLDER = """
+import subprocess, sys
+from pathlib import Path
+from layerdrop.utils.lock import file_lock
+path = Path(sys.argv[1])
+probe = [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(path)]  # exits 0 where the lock is free
+def free():
+    return subprocess.run(probe, capture_output=True).returncode == 0
+with file_lock(path):
+    with file_lock(path):  # a build that fetches takes it twice
+        inner = free()
+    outer = free()  # the inner block's end must not free the outer's lock
+print(inner, outer, free())
+"""
 
-    with file_lock(tmp_path / "x.lock"), file_lock(tmp_path / "x.lock"):  # a build that fetches takes it twice
-        pass
-    with file_lock(tmp_path / "x.lock"):  # and it was released
-        pass
+
+def test_a_file_lock_is_reentrant_in_one_process_and_excludes_others(tmp_path):
+    # in a subprocess with a timeout: a lock that is not re-entrant blocks forever on its second take
+    out = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "x.lock")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False", "True"]  # held inside both blocks; free after

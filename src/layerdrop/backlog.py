@@ -255,21 +255,19 @@ def checkpoint_step(run_dir: Path) -> int | None:
 def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], dict[str, int]]:
     commands = dry_run(script, scale, overrides)
     found = training_runs(commands)
-    stored = {(r.store, r.task): stored_records(r.store, r.task) if r.store else [] for r in found}
+    # store -> task -> its finished records, read once: a run's estimate reads its task's, the speed ratios every task's
+    stored = {store: {p.name: stored_records(store, p.name) for p in sorted(store.glob("*/")) if p.is_dir()}
+              for store in {r.store for r in found if r.store}}
     model = machine.cpu_model()
     here = (model["cpu"], bool(model.get("amx_bf16"))) if model.get("cpu") else None
-    everything = {}  # store -> task -> records: the speed ratios may draw on every task's
     for run in found:
         if run.state in ("partial", "to train"):
-            records = stored[run.store, run.task]
+            records = stored.get(run.store, {}).get(run.task, [])
             # this CPU's own runs where they can estimate it (CPUs differ several-fold), else every machine's, scaled
             mine = [r for r in records if here and cpu_of(r) == here]
             found_estimate = estimate(run, mine) if mine else None
             if found_estimate is None:
-                if run.store and run.store not in everything:
-                    everything[run.store] = {p.name: stored_records(run.store, p.name)
-                                             for p in sorted(run.store.glob("*/")) if p.is_dir()}
-                ratios = speed_ratios(everything.get(run.store, {}), here, run.task, _layers(run.config)) if here else {}
+                ratios = speed_ratios(stored.get(run.store, {}), here, run.task, _layers(run.config)) if here else {}
                 mine = records
                 found_estimate, run.scaled = scaled_estimate(run, records, ratios, here)
             if run.state == "partial":
