@@ -213,6 +213,13 @@ def test_a_tiny_pretraining_run_on_the_offline_english_corpus(tmp_path):
     assert all(math.isfinite(r["valid_ppl"]) and r["valid_ppl"] > 1 for r in rows.values())
     saved = json.loads((tmp_path / "runs" / "mlm" / record["run_key"] / "metrics.json").read_text())
     assert saved["eval"] == record["eval"]
+    # its rows (an encoder's, naming no stack, as every single-stack model's) count as done: asked again, the run
+    # has nothing left to evaluate, so a fresh clone holding its record neither evaluates nor trains it again
+    from layerdrop.tasks import get_task
+    from layerdrop.train import unevaluated
+
+    cfg = load_config(overrides)
+    assert "stack" not in full and unevaluated(cfg, get_task(cfg), saved) is None
     # the context probe on the finished run: every mode scored on the same masked tokens, written beside it
     from layerdrop.metrics.context import main as context_main
 

@@ -101,7 +101,7 @@ class SubnetEvaluator:
         pruned = self.subnet(keep)
         lit = self.task.wrap(pruned)
         row = {"depth": len(keep), "layers": list(keep), "n_params": count_parameters(pruned)}
-        if len(self.model.stacks) > 1:  # a single-stack row names none: it can only be the decoder
+        if len(self.model.stacks) > 1:  # a single-stack row names none: it can only be that stack
             row["stack"] = self.stack
         if self.settings:
             row[self.task.settings_key] = self.settings
@@ -160,10 +160,11 @@ def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
 
 def done_keys(rows: list[dict], stack: str = "decoder", settings: dict | None = None) -> set:
     """What ``evaluate_grid`` may skip: rows of this stack made with these settings; searches by
-    depth, everything else by its layers."""
+    depth, everything else by its layers. A row naming no stack is a single-stack model's (``evaluate``
+    names the stack only where a model has two), so it is the stack asked about, a decoder or an encoder."""
     settings = settings or {}
     return {(r["strategy"], r["depth"]) if r["strategy"] == "search_on_valid" else (r["strategy"], tuple(r["layers"]))
-            for r in rows if r.get("stack", "decoder") == stack and row_settings(r) == settings}
+            for r in rows if r.get("stack", stack) == stack and row_settings(r) == settings}
 
 
 def row_settings(row: dict) -> dict:
