@@ -9,15 +9,25 @@ import pytest
 import torch
 
 from layerdrop.backlog import (
+    WEIGHTS_AGAIN,
+    FineTuning,
     Run,
     backlog,
+    backlog_all,
     checkpoint_step,
     estimate,
+    estimate_fine_tunings,
     render,
+    render_fine_tunings,
     scaled_estimate,
     script_path,
     speed_ratios,
 )
+from layerdrop.config import load_config
+from layerdrop.evaluate import prune_grid
+from layerdrop.tasks import get_task
+from layerdrop.train import model_config
+from layerdrop.utils import machine
 from layerdrop.utils.runs import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,3 +162,56 @@ def test_a_depth_never_stored_is_estimated_from_its_stacks_at_another_depth_scal
     assert estimate(deeper, [stored]) == (pytest.approx(500 * 1.2 * 14 / 12), 500)
     lm = Run("k", "lm", None, None, 1, "to train", {"model": {"n_layers": 6}, "trainer": {"max_steps": 500}}, [])
     assert estimate(lm, [stored]) is None  # another kind of model tells nothing
+
+
+def test_a_stored_run_whose_weights_a_later_step_reads_trains_again_and_fine_tunings_are_listed(tmp_path):
+    """The pretraining probe trains its encoder with need_weights=true, then fine-tunes it 16 ways: a record in
+    the store without the weights here is trained again, as the script will; fine-tunings are done or estimated."""
+    script = script_path("tune_pretrain")
+    paths = [f"paths.runs_dir={tmp_path / 'runs'}", f"paths.records_dir={tmp_path / 'records'}"]
+    found, _, tuned = backlog_all(script, "cpu", ["seed=1", *paths])
+    (encoder,) = found
+    assert encoder.state == "to train" and encoder.missing is None
+    assert len(tuned) == 16 and not any(f.done for f in tuned) and {f.parent for f in tuned} == {encoder.key}
+    assert {(f.init, f.layers) for f in tuned} == {("pretrained", 8), ("scratch", 8)}
+    assert len({f.dataset for f in tuned}) == 4 and all(f.estimate_s is None for f in tuned)
+    # the encoder's record in the store, evaluated on its whole grid (rows naming no stack, as an encoder's do)
+    cfg = load_config(encoder.overrides)
+    with torch.device("meta"):
+        model = get_task(cfg).build_module(model_config(cfg), seed=cfg.seed).model
+    rows = [{"strategy": s, "depth": len(t), "layers": list(t)} for s, t in prune_grid(cfg, model)]
+    write_json(tmp_path / "records" / "mlm" / encoder.key / "metrics.json",
+               {"run_key": encoder.key, "config": encoder.config, "train": {"wall_s": 1200.0, "steps": 4000}, "eval": rows})
+    # one fine-tuning stored from this CPU (5 min); the other fine-tunings on its stand-in take its time
+    here = machine.cpu_model()
+    first = tuned[0]
+    write_json(tmp_path / "records" / "mlm_classify" / first.key / "metrics.json",
+               {"run_key": first.key, "dataset": first.dataset, "kept_layers": list(range(8)), "test_acc": 0.5,
+                "train": {"wall_s": 300.0}, "machine": {"cpu": here.get("cpu"), "amx_bf16": here.get("amx_bf16"), "cpus": 2}})
+    found, _, tuned = backlog_all(script, "cpu", ["seed=1", *paths])
+    (encoder,) = found
+    assert encoder.state == "to train" and encoder.missing == WEIGHTS_AGAIN and encoder.estimate_s == 1200.0
+    assert "| to train: again, for its weights" in render(script, "cpu", ["seed=1"], found, {})
+    assert [f.done for f in tuned] == [True] + [False] * 15
+    same = [f for f in tuned[1:] if f.dataset == first.dataset]
+    assert same and all(f.estimate_s == 300.0 for f in same)
+    assert all(f.estimate_s is None for f in tuned if f.dataset != first.dataset)
+    text = render_fine_tunings(tuned)
+    assert "1 of 16 fine-tunings done; 15 left" in text and f"| {encoder.key} | 8 | pretrained | 1 | 1 of 8 |" in text
+    # with its weights here the encoder is done
+    (tmp_path / "runs" / "mlm" / encoder.key).mkdir(parents=True)
+    (tmp_path / "runs" / "mlm" / encoder.key / "model.pt").write_bytes(b"")
+    assert backlog_all(script, "cpu", ["seed=1", *paths])[0][0].state == "done"
+
+
+def test_a_fine_tuning_at_a_depth_never_stored_is_scaled_by_its_kept_layers():
+    here = ("amd", False)
+    stored = [{"dataset": "vitaminc", "kept_layers": list(range(8)), "train": {"wall_s": 400.0},
+               "machine": {"cpu": "amd", "amx_bf16": False, "cpus": 2}},
+              {"dataset": "vitaminc", "kept_layers": list(range(8)), "train": {"wall_s": 100.0},
+               "machine": {"cpu": "xeon", "amx_bf16": True, "cpus": 2}}]
+    half = FineTuning("k", "p", "vitaminc", 4, "pretrained", 1, False)
+    other = FineTuning("k2", "p", "rotten_tomatoes", 8, "pretrained", 1, False)
+    estimate_fine_tunings([half, other], stored, here)
+    assert half.estimate_s == pytest.approx(200.0)  # this CPU's 400 s at 8 layers, for 4: the Xeon's not mixed in
+    assert other.estimate_s is None

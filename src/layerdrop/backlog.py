@@ -19,8 +19,13 @@ checkpoint's step leaves of that. Runs made on this CPU model (the same name and
 since CPUs differ several-fold; else the runs of every machine count, each other CPU's times scaled to this one by
 their measured speed ratio (``speed_ratios``: the median, over the task's layer counts stored from both CPUs, of
 the ratio of their median seconds a step; every task's where this task has no such pair; unscaled, and said so,
-where the store holds no run from both). Fine-tunings (``classify``, ``finetune``) are counted,
-not estimated. Below the table it names the CPUs the estimates were measured on beside this one, and
+where the store holds no run from both). A run the script trains with ``need_weights=true`` (a later step reads its
+weights) whose record is stored but whose ``model.pt`` is not here is *to train* again, as the script will.
+Fine-tunings of pretrained encoders (``classify``) are listed below the training runs, grouped by their
+encoder, kept layers, start and seed: how many are done (their record holds test accuracy) and what the rest
+cost, the median fine-tuning wall time of the stored ones on the same stand-in and kept layers, else on the
+same stand-in scaled by kept layers; this CPU's first, else every CPU's (named). The LM fine-tunings
+(``finetune``) are counted, not estimated. Below the tables it names the CPUs the estimates were measured on beside this one, and
 says where this CPU emulates bf16 and the runs left train in bf16: fp32 GEMMs here (``utils.bf16``), or a
 warning where ``LAYERDROP_BF16_GEMM=native`` leaves them many times slower than estimated.
 """
@@ -41,6 +46,8 @@ from layerdrop.utils import machine, runs
 from layerdrop.utils.store import read_json, time_incomplete, train_seconds
 
 REPO = Path(__file__).resolve().parents[2]
+#: why a run whose record is stored is trained again: the script asks for its weights and they are not here
+WEIGHTS_AGAIN = "again, for its weights (need_weights=true: a later step reads them)"
 SEED_KEYS = ("seed", "shuffle_seed", "layerdrop_seed", "code")  # what differs between seeds of one setting
 
 
@@ -60,6 +67,20 @@ class Run:
     step: int | None = None  # a partial run's checkpointed step
     measured_with_amx: bool = False  # whether any of those CPUs has AMX bf16 units
     scaled: tuple[str, ...] = ()  # how other CPUs' times were scaled to this one, in words
+
+
+@dataclass
+class FineTuning:
+    """One fine-tuning a ``classify`` command makes (``python -m layerdrop.classify``)."""
+    key: str
+    parent: str  # the pretraining run's key
+    dataset: str
+    layers: int  # encoder layers kept (pruned before fine-tuning when fewer than the parent's)
+    init: str  # pretrained | scratch
+    seed: int
+    done: bool  # its record holds test accuracy
+    estimate_s: float | None = None
+    measured_on: tuple[str, ...] = ()
 
 
 def script_path(name: str) -> Path:
@@ -122,17 +143,67 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
         for run in expand(overrides):
             cfg = load_config(run)
             key = runs.run_key(cfg)
-            if key in out:
-                if out[key].state == "done":
-                    state, missing = state_of(cfg, out[key].store)
-                    if state == "to evaluate":
-                        out[key].state, out[key].missing = state, missing
-                continue
-            store = runs.record_store(cfg)
-            state, missing = state_of(cfg, store)
-            out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
-                           runs.training_config(cfg), list(run), missing=missing)
+            if key not in out:
+                store = runs.record_store(cfg)
+                state, missing = state_of(cfg, store)
+                out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
+                               runs.training_config(cfg), list(run), missing=missing)
+            elif out[key].state == "done":
+                state, missing = state_of(cfg, out[key].store)
+                if state == "to evaluate":
+                    out[key].state, out[key].missing = state, missing
+            if out[key].state == "done" and cfg.get("need_weights") and not (runs.run_dir(cfg) / "model.pt").exists():
+                out[key].state, out[key].missing = "to train", WEIGHTS_AGAIN
     return list(out.values())
+
+
+def fine_tunings(commands: list[tuple[str, list[str]]]) -> list[FineTuning]:
+    """Every distinct fine-tuning of the dry run's ``classify`` commands (each sweep expanded), in order."""
+    from layerdrop.classify import classify_key
+
+    out: dict[str, FineTuning] = {}
+    for kind, overrides in commands:
+        if kind != "classify":
+            continue
+        for run in expand(overrides):
+            cfg = load_config(run)
+            parent = runs.run_dir(cfg)
+            key = classify_key(parent.name, cfg)
+            if key in out:
+                continue
+            folder = Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / key
+            record = runs.read_record(folder, runs.record_store(cfg))
+            c = cfg.classify
+            out[key] = FineTuning(key, parent.name, str(c.dataset), int(c.depth or cfg.model.n_layers), str(c.init),
+                                  int(cfg.seed), bool(record and "test_acc" in record))
+    return list(out.values())
+
+
+def estimate_fine_tuning(ft: FineTuning, records: list[dict]) -> float | None:
+    """The median wall time of the stored fine-tunings on ``ft``'s stand-in with its kept layers, else on its
+    stand-in at any depth, each scaled by the kept layers; None when none is stored."""
+    mine = [r for r in records if r.get("dataset") == ft.dataset and (r.get("train") or {}).get("wall_s")]
+    same = [r for r in mine if len(r.get("kept_layers") or []) == ft.layers]
+    if same:
+        return statistics.median(float(r["train"]["wall_s"]) for r in same)
+    scaled = [float(r["train"]["wall_s"]) * ft.layers / len(r["kept_layers"]) for r in mine if r.get("kept_layers")]
+    return statistics.median(scaled) if scaled else None
+
+
+def estimate_fine_tunings(found: list[FineTuning], records: list[dict], here: tuple | None) -> None:
+    """Sets each fine-tuning left its estimate from ``records`` (this CPU's where they give one, else every CPU's)."""
+    for ft in found:
+        if ft.done:
+            continue
+        mine = [r for r in records if here and cpu_of(r) == here]
+        seconds = estimate_fine_tuning(ft, mine)
+        if seconds is None:
+            mine = records
+            seconds = estimate_fine_tuning(ft, records)
+        ft.estimate_s = seconds
+        if seconds is not None:
+            ft.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine if r.get("dataset") == ft.dataset
+                                           and (r.get("machine") or {}).get("cpus")}))
 
 
 def settings(found: list[Run]) -> dict[str, str]:
@@ -253,8 +324,15 @@ def checkpoint_step(run_dir: Path) -> int | None:
 
 
 def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], dict[str, int]]:
+    found, others, _ = backlog_all(script, scale, overrides)
+    return found, others
+
+
+def backlog_all(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], dict[str, int], list[FineTuning]]:
+    """The training runs, the counts of the LM fine-tunings, and the encoder fine-tunings, each with its state."""
     commands = dry_run(script, scale, overrides)
     found = training_runs(commands)
+    tuned = fine_tunings(commands)
     # store -> task -> its finished records, read once: a run's estimate reads its task's, the speed ratios every task's
     stored = {store: {p.name: stored_records(store, p.name) for p in sorted(store.glob("*/")) if p.is_dir()}
               for store in {r.store for r in found if r.store}}
@@ -279,11 +357,18 @@ def backlog(script: Path, scale: str, overrides: list[str]) -> tuple[list[Run], 
             run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine
                                             if (r.get("machine") or {}).get("cpus")}))
             run.measured_with_amx = any((r.get("machine") or {}).get("amx_bf16") for r in mine)
+    if tuned:  # the stored fine-tunings: the record store's, and the run cache's that it lacks
+        cfg = load_config(next(expand(o) for k, o in commands if k == "classify")[0])
+        store = runs.record_store(cfg)
+        records = stored_records(store, "mlm_classify") if store else []
+        keys = {r.get("run_key") for r in records}
+        records += [r for r in stored_records(Path(cfg.paths.runs_dir), "mlm_classify") if r.get("run_key") not in keys]
+        estimate_fine_tunings(tuned, records, here)
     others: dict[str, int] = {}
     for kind, _ in commands:
-        if kind in ("classify", "finetune"):
+        if kind == "finetune":
             others[kind] = others.get(kind, 0) + 1
-    return found, others
+    return found, others, tuned
 
 
 def render(script: Path, scale: str, overrides: list[str], found: list[Run], others: dict[str, int]) -> str:
@@ -293,7 +378,7 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
     for r in found:
         est = ("-" if r.state in ("done", "to evaluate") else "unknown" if r.estimate_s is None
                else f"{r.estimate_s / 60:.0f} min")
-        state = (f"to evaluate: {r.missing}" if r.state == "to evaluate"
+        state = (f"{r.state}: {r.missing}" if r.state in ("to evaluate", "to train") and r.missing
                  else f"partial: step {r.step} checkpointed" if r.state == "partial" and r.step is not None else r.state)
         lines.append(f"| {r.key} | {r.task} | {r.role or '-'} | {setting[r.key] or '-'} | {r.seed} | {state} | {est} |")
     left = [r for r in found if r.state in ("partial", "to train")]
@@ -308,6 +393,29 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
     if others:
         lines.append("Also in the script: " + ", ".join(f"{n} {k} sweep(s)" for k, n in sorted(others.items()))
                      + ", not counted above.")
+    return "\n".join(lines)
+
+
+def render_fine_tunings(found: list[FineTuning]) -> str:
+    """The fine-tunings grouped by encoder, kept layers, start and seed (a sweep over stand-ins and learning rates)."""
+    groups: dict[tuple, list[FineTuning]] = {}
+    for ft in found:
+        groups.setdefault((ft.parent, ft.layers, ft.init, ft.seed), []).append(ft)
+    lines = [f"{len(found)} fine-tunings (python -m layerdrop.classify), by encoder:", "",
+             "| pretraining run | layers kept | init | seed | done | estimate of the rest |", "|---|---|---|---|---|---|"]
+    for (parent, layers, init, seed), fts in groups.items():
+        left = [f for f in fts if not f.done]
+        known = [f.estimate_s for f in left if f.estimate_s is not None]
+        est = ("-" if not left else "unknown" if not known
+               else f"{sum(known) / 60:.0f} min" + (f" + {len(left) - len(known)} unknown" if len(known) < len(left) else ""))
+        lines.append(f"| {parent} | {layers} | {init} | {seed} | {len(fts) - len(left)} of {len(fts)} | {est} |")
+    left = [f for f in found if not f.done]
+    known = sum(f.estimate_s for f in left if f.estimate_s is not None)
+    unknown = sum(f.estimate_s is None for f in left)
+    measured = sorted({m for f in left for m in f.measured_on})
+    lines += ["", f"{len(found) - len(left)} of {len(found)} fine-tunings done; {len(left)} left, about "
+              f"{known / 3600:.1f} h by the stored fine-tunings on the same stand-ins" + (f", {unknown} with no estimate" if unknown else "")
+              + " (scoring valid and test not included)" + (f"; measured on {'; '.join(measured)}" if measured else "") + "."]
     return "\n".join(lines)
 
 
@@ -343,8 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", default=os.environ.get("SCALE", "cpu"), choices=("cpu", "paper"))
     args, overrides = parser.parse_known_args(argv)
     script = script_path(args.script)
-    found, others = backlog(script, args.scale, overrides)
+    found, others, tuned = backlog_all(script, args.scale, overrides)
     print(render(script, args.scale, overrides, found, others))
+    if tuned:
+        print("\n" + render_fine_tunings(tuned))
     note = machine_note(found)
     if note:
         print("\n" + note)
