@@ -137,24 +137,28 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
     run the script asks for again (to evaluate a model it shares with another artefact, say) is listed once; it
     is *to evaluate* if any of the commands that name it asks an evaluation its record lacks."""
     out: dict[str, Run] = {}
-    for kind, overrides in commands:
-        if kind != "train":
-            continue
-        for run in expand(overrides):
-            cfg = load_config(run)
-            key = runs.run_key(cfg)
-            if key not in out:
-                store = runs.record_store(cfg)
-                state, missing = state_of(cfg, store)
-                out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
-                               runs.training_config(cfg), list(run), missing=missing)
-            elif out[key].state == "done":
-                state, missing = state_of(cfg, out[key].store)
-                if state == "to evaluate":
-                    out[key].state, out[key].missing = state, missing
-            if out[key].state == "done" and cfg.get("need_weights") and not (runs.run_dir(cfg) / "model.pt").exists():
-                out[key].state, out[key].missing = "to train", WEIGHTS_AGAIN
+    for run, cfg in expanded(commands, "train"):
+        key = runs.run_key(cfg)
+        if key not in out:
+            store = runs.record_store(cfg)
+            state, missing = state_of(cfg, store)
+            out[key] = Run(key, str(cfg.task.name), store, cfg.get("role"), int(cfg.seed), state,
+                           runs.training_config(cfg), list(run), missing=missing)
+        elif out[key].state == "done":
+            state, missing = state_of(cfg, out[key].store)
+            if state == "to evaluate":
+                out[key].state, out[key].missing = state, missing
+        if out[key].state == "done" and cfg.get("need_weights") and not (runs.run_dir(cfg) / "model.pt").exists():
+            out[key].state, out[key].missing = "to train", WEIGHTS_AGAIN
     return list(out.values())
+
+
+def expanded(commands: list[tuple[str, list[str]]], kind: str):
+    """Each run of the dry run's ``kind`` commands, each sweep expanded, with its composed config."""
+    for command, overrides in commands:
+        if command == kind:
+            for run in expand(overrides):
+                yield run, load_config(run)
 
 
 def fine_tunings(commands: list[tuple[str, list[str]]]) -> list[FineTuning]:
@@ -162,20 +166,15 @@ def fine_tunings(commands: list[tuple[str, list[str]]]) -> list[FineTuning]:
     from layerdrop.classify import classify_key
 
     out: dict[str, FineTuning] = {}
-    for kind, overrides in commands:
-        if kind != "classify":
+    for _, cfg in expanded(commands, "classify"):
+        parent = runs.run_dir(cfg)
+        key = classify_key(parent.name, cfg)
+        if key in out:
             continue
-        for run in expand(overrides):
-            cfg = load_config(run)
-            parent = runs.run_dir(cfg)
-            key = classify_key(parent.name, cfg)
-            if key in out:
-                continue
-            folder = Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / key
-            record = runs.read_record(folder, runs.record_store(cfg))
-            c = cfg.classify
-            out[key] = FineTuning(key, parent.name, str(c.dataset), int(c.depth or cfg.model.n_layers), str(c.init),
-                                  int(cfg.seed), bool(record and "test_acc" in record))
+        record = runs.read_record(Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / key, runs.record_store(cfg))
+        c = cfg.classify
+        out[key] = FineTuning(key, parent.name, str(c.dataset), int(c.depth or cfg.model.n_layers), str(c.init),
+                              int(cfg.seed), bool(record and "test_acc" in record))
     return list(out.values())
 
 
@@ -358,7 +357,7 @@ def backlog_all(script: Path, scale: str, overrides: list[str]) -> tuple[list[Ru
                                             if (r.get("machine") or {}).get("cpus")}))
             run.measured_with_amx = any((r.get("machine") or {}).get("amx_bf16") for r in mine)
     if tuned:  # the stored fine-tunings: the record store's, and the run cache's that it lacks
-        cfg = load_config(next(expand(o) for k, o in commands if k == "classify")[0])
+        _, cfg = next(expanded(commands, "classify"))
         store = runs.record_store(cfg)
         records = stored_records(store, "mlm_classify") if store else []
         keys = {r.get("run_key") for r in records}
