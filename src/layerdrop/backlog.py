@@ -191,10 +191,11 @@ def estimate_fine_tuning(ft: FineTuning, records: list[dict]) -> float | None:
 
 def estimate_fine_tunings(found: list[FineTuning], records: list[dict], here: tuple | None) -> None:
     """Sets each fine-tuning left its estimate from ``records`` (this CPU's where they give one, else every CPU's)."""
+    this_cpu = [r for r in records if here and cpu_of(r) == here]
     for ft in found:
         if ft.done:
             continue
-        mine = [r for r in records if here and cpu_of(r) == here]
+        mine = this_cpu
         seconds = estimate_fine_tuning(ft, mine)
         if seconds is None:
             mine = records
