@@ -104,7 +104,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     text = (out / "regime_mlm.md").read_text()
     # majority 300/400; the best-on-valid pretrained point (lr 3e-4, not the better-on-test 1e-3); binomial se
     # of 81% on 400 examples is 2.0 points
-    assert ("| enc (learned) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 "
+    assert ("| enc (learned positions) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 74.0 / **75.0** ± 2.2 | 80.0 / **81.0** ± 2.0 "
             "| +6.0 |") in text
     assert "| enc | news+ddtp, 1k tokens x 4.0 | 8 | 0.2 | 0.1 | 400 | 38.0 (400) | yes | 5.0% | 10.0 | not measured |" in text
     assert "do not compare" not in text  # one pretraining text
@@ -139,6 +139,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
 
     enc = json.loads((tmp_path / "runs" / "mlm" / "enc" / "metrics.json").read_text())
     enc["run_key"], enc["config"]["model"]["positions"] = "enc2", "alibi"
+    enc["config"]["trainer"] = {"max_steps": 8000}  # a longer pretraining: its label says so
     write_json(tmp_path / "runs" / "mlm" / "enc2" / "metrics.json", enc)
     for key, init, test in (("q1", "pretrained", 0.95), ("t1", "scratch", 0.74)):
         child(tmp_path, key, "enc2", 8, 0.9 if init == "pretrained" else 0.5, test, "regime_mlm")
@@ -148,8 +149,8 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
         write_json(path, record)
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
-    assert "| enc2 (alibi) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
-    assert "| enc (learned) | rotten_tomatoes (SST-2) |" in text and "encoder enc2: pretraining gains nothing" not in text
+    assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    assert "| enc (learned positions) | rotten_tomatoes (SST-2) |" in text and "encoder enc2: pretraining gains nothing" not in text
     results = {r.statement.split(" (")[0]: r for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
         tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"}
     assert set(results) == {"pretraining transfers: the cpu encoder enc", "pretraining transfers: the cpu encoder enc2"}
@@ -164,11 +165,11 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
         write_json(path, record)
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
-    assert "| enc2 (alibi), mean pool | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 55.0 / **75.0** ± 2.2 | " \
+    assert "| enc2 (alibi positions, 8,000 steps), mean pool | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 55.0 / **75.0** ± 2.2 | " \
            "60.0 / **76.0** ± 2.1 | +1.0 |" in text
-    assert "| enc2 (alibi) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
     assert "Caution: encoder enc2, mean pool: pretraining gains nothing" in text
     assert "encoder enc2: pretraining gains nothing" not in text
     statements = [r.statement for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
         tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"]
-    assert sum("encoder enc2 (alibi positions, mean-pooled head)" in s for s in statements) == 1 and len(statements) == 3
+    assert sum("encoder enc2 (alibi positions, 8,000 steps, mean-pooled head)" in s for s in statements) == 1 and len(statements) == 3

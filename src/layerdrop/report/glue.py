@@ -32,7 +32,7 @@ COLUMNS = ["run_key", "source_run_key", "role", "dataset", "stand_in_for", "enco
 
 def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
     """Each fine-tuning record with ``parent``: the pretraining run's config (depth, LayerDrop, seed, how its
-    encoder encodes position: RoBERTa's learned table unless the record says otherwise)."""
+    encoder encodes position: RoBERTa's learned table unless the record says otherwise, its training steps)."""
     out = []
     for r in records:
         path = runs_dir / "mlm" / r["source_run_key"] / "metrics.json"
@@ -43,7 +43,8 @@ def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
         out.append({**r, "parent": {"n_layers": parent["config"]["model"]["n_layers"],
                                     "layerdrop_p": parent["config"]["layerdrop"]["p"],
                                     "seed": parent["config"].get("seed"), "run_key": parent["run_key"],
-                                    "positions": parent["config"]["model"].get("positions", "learned")}})
+                                    "positions": parent["config"]["model"].get("positions", "learned"),
+                                    "steps": (parent["config"].get("trainer") or {}).get("max_steps")}})
     return out
 
 

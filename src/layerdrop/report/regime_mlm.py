@@ -115,8 +115,13 @@ def _pretraining(runs_dir: Path, keys: set[str]) -> list[str]:
 
 
 def positions_by_encoder(records: list[dict]) -> dict[str, str]:
-    """Pretraining run -> how its encoder encodes position (``records`` joined with their parents)."""
-    return {r["source_run_key"]: r["parent"]["positions"] for r in records}
+    """Pretraining run -> how its encoder encodes position and, where known, how many steps it was pretrained
+    (``alibi positions, 4,000 steps``; ``records`` joined with their parents): what tells two probed encoders apart."""
+    out = {}
+    for r in records:
+        steps = r["parent"].get("steps")
+        out[r["source_run_key"]] = f"{r['parent']['positions']} positions" + (f", {steps:,} steps" if steps else "")
+    return out
 
 
 def _context(path: Path) -> str:
@@ -216,8 +221,8 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
         head = "" if pool == "first" else f", {pool}-pooled head"
         results.append(ClaimResult(
-            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions[key]} "
-            f"positions{head}) reads word order and beats the same encoder from scratch after fine-tuning",
+            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions[key]}{head}) "
+            "reads word order and beats the same encoder from scratch after fine-tuning",
             "inconclusive" if seeds < 3 else "not held" if found else "held",
             f"{detail} ({seeds} seed(s); `make tune-pretrain`, results/regime_mlm/)"))
     return results
