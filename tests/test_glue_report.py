@@ -173,3 +173,25 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     statements = [r.statement for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
         tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"]
     assert sum("encoder enc2 (alibi positions, 8,000 steps, mean-pooled head)" in s for s in statements) == 1 and len(statements) == 3
+    # the same encoder pretrained for longer borrows enc2's scratch rows (a scratch fine-tuning never reads the
+    # parent's weights); one with another architecture borrows nothing
+    for key, n_layers, steps in (("enc3", 8, 16000), ("enc4", 4, 16000)):
+        longer = json.loads(json.dumps(enc))
+        longer["run_key"], longer["config"]["trainer"]["max_steps"] = key, steps
+        longer["config"]["model"]["n_layers"] = n_layers
+        write_json(tmp_path / "runs" / "mlm" / key / "metrics.json", longer)
+        child(tmp_path, f"p_{key}", key, 8, 0.92, 0.96, "regime_mlm")
+        path = tmp_path / "runs" / "mlm_classify" / f"p_{key}" / "metrics.json"
+        record = json.loads(path.read_text())
+        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = "pretrained", splits, 400
+        write_json(path, record)
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    assert "| enc3 (alibi positions, 16,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** " \
+           "± 2.2 (of enc2) | 92.0 / **96.0** ± 1.0 | +22.0 |" in text
+    assert "| enc4 (alibi positions, 16,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | - | 92.0 / " \
+           "**96.0** ± 1.0 | - |" in text
+    assert "*(of KEY)*: a scratch row borrowed" in text
+    # enc2's own page rows are unchanged, and its mean-pool rows lend nothing to enc3, which has no mean-pool row
+    assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    assert "enc3 (alibi positions, 16,000 steps), mean pool" not in text

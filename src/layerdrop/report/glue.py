@@ -44,7 +44,9 @@ def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
                                     "layerdrop_p": parent["config"]["layerdrop"]["p"],
                                     "seed": parent["config"].get("seed"), "run_key": parent["run_key"],
                                     "positions": parent["config"]["model"].get("positions", "learned"),
-                                    "steps": (parent["config"].get("trainer") or {}).get("max_steps")}})
+                                    "steps": (parent["config"].get("trainer") or {}).get("max_steps"),
+                                    # what a fine-tuning from scratch copies from the run (not its training)
+                                    "copied": {k: parent["config"].get(k) for k in ("model", "layerdrop", "data")}}})
     return out
 
 

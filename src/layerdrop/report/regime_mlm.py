@@ -70,10 +70,33 @@ def probe_label(probe: Probe, positions: str | None = None) -> str:
     return label if pool == "first" else f"{label}, {pool} pool"
 
 
-def best_by_init(rows: list[dict]) -> dict[tuple[Probe, str, str], dict]:
+def setting_of(record: dict) -> str:
+    """What decides a fine-tuning from scratch (``record`` joined with its parent): the parent's model, LayerDrop
+    and data settings (the architecture and tokenizer it copies), the fine-tuning recipe but its start and
+    learning rate, the seed and the fine-tuning code. Not how long or how the parent was trained: a scratch
+    fine-tuning never reads its weights. A pretrained row with the same setting is that scratch row's pair."""
+    recipe = {k: v for k, v in record["classify"].items() if k not in ("init", "lr")}
+    return json.dumps({"parent": record["parent"].get("copied"), "recipe": recipe, "seed": record["seed"],
+                       "code": record.get("code_version")}, sort_keys=True, default=str)
+
+
+def best_by_init(rows: list[dict], settings: dict[str, str] | None = None) -> dict[tuple[Probe, str, str], dict]:
     """(probe, dataset, init) -> the fine-tuning with the best valid accuracy (of a learning-rate sweep). A
-    scratch fine-tuning names the pretraining run whose architecture it copies."""
-    return {(probe_of(r), r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+    scratch fine-tuning names the pretraining run whose architecture it copies. With ``settings`` (run key ->
+    ``setting_of``), a probe with no scratch row of its own on a stand-in borrows the best one of the same
+    setting made for another encoder (an encoder pretrained longer copies the same architecture); the borrowed
+    row says whose it is (``shared_from``)."""
+    by = {(probe_of(r), r["dataset"], r["init"]): r for r in sorted(rows, key=lambda r: r["valid_acc"])}
+    if not settings:
+        return by
+    scratch: dict[str, dict] = {}
+    for r in sorted((r for r in rows if r["init"] == "scratch"), key=lambda r: r["valid_acc"]):
+        scratch[settings[r["run_key"]]] = r
+    for r in rows:
+        key = (probe_of(r), r["dataset"], "scratch")
+        if r["init"] == "pretrained" and key not in by and settings[r["run_key"]] in scratch:
+            by[key] = {**scratch[settings[r["run_key"]]], "shared_from": scratch[settings[r["run_key"]]]["source_run_key"]}
+    return by
 
 
 def text_name(data: dict) -> str:
@@ -139,7 +162,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     head = ["encoder (positions), head", "stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    by = best_by_init(rows)
+    by = best_by_init(rows, {r["run_key"]: setting_of(r) for r in records})
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
     positions = positions_by_encoder(records)
     for probe in sorted({probe_of(r) for r in rows}):
@@ -149,7 +172,8 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
             for init in INITS:
                 r = by.get((probe, dataset, init))
                 cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± "
-                             f"{binomial_se(r['test_acc'], r['test_examples']):.1f}" if r else "-")
+                             f"{binomial_se(r['test_acc'], r['test_examples']):.1f}"
+                             + (f" (of {r['shared_from']})" if "shared_from" in r else "") if r else "-")
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
             split = sizes[dataset]
@@ -169,16 +193,26 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
         "learning rates ran, the one best on valid. *majority class* is what always answering the test split's "
         "most frequent label scores. The `±` is the test set's binomial standard error, a floor under the "
         "seed-to-seed noise: one seed per row judges nothing, so this page gives no verdicts.", "",
-        *table, "", *cautions(rows, runs_dir), "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "",
+        *table, "", *shared_note(by), *cautions(rows, runs_dir, by), "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "",
         "Raw numbers: `raw.csv`.", ""]
     write_text(out / "regime_mlm.md", "\n".join(lines))
     curves(records, out / "curves.png")
 
 
-def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
+def shared_note(by: dict) -> list[str]:
+    """Says which scratch rows are borrowed, and why that is sound."""
+    if not any("shared_from" in r for r in by.values()):
+        return []
+    return ["*(of KEY)*: a scratch row borrowed from encoder KEY's probe. A fine-tuning from scratch reads only its "
+            "pretraining run's architecture, LayerDrop rate and tokenizer (with the seed and the recipe), never its "
+            "weights, so encoders that differ only in how they were trained share one (`setting_of`).", ""]
+
+
+def cautions(rows: list[dict], runs_dir: Path, by: dict | None = None) -> list[str]:
     """What the probe says, computed: an encoder that ignores word order (shuffled context within 1% of
     intact), and stand-ins where pretraining gains nothing over scratch (test difference within 2 binomial
-    standard errors of the two accuracies combined, or below it)."""
+    standard errors of the two accuracies combined, or below it). ``by``: ``best_by_init`` over every row,
+    borrowed scratch rows included (default: over ``rows`` alone)."""
     out = []
     for key in sorted({r["source_run_key"] for r in rows}):
         path = runs_dir / "mlm" / key / "context.json"
@@ -189,7 +223,7 @@ def cautions(rows: list[dict], runs_dir: Path) -> list[str]:
                 out.append(f"Caution: encoder {key} reads no word order: shuffling the unmasked context changes its "
                            f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
                            f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
-    by = best_by_init(rows)
+    by = best_by_init(rows) if by is None else by
     for probe in sorted({probe_of(r) for r in rows}):
         flat = []
         for dataset in sorted({r["dataset"] for r in rows}):
@@ -213,10 +247,11 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
     results = []
     records = join_parents(records, runs_dir)
     all_rows, positions = rows_of(records), positions_by_encoder(records)
+    by = best_by_init(all_rows, {r["run_key"]: setting_of(r) for r in records})
     for probe in sorted({probe_of(r) for r in all_rows}):
         key, pool = probe
         rows = [r for r in all_rows if probe_of(r) == probe]
-        found = cautions(rows, runs_dir)
+        found = cautions(rows, runs_dir, by)
         seeds = len({r["seed"] for r in rows})
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
         head = "" if pool == "first" else f", {pool}-pooled head"
