@@ -83,3 +83,20 @@ def test_a_search_whose_page_is_committed_but_whose_records_are_gone_is_named_no
     # no baseline dropout search in the store, but the LayerDrop rows' pick is said
     assert ("dropout picked on valid: **not measured**. no baseline runs that differ only in dropout "
             "(LayerDrop 0.2: 0.0 of [0.0, 0.1])") in page
+
+
+def test_each_probed_encoder_is_one_row_of_the_pretraining_table():
+    """The pretraining probe's preconditions (one per encoder and head, from report.regime_mlm) are a table of
+    encoders, each with its outcome and what the probe found, not a paragraph apiece."""
+    from layerdrop.report.regime_mlm import TRANSFERS
+    from layerdrop.report.verdict import ClaimResult
+
+    found = [ClaimResult("precondition", "regime_mlm", f"{TRANSFERS}{key} ({label}) reads word order and beats the "
+                         "same encoder from scratch after fine-tuning", "inconclusive", detail)
+             for key, label, detail in (("e1", "alibi positions, 4,000 steps", "gains nothing (1 seed(s))"),
+                                        ("e2", "alibi positions, 8,000 steps, mean-pooled head", "no caution"))]
+    page = regime_overview.render([], "cpu", found, [])
+    assert "| encoder probed | outcome | what the probe found |" in page
+    assert "| e1 (alibi positions, 4,000 steps) | **inconclusive** | gains nothing (1 seed(s)) |" in page
+    assert "| e2 (alibi positions, 8,000 steps, mean-pooled head) | **inconclusive** | no caution |" in page
+    assert "no probe runs in the record store" not in page

@@ -30,6 +30,7 @@ from layerdrop.utils.store import train_seconds  # noqa: E402
 Probe = tuple[str, str]
 
 INITS = ("scratch", "pretrained")
+TRANSFERS = "pretraining transfers: the cpu encoder "  # how each encoder's precondition statement begins
 COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
 COLUMNS = ["run_key", "source_run_key", "pool", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
            "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
@@ -256,7 +257,7 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
         head = "" if pool == "first" else f", {pool}-pooled head"
         results.append(ClaimResult(
-            "precondition", "regime_mlm", f"pretraining transfers: the cpu encoder {key} ({positions[key]}{head}) "
+            "precondition", "regime_mlm", f"{TRANSFERS}{key} ({positions[key]}{head}) "
             "reads word order and beats the same encoder from scratch after fine-tuning",
             "inconclusive" if seeds < 3 else "not held" if found else "held",
             f"{detail} ({seeds} seed(s); `make tune-pretrain`, results/regime_mlm/)"))

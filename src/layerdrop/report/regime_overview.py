@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from layerdrop.report import claims  # noqa: E402
 from layerdrop.report.collect import add_records_arg, load_records, role_of, save_figure, write_text  # noqa: E402
 from layerdrop.report.regime import CONVERGED_GAIN, METRIC, converged, dropout_picks, run_summary  # noqa: E402
+from layerdrop.report.regime_mlm import TRANSFERS  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
 from layerdrop.utils.runs import git_sha  # noqa: E402
 from layerdrop.utils.store import train_seconds  # noqa: E402
@@ -186,9 +187,13 @@ def render(tasks: list[dict], scale: str, pretraining: list | None = None, stale
         cells = [f"**{t['checks'][n][0]}**" if n in t["checks"] else "-" for n in names]
         lines.append(f"| {t['name']} | " + " | ".join(cells)
                      + f" | {len(t['regime'])} / {len(t['rows'])} | [{t['page'].split('/')[-1]}]({t['page']}) |")
-    for r in pretraining or []:
-        lines += ["", f"Pretraining (Tables 4 and 7, Figures 3 and 8), `results/regime_mlm/`: {r.statement}: "
-                  f"**{r.outcome}**. {r.detail}"]
+    if pretraining:
+        lines += ["", "Pretraining (Tables 4 and 7, Figures 3 and 8), `results/regime_mlm/`: does each probed encoder "
+                  "read word order and beat the same encoder fine-tuned from scratch (`make tune-pretrain`)?", "",
+                  "| encoder probed | outcome | what the probe found |", "|---|---|---|"]
+        for r in pretraining:
+            encoder = r.statement.removeprefix(TRANSFERS).split(" reads word order")[0]
+            lines.append(f"| {encoder} | **{r.outcome}** | {r.detail} |")
     if not pretraining:
         lines += ["", "Pretraining (Tables 4 and 7, Figures 3 and 8): no probe runs in the record store "
                   "(`make tune-pretrain`)."]
