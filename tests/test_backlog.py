@@ -10,19 +10,17 @@ import torch
 
 from layerdrop.backlog import (
     WEIGHTS_AGAIN,
-    FineTuning,
     Run,
     backlog,
     backlog_all,
     checkpoint_step,
     estimate,
-    estimate_fine_tunings,
     render,
-    render_fine_tunings,
     scaled_estimate,
     script_path,
     speed_ratios,
 )
+from layerdrop.backlog_classify import FineTuning, estimate_fine_tunings, render_fine_tunings
 from layerdrop.config import load_config
 from layerdrop.evaluate import prune_grid
 from layerdrop.tasks import get_task

@@ -22,9 +22,7 @@ the ratio of their median seconds a step; every task's where this task has no su
 where the store holds no run from both). A run the script trains with ``need_weights=true`` (a later step reads its
 weights) whose record is stored but whose ``model.pt`` is not here is *to train* again, as the script will.
 Fine-tunings of pretrained encoders (``classify``) are listed below the training runs, grouped by their
-encoder, kept layers, start and seed: how many are done (their record holds test accuracy) and what the rest
-cost, the median fine-tuning wall time of the stored ones on the same stand-in and kept layers, else on the
-same stand-in scaled by kept layers; this CPU's first, else every CPU's (named). The LM fine-tunings
+encoder, kept layers, start and seed: how many are done and what the rest cost (``backlog_classify``). The LM fine-tunings
 (``finetune``) are counted, not estimated. Below the tables it names the CPUs the estimates were measured on beside this one, and
 says where this CPU emulates bf16 and the runs left train in bf16: fp32 GEMMs here (``utils.bf16``), or a
 warning where ``LAYERDROP_BF16_GEMM=native`` leaves them many times slower than estimated.
@@ -40,10 +38,18 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerdrop.backlog_classify import (
+    FineTuning,
+    estimate_fine_tunings,
+    fine_tunings,
+    render_fine_tunings,
+    stored_fine_tunings,
+)
 from layerdrop.config import load_config
-from layerdrop.launch import expand
+from layerdrop.launch import expanded
 from layerdrop.utils import machine, runs
-from layerdrop.utils.store import read_json, time_incomplete, train_seconds
+from layerdrop.utils.machine import cpu_of
+from layerdrop.utils.store import stored_records, time_incomplete, train_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 #: why a run whose record is stored is trained again: the script asks for its weights and they are not here
@@ -67,20 +73,6 @@ class Run:
     step: int | None = None  # a partial run's checkpointed step
     measured_with_amx: bool = False  # whether any of those CPUs has AMX bf16 units
     scaled: tuple[str, ...] = ()  # how other CPUs' times were scaled to this one, in words
-
-
-@dataclass
-class FineTuning:
-    """One fine-tuning a ``classify`` command makes (``python -m layerdrop.classify``)."""
-    key: str
-    parent: str  # the pretraining run's key
-    dataset: str
-    layers: int  # encoder layers kept (pruned before fine-tuning when fewer than the parent's)
-    init: str  # pretrained | scratch
-    seed: int
-    done: bool  # its record holds test accuracy
-    estimate_s: float | None = None
-    measured_on: tuple[str, ...] = ()
 
 
 def script_path(name: str) -> Path:
@@ -153,68 +145,11 @@ def training_runs(commands: list[tuple[str, list[str]]]) -> list[Run]:
     return list(out.values())
 
 
-def expanded(commands: list[tuple[str, list[str]]], kind: str):
-    """Each run of the dry run's ``kind`` commands, each sweep expanded, with its composed config."""
-    for command, overrides in commands:
-        if command == kind:
-            for run in expand(overrides):
-                yield run, load_config(run)
-
-
-def fine_tunings(commands: list[tuple[str, list[str]]]) -> list[FineTuning]:
-    """Every distinct fine-tuning of the dry run's ``classify`` commands (each sweep expanded), in order."""
-    from layerdrop.classify import classify_key
-
-    out: dict[str, FineTuning] = {}
-    for _, cfg in expanded(commands, "classify"):
-        parent = runs.run_dir(cfg)
-        key = classify_key(parent.name, cfg)
-        if key in out:
-            continue
-        record = runs.read_record(Path(cfg.paths.runs_dir) / f"{cfg.task.name}_classify" / key, runs.record_store(cfg))
-        c = cfg.classify
-        out[key] = FineTuning(key, parent.name, str(c.dataset), int(c.depth or cfg.model.n_layers), str(c.init),
-                              int(cfg.seed), bool(record and "test_acc" in record))
-    return list(out.values())
-
-
-def estimate_fine_tuning(ft: FineTuning, records: list[dict]) -> float | None:
-    """The median wall time of the stored fine-tunings on ``ft``'s stand-in with its kept layers, else on its
-    stand-in at any depth, each scaled by the kept layers; None when none is stored."""
-    mine = [r for r in records if r.get("dataset") == ft.dataset and (r.get("train") or {}).get("wall_s")]
-    same = [r for r in mine if len(r.get("kept_layers") or []) == ft.layers]
-    if same:
-        return statistics.median(float(r["train"]["wall_s"]) for r in same)
-    scaled = [float(r["train"]["wall_s"]) * ft.layers / len(r["kept_layers"]) for r in mine if r.get("kept_layers")]
-    return statistics.median(scaled) if scaled else None
-
-
-def estimate_fine_tunings(found: list[FineTuning], records: list[dict], here: tuple | None) -> None:
-    """Sets each fine-tuning left its estimate from ``records`` (this CPU's where they give one, else every CPU's)."""
-    this_cpu = [r for r in records if here and cpu_of(r) == here]
-    for ft in found:
-        if ft.done:
-            continue
-        mine = this_cpu
-        seconds = estimate_fine_tuning(ft, mine)
-        if seconds is None:
-            mine = records
-            seconds = estimate_fine_tuning(ft, records)
-        ft.estimate_s = seconds
-        if seconds is not None:
-            ft.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine if r.get("dataset") == ft.dataset
-                                           and (r.get("machine") or {}).get("cpus")}))
-
-
 def settings(found: list[Run]) -> dict[str, str]:
     """Run key -> the overrides that set it apart from the script's other runs (seed and role aside)."""
     common = set.intersection(*(set(r.overrides) for r in found)) if found else set()
     return {r.key: " ".join(o for o in r.overrides if o not in common and not o.startswith(("seed=", "role=")))
             for r in found}
-
-
-def stored_records(store: Path, task: str) -> list[dict]:
-    return [r for p in sorted((store / task).glob("*/metrics.json")) if (r := read_json(p)) and "train" in r]
 
 
 def _layers(config: dict) -> tuple:
@@ -255,12 +190,6 @@ def estimate(run: Run, records: list[dict], seconds=train_seconds) -> tuple[floa
 def _depth(config: dict) -> int:
     """The model's layers, every stack's together."""
     return sum(n for n in _layers(config) if n)
-
-
-def cpu_of(record: dict) -> tuple | None:
-    """The CPU a record was made on, as (name, AMX); None for records made before the CPU was recorded."""
-    m = record.get("machine") or {}
-    return (m["cpu"], bool(m.get("amx_bf16"))) if m.get("cpu") else None
 
 
 def _stacks(layers: tuple) -> tuple:
@@ -336,8 +265,7 @@ def backlog_all(script: Path, scale: str, overrides: list[str]) -> tuple[list[Ru
     # store -> task -> its finished records, read once: a run's estimate reads its task's, the speed ratios every task's
     stored = {store: {p.name: stored_records(store, p.name) for p in sorted(store.glob("*/")) if p.is_dir()}
               for store in {r.store for r in found if r.store}}
-    model = machine.cpu_model()
-    here = (model["cpu"], bool(model.get("amx_bf16"))) if model.get("cpu") else None
+    here = machine.this_cpu()
     for run in found:
         if run.state in ("partial", "to train"):
             records = stored.get(run.store, {}).get(run.task, [])
@@ -357,13 +285,8 @@ def backlog_all(script: Path, scale: str, overrides: list[str]) -> tuple[list[Ru
             run.measured_on = tuple(sorted({machine.cpus(r["machine"]) for r in mine
                                             if (r.get("machine") or {}).get("cpus")}))
             run.measured_with_amx = any((r.get("machine") or {}).get("amx_bf16") for r in mine)
-    if tuned:  # the stored fine-tunings: the record store's, and the run cache's that it lacks
-        _, cfg = next(expanded(commands, "classify"))
-        store = runs.record_store(cfg)
-        records = stored_records(store, "mlm_classify") if store else []
-        keys = {r.get("run_key") for r in records}
-        records += [r for r in stored_records(Path(cfg.paths.runs_dir), "mlm_classify") if r.get("run_key") not in keys]
-        estimate_fine_tunings(tuned, records, here)
+    if tuned:
+        estimate_fine_tunings(tuned, stored_fine_tunings(commands), here)
     others: dict[str, int] = {}
     for kind, _ in commands:
         if kind == "finetune":
@@ -393,29 +316,6 @@ def render(script: Path, scale: str, overrides: list[str], found: list[Run], oth
     if others:
         lines.append("Also in the script: " + ", ".join(f"{n} {k} sweep(s)" for k, n in sorted(others.items()))
                      + ", not counted above.")
-    return "\n".join(lines)
-
-
-def render_fine_tunings(found: list[FineTuning]) -> str:
-    """The fine-tunings grouped by encoder, kept layers, start and seed (a sweep over stand-ins and learning rates)."""
-    groups: dict[tuple, list[FineTuning]] = {}
-    for ft in found:
-        groups.setdefault((ft.parent, ft.layers, ft.init, ft.seed), []).append(ft)
-    lines = [f"{len(found)} fine-tunings (python -m layerdrop.classify), by encoder:", "",
-             "| pretraining run | layers kept | init | seed | done | estimate of the rest |", "|---|---|---|---|---|---|"]
-    for (parent, layers, init, seed), fts in groups.items():
-        left = [f for f in fts if not f.done]
-        known = [f.estimate_s for f in left if f.estimate_s is not None]
-        est = ("-" if not left else "unknown" if not known
-               else f"{sum(known) / 60:.0f} min" + (f" + {len(left) - len(known)} unknown" if len(known) < len(left) else ""))
-        lines.append(f"| {parent} | {layers} | {init} | {seed} | {len(fts) - len(left)} of {len(fts)} | {est} |")
-    left = [f for f in found if not f.done]
-    known = sum(f.estimate_s for f in left if f.estimate_s is not None)
-    unknown = sum(f.estimate_s is None for f in left)
-    measured = sorted({m for f in left for m in f.measured_on})
-    lines += ["", f"{len(found) - len(left)} of {len(found)} fine-tunings done; {len(left)} left, about "
-              f"{known / 3600:.1f} h by the stored fine-tunings on the same stand-ins" + (f", {unknown} with no estimate" if unknown else "")
-              + " (scoring valid and test not included)" + (f"; measured on {'; '.join(measured)}" if measured else "") + "."]
     return "\n".join(lines)
 
 

@@ -32,6 +32,15 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
+def expanded(commands: list[tuple[str, list[str]]], kind: str):
+    """Each run of a dry run's ``kind`` commands (``(kind, overrides)``, as ``backlog.dry_run`` gives them), each
+    sweep expanded, with its composed config."""
+    for command, overrides in commands:
+        if command == kind:
+            for run in expand(overrides):
+                yield run, load_config(run)
+
+
 def processes(overrides: list[str]) -> int:
     """Processes one run needs on this node: trainer.devices (an int) when it is more than one."""
     cfg = load_config(overrides)

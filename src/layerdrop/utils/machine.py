@@ -28,6 +28,18 @@ def cpu_model() -> dict[str, Any]:
     return {"cpu": fields.get("model name", "unknown"), "amx_bf16": "amx_bf16" in flags}
 
 
+def cpu_of(record: dict) -> tuple | None:
+    """The CPU a record was made on, as (name, AMX); None for records made before the CPU was recorded."""
+    m = record.get("machine") or {}
+    return (m["cpu"], bool(m.get("amx_bf16"))) if m.get("cpu") else None
+
+
+def this_cpu() -> tuple | None:
+    """This machine's CPU as ``cpu_of`` names a record's; None where the CPU cannot be read."""
+    model = cpu_model()
+    return (model["cpu"], bool(model.get("amx_bf16"))) if model.get("cpu") else None
+
+
 #: a bf16 matmul this many times slower than fp32 marks a CPU without bf16 units, where bf16 is emulated
 SLOW_BF16 = 2.0
 

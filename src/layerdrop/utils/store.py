@@ -63,6 +63,11 @@ def write_record(folder: Path, store: Path | None, record: dict, name: str = "me
         write_json(stored(folder, store, name), record)
 
 
+def stored_records(store: Path, task: str) -> list[dict]:
+    """The finished records (those with a ``train`` section) of ``task`` in a record store or run cache."""
+    return [r for p in sorted((store / task).glob("*/metrics.json")) if (r := read_json(p)) and "train" in r]
+
+
 def train_seconds(record: dict) -> float:
     """A record's training wall time, every session of it (``train.total_wall_s``), else ``train.wall_s``.
     A run resumed before sessions were kept has the last session's time only (``time_incomplete``)."""
