@@ -195,3 +195,12 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # enc2's own page rows are unchanged, and its mean-pool rows lend nothing to enc3, which has no mean-pool row
     assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
     assert "enc3 (alibi positions, 16,000 steps), mean pool" not in text
+
+
+def test_the_probe_page_says_how_many_examples_were_cut_at_max_len():
+    """A pair stand-in whose examples are mostly cut at classify.max_len (the second text first) hides what
+    the task needs: the page says so beside the split sizes; records that do not count cuts say nothing."""
+    from layerdrop.report.regime_mlm import cut_share
+
+    assert cut_share({"examples": 24831, "truncated": 18995}, 64) == " (76% cut at 64)"
+    assert cut_share({"examples": 100}, 64) == ""

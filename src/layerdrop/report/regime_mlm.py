@@ -37,6 +37,14 @@ COLUMNS = ["run_key", "source_run_key", "pool", "init", "dataset", "stand_in_for
            "code_version"]
 
 
+def cut_share(split: dict, max_len: int | None) -> str:
+    """`` (76% cut at 64)``: the share of a split's examples cut at ``classify.max_len`` tokens (a pair's
+    second text first), which hides what a pair task needs; empty where the record does not count them."""
+    if "truncated" not in split or not split.get("examples"):
+        return ""
+    return f" ({100 * split['truncated'] / split['examples']:.0f}% cut at {max_len})"
+
+
 def majority(record: dict, split: str = "test") -> float:
     """The share of the split's most frequent label: the accuracy of always answering it."""
     labels = record["data"]["splits"][split]["labels"]
@@ -160,11 +168,13 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
     rows = rows_of(records)
     write_csv(out / "raw.csv", sorted(rows, key=lambda r: (r["dataset"], r["init"], r["lr"], r["seed"])),
               columns=COLUMNS)
-    head = ["encoder (positions), head", "stand-in (for)", "train / valid / test examples", "majority class (test)"] + \
+    head = ["encoder (positions), head", "stand-in (for)", "train / valid / test examples (train cut)",
+            "majority class (test)"] + \
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows, {r["run_key"]: setting_of(r) for r in records})
     sizes = {r["dataset"]: r["data"]["splits"] for r in records}
+    cuts = {r["dataset"]: r["classify"].get("max_len") for r in records}
     positions = positions_by_encoder(records)
     for probe in sorted({probe_of(r) for r in rows}):
         encoder = probe_label(probe, positions[probe[0]])
@@ -181,7 +191,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
             maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
             table.append(f"| {encoder} | {dataset} ({stand_in}) | "
                          f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
-                         f" | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
+                         f"{cut_share(split['train'], cuts.get(dataset))} | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
     wall = sum(r["train_wall_s"] for r in rows) / 60
     lines = [
         "# cpu pretraining probe: does masked-LM pretraining transfer to the stand-ins?", "",
