@@ -102,9 +102,9 @@ def best_by_init(rows: list[dict], settings: dict[str, str] | None = None) -> di
     for r in sorted((r for r in rows if r["init"] == "scratch"), key=lambda r: r["valid_acc"]):
         scratch[settings[r["run_key"]]] = r
     for r in rows:
-        key = (probe_of(r), r["dataset"], "scratch")
-        if r["init"] == "pretrained" and key not in by and settings[r["run_key"]] in scratch:
-            by[key] = {**scratch[settings[r["run_key"]]], "shared_from": scratch[settings[r["run_key"]]]["source_run_key"]}
+        key, twin = (probe_of(r), r["dataset"], "scratch"), scratch.get(settings[r["run_key"]])
+        if r["init"] == "pretrained" and key not in by and twin:
+            by[key] = {**twin, "shared_from": twin["source_run_key"]}
     return by
 
 
@@ -173,8 +173,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows, {r["run_key"]: setting_of(r) for r in records})
-    sizes = {r["dataset"]: r["data"]["splits"] for r in records}
-    cuts = {r["dataset"]: r["classify"].get("max_len") for r in records}
+    of_dataset = {r["dataset"]: r for r in records}  # a record per stand-in: its splits and how it cut them
     positions = positions_by_encoder(records)
     for probe in sorted({probe_of(r) for r in rows}):
         encoder = probe_label(probe, positions[probe[0]])
@@ -187,11 +186,11 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
                              + (f" (of {r['shared_from']})" if "shared_from" in r else "") if r else "-")
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
-            split = sizes[dataset]
+            split, max_len = of_dataset[dataset]["data"]["splits"], of_dataset[dataset]["classify"].get("max_len")
             maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
             table.append(f"| {encoder} | {dataset} ({stand_in}) | "
                          f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
-                         f"{cut_share(split['train'], cuts.get(dataset))} | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
+                         f"{cut_share(split['train'], max_len)} | {maj:.1f} | " + " | ".join(cells) + f" | {diff} |")
     wall = sum(r["train_wall_s"] for r in rows) / 60
     lines = [
         "# cpu pretraining probe: does masked-LM pretraining transfer to the stand-ins?", "",

@@ -36,8 +36,7 @@ def cpu_of(record: dict) -> tuple | None:
 
 def this_cpu() -> tuple | None:
     """This machine's CPU as ``cpu_of`` names a record's; None where the CPU cannot be read."""
-    model = cpu_model()
-    return (model["cpu"], bool(model.get("amx_bf16"))) if model.get("cpu") else None
+    return cpu_of({"machine": cpu_model()})
 
 
 #: a bf16 matmul this many times slower than fp32 marks a CPU without bf16 units, where bf16 is emulated
