@@ -195,6 +195,24 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # enc2's own page rows are unchanged, and its mean-pool rows lend nothing to enc3, which has no mean-pool row
     assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
     assert "enc3 (alibi positions, 16,000 steps), mean pool" not in text
+    # enc2 fine-tuned again on longer inputs (classify.max_len=128, fewer pairs cut): rows of their own, named by
+    # their length, with their own cut share, never the 64-token rows' best-of-sweep or scratch pair
+    for key, init, valid, test, cut in (("L1", "pretrained", 0.95, 0.97, 10), ("L2", "scratch", 0.52, 0.70, 12)):
+        child(tmp_path, key, "enc2", 8, valid, test, "regime_mlm")
+        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
+        record = json.loads(path.read_text())
+        record["classify"].update(init=init, max_len=128)
+        record["data"]["splits"] = {**splits, "train": {**splits["train"], "truncated": cut}}
+        record["test_examples"] = 400
+        write_json(path, record)
+    report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    text = (out / "regime_mlm.md").read_text()
+    assert "| enc2 (alibi positions, 8,000 steps), 128 tokens | rotten_tomatoes (SST-2) | 100 / 20 / 400 (12% cut at " \
+           "128) | 75.0 | 52.0 / **70.0** ± 2.3 | 95.0 / **97.0** ± 0.9 | +27.0 |" in text
+    assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
+    statements = [r.statement for r in __import__("layerdrop.report.claims", fromlist=["collect"]).collect(
+        tmp_path / "runs", "cpu")[0] if r.artefact == "regime_mlm"]
+    assert sum("encoder enc2 (alibi positions, 8,000 steps, 128-token inputs)" in s for s in statements) == 1
 
 
 def test_the_probe_page_says_how_many_examples_were_cut_at_max_len():

@@ -17,7 +17,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
+from layerdrop.config import CONF_DIR  # noqa: E402
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
@@ -25,14 +27,17 @@ from layerdrop.report.verdict import ClaimResult  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
 from layerdrop.utils.store import train_seconds  # noqa: E402
 
-#: an encoder probed with one classification head: (pretraining run, pooling); its rows are never mixed with
-#: another head's, since the head decides what fine-tuning reads
-Probe = tuple[str, str]
+#: an encoder probed with one classification head on inputs of one length: (pretraining run, pooling,
+#: classify.max_len); its rows are never mixed with another head's or length's, since both decide what
+#: fine-tuning reads (most pair examples are cut at 64 tokens)
+Probe = tuple[str, str, int | None]
+#: the input length a probe's label leaves unsaid (the fine-tuning default); any other is named
+DEFAULT_MAX_LEN = OmegaConf.load(CONF_DIR / "classify" / "default.yaml").max_len
 
 INITS = ("scratch", "pretrained")
 TRANSFERS = "pretraining transfers: the cpu encoder "  # how each encoder's precondition statement begins
 COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
-COLUMNS = ["run_key", "source_run_key", "pool", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
+COLUMNS = ["run_key", "source_run_key", "pool", "max_len", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
            "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
            "code_version"]
 
@@ -59,7 +64,7 @@ def binomial_se(acc: float, n: int) -> float:
 
 def rows_of(records: list[dict]) -> list[dict]:
     return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"], "pool": pool_of(r),
-             "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
+             "max_len": r["classify"].get("max_len"), "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
              "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
              "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
              "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"], "test_examples": r["test_examples"],
@@ -69,14 +74,25 @@ def rows_of(records: list[dict]) -> list[dict]:
 
 
 def probe_of(row: dict) -> Probe:
-    return row["source_run_key"], row["pool"]
+    return row["source_run_key"], row["pool"], row["max_len"]
+
+
+def probe_of_record(record: dict) -> Probe:
+    return record["source_run_key"], pool_of(record), record["classify"].get("max_len")
+
+
+def probe_order(probe: Probe) -> tuple[str, str, int]:
+    """Sort key: by encoder, head, then input length (records without one read the default)."""
+    return probe[0], probe[1], probe[2] or DEFAULT_MAX_LEN
 
 
 def probe_label(probe: Probe, positions: str | None = None) -> str:
-    """``key (positions)``, with the pooling named unless it is RoBERTa's first position."""
-    key, pool = probe
+    """``key (positions)``, with the pooling named unless it is RoBERTa's first position and the input
+    length unless it is the fine-tuning default."""
+    key, pool, max_len = probe
     label = f"{key} ({positions})" if positions else key
-    return label if pool == "first" else f"{label}, {pool} pool"
+    label = label if pool == "first" else f"{label}, {pool} pool"
+    return label if max_len in (None, DEFAULT_MAX_LEN) else f"{label}, {max_len} tokens"
 
 
 def setting_of(record: dict) -> str:
@@ -173,9 +189,9 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
            [f"{init}: valid / **test**" for init in INITS] + ["pretrained - scratch (test)"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by = best_by_init(rows, {r["run_key"]: setting_of(r) for r in records})
-    of_dataset = {r["dataset"]: r for r in records}  # a record per stand-in: its splits and how it cut them
+    of_row = {(probe_of_record(r), r["dataset"]): r for r in records}  # a record per row: its splits and cuts
     positions = positions_by_encoder(records)
-    for probe in sorted({probe_of(r) for r in rows}):
+    for probe in sorted({probe_of(r) for r in rows}, key=probe_order):
         encoder = probe_label(probe, positions[probe[0]])
         for dataset, stand_in in _datasets([r for r in rows if probe_of(r) == probe]):
             cells = []
@@ -186,7 +202,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
                              + (f" (of {r['shared_from']})" if "shared_from" in r else "") if r else "-")
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
-            split, max_len = of_dataset[dataset]["data"]["splits"], of_dataset[dataset]["classify"].get("max_len")
+            split, max_len = of_row[probe, dataset]["data"]["splits"], probe[2]
             maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
             table.append(f"| {encoder} | {dataset} ({stand_in}) | "
                          f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
@@ -234,7 +250,7 @@ def cautions(rows: list[dict], runs_dir: Path, by: dict | None = None) -> list[s
                            f"masked-token perplexity by {100 * gap:+.2f}% ({c['intact']:.1f} vs {c['shuffled']:.1f}; "
                            f"unigram {c['unigram']:.1f}). It learnt a bag of words, so claims about its layers test little.")
     by = best_by_init(rows) if by is None else by
-    for probe in sorted({probe_of(r) for r in rows}):
+    for probe in sorted({probe_of(r) for r in rows}, key=probe_order):
         flat = []
         for dataset in sorted({r["dataset"] for r in rows}):
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
@@ -258,13 +274,14 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
     records = join_parents(records, runs_dir)
     all_rows, positions = rows_of(records), positions_by_encoder(records)
     by = best_by_init(all_rows, {r["run_key"]: setting_of(r) for r in records})
-    for probe in sorted({probe_of(r) for r in all_rows}):
-        key, pool = probe
+    for probe in sorted({probe_of(r) for r in all_rows}, key=probe_order):
+        key, pool, max_len = probe
         rows = [r for r in all_rows if probe_of(r) == probe]
         found = cautions(rows, runs_dir, by)
         seeds = len({r["seed"] for r in rows})
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
-        head = "" if pool == "first" else f", {pool}-pooled head"
+        head = ("" if pool == "first" else f", {pool}-pooled head") + \
+            ("" if max_len in (None, DEFAULT_MAX_LEN) else f", {max_len}-token inputs")
         results.append(ClaimResult(
             "precondition", "regime_mlm", f"{TRANSFERS}{key} ({positions[key]}{head}) "
             "reads word order and beats the same encoder from scratch after fine-tuning",
@@ -276,15 +293,15 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
 def curves(records: list[dict], path: Path) -> None:
     datasets = _datasets([{"dataset": r["dataset"], "stand_in_for": r["stand_in_for"]} for r in records])
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.5), squeeze=False)
-    probes = sorted({(r["source_run_key"], pool_of(r)) for r in records})
+    probes = sorted({probe_of_record(r) for r in records}, key=probe_order)
     for ax, (dataset, stand_in) in zip(axes[0], datasets, strict=False):
         mine = [r for r in records if r["dataset"] == dataset]
         for r in mine:
             points = [p for p in r["train"]["curve"] if "val/acc" in p]
-            init, pool = r["classify"].get("init", "pretrained"), pool_of(r)
+            init, probe = r["classify"].get("init", "pretrained"), probe_of_record(r)
             ax.plot([p["step"] for p in points], [100 * p["val/acc"] for p in points], marker=".",
-                    color=COLOURS[init], ls=("-", "--", ":", "-.")[probes.index((r["source_run_key"], pool)) % 4],
-                    label=f"{r['source_run_key']} {init}, lr {r['classify']['lr']:g}" + ("" if pool == "first" else f", {pool} pool"))
+                    color=COLOURS[init], ls=("-", "--", ":", "-.")[probes.index(probe) % 4],
+                    label=f"{probe_label(probe)} {init}, lr {r['classify']['lr']:g}")
         ax.axhline(majority(mine[0], "valid"), color="grey", ls=":", label="majority class")
         ax.set_title(f"{stand_in} stand-in: {dataset}")
         ax.set_xlabel("fine-tuning step")
