@@ -212,7 +212,7 @@ def test_table1_names_the_runs_that_had_not_converged():
 
 
 def test_table1_says_how_many_more_steps_layerdrop_needed_to_reach_its_best():
-    from layerdrop.report.table1 import learning_lag
+    from layerdrop.report.collect import learning_lag
 
     def curve(values):
         return [{"step": 1000 * (i + 1), "tokens_seen": 1000 * (i + 1), "val/ppl": v} for i, v in enumerate(values)]
@@ -222,10 +222,10 @@ def test_table1_says_how_many_more_steps_layerdrop_needed_to_reach_its_best():
     ld["train"]["curve"] = curve([60.0, 35.0, 26.0, 21.0])  # 21.0 at step 4,000; the baseline had 22.0 at 2,000
     other_seed = mt_record("c", 6, 6, 0.0, {6: 10.0}, "baseline", seed=2)
     other_seed["train"]["curve"] = curve([20.0, 10.0, 8.0, 7.0])  # another seed's baseline is never compared
-    (line,) = [x for x in learning_lag([base, ld, other_seed]) if x]
+    (line,) = [x for x in learning_lag([base, ld, other_seed], "table1") if x]
     assert "seed 1: its best valid perplexity, 21.0 at step 4,000, was the baseline's by step 3,000 (1.3x" in line
     ld["train"]["curve"] = curve([40.0, 22.0, 15.0, 11.0])  # better than the baseline ever was: no lag to report
-    assert learning_lag([base, ld]) == []
+    assert learning_lag([base, ld], "table1") == []
 
 
 def test_table1_is_written_as_its_rows_arrive_and_without_a_6_6_row_says_what_to_do(tmp_path):

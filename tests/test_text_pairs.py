@@ -194,6 +194,28 @@ def test_table3_rows_claims_and_figure(tmp_path):
         assert len(list(csv.DictReader(f))) == 10
 
 
+def test_table3_says_how_many_more_steps_each_layerdrop_row_needed_to_reach_its_best(tmp_path):
+    """Per task and seed: the LayerDrop row's best in-training valid perplexity against the step at which its
+    seed's baseline had reached it; another task's baseline is never the comparison."""
+    def curve(values):
+        return [{"step": 500 * (i + 1), "tokens_seen": 500 * (i + 1), "val/loss": 1.0, "val/ppl": v}
+                for i, v in enumerate(values)]
+
+    runs = {"sb": ("sum", "sum_baseline", [100.0, 60.0, 40.0, 30.0]), "sl": ("sum", "sum_layerdrop", [150.0, 90.0, 65.0, 58.0]),
+            "qb": ("qa", "qa_baseline", [300.0, 200.0, 150.0, 140.0]), "ql": ("qa", "qa_layerdrop", [320.0, 180.0, 170.0, 175.0])}
+    for key, (task, role, values) in runs.items():
+        r = sum_record(key, task, 6, 0.2 if "layerdrop" in role else 0.0, {6: 20.0}, role)
+        r["train"]["curve"] = curve(values)
+        write_json(tmp_path / "runs" / task / key / "metrics.json", r)
+    report_main(["table3", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "table3.md").read_text()
+    # summarisation: 58.0 at step 2,000; the baseline had 40.0 by step 1,500. QA: 170.0 at step 1,500; its
+    # baseline had 150.0 by step 1,500 too, so no lag (the summarisation baseline reached 170 by step 500)
+    assert ("LayerDrop learns more slowly here (in-training valid perplexity, same seed): summarisation seed 1: its "
+            "best valid perplexity, 58.0 at step 2,000, was the baseline's by step 1,500 (1.3x fewer steps).") in table
+    assert "long-form QA seed" not in table
+
+
 def test_table3_with_three_seeds_decides_by_the_noise_rule(tmp_path):
     runs = []
     for seed, (b, ld) in enumerate([(30.0, 33.0), (30.5, 33.4), (29.8, 32.9)], start=1):

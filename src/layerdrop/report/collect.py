@@ -387,3 +387,34 @@ def artefact_curves(records: list[dict], path: Path, title: str) -> None:
     metric, ylabel = ("val/ppl", "valid perplexity (in-training validation, log scale)") if has_ppl else (
         "val/loss", "valid loss (in-training validation, log scale)")
     curves_figure(groups, path, title, metric=metric, ylabel=ylabel)
+
+
+def learning_lag(records: list[dict], artefact: str, pairs: tuple[tuple[str, str, str], ...] = (("", "baseline", "layerdrop"),),
+                 metric: str = "val/ppl") -> list[str]:
+    """How much slower each LayerDrop run learns than the baseline of its seed, in steps: the step of its best
+    in-training valid perplexity against the first step at which the baseline had already reached that value.
+    A large lag with both runs still improving says the LayerDrop row is judged before it has caught up.
+    ``pairs``: (label, baseline role, LayerDrop role) per task on the page (the label names the task where a
+    page has several)."""
+
+    def curve(r: dict) -> list[tuple[int, float]]:
+        return [(p["step"], p[metric]) for p in r["train"].get("curve", []) if metric in p]
+
+    found = []
+    for label, base_role, ld_role in pairs:
+        base = {r["config"].get("seed"): curve(r) for r in records if role_of(r, artefact) == base_role}
+        mine_runs = sorted((r for r in records if role_of(r, artefact) == ld_role), key=lambda r: r["config"].get("seed") or 0)
+        for r in mine_runs:
+            seed, mine = r["config"].get("seed"), curve(r)
+            if not mine or not base.get(seed):
+                continue
+            step, best = min(mine, key=lambda x: (x[1], x[0]))
+            there = next((s for s, v in base[seed] if v <= best), None)
+            if there is not None and there < step:
+                found.append(f"{label + ' ' if label else ''}seed {seed}: its best valid perplexity, {best:.1f} at step "
+                             f"{step:,}, was the baseline's by step {there:,} ({step / there:.1f}x fewer steps)")
+    if not found:
+        return []
+    return ["", "LayerDrop learns more slowly here (in-training valid perplexity, same seed): " + "; ".join(found)
+            + ". Where both runs are still improving at the end of the budget, the full-depth comparison (C7) "
+            "measures this lag as much as the end point."]

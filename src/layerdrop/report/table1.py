@@ -20,6 +20,7 @@ from layerdrop.report.collect import (
     depth_verdicts,
     equal_compute_claim,
     equal_compute_section,
+    learning_lag,
     mean_text,
     provenance,
     read_csv,
@@ -206,33 +207,6 @@ def convergence_caution(records: list[dict]) -> list[str]:
             "training would still lower their perplexity and raise their BLEU."]
 
 
-def learning_lag(records: list[dict]) -> list[str]:
-    """How much slower the LayerDrop run learns than the baseline of its seed, in steps: the step of its best
-    in-training valid perplexity against the first step at which the baseline had already reached that value.
-    A large lag with both runs still improving says the LayerDrop row is judged before it has caught up."""
-    from layerdrop.report.regime import METRIC
-
-    def curve(r: dict) -> list[tuple[int, float]]:
-        return [(p["step"], p[METRIC]) for p in r["train"].get("curve", []) if METRIC in p]
-
-    base = {r["config"].get("seed"): curve(r) for r in records if role_of(r, "table1") == "baseline"}
-    found = []
-    for r in sorted((r for r in records if role_of(r, "table1") == "layerdrop"), key=lambda r: r["config"].get("seed") or 0):
-        seed, mine = r["config"].get("seed"), curve(r)
-        if not mine or not base.get(seed):
-            continue
-        step, best = min(mine, key=lambda x: (x[1], x[0]))
-        there = next((s for s, v in base[seed] if v <= best), None)
-        if there is not None and there < step:
-            found.append(f"seed {seed}: its best valid perplexity, {best:.1f} at step {step:,}, was the baseline's "
-                         f"by step {there:,} ({step / there:.1f}x fewer steps)")
-    if not found:
-        return []
-    return ["", "LayerDrop learns more slowly here (in-training valid perplexity, same seed): " + "; ".join(found)
-            + ". Where both runs are still improving at the end of the budget, the full-depth comparison (C7) "
-            "measures this lag as much as the end point."]
-
-
 def caption(records: list[dict], rows: list[dict], scale: str) -> str:
     run = provenance(records)
     splits = run["splits"]
@@ -290,7 +264,7 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
                   "rest on them; the teacher-forced perplexity columns below rank the models more reliably at "
                   "this scale."]
     lines += convergence_caution(records)
-    lines += learning_lag(records)
+    lines += learning_lag(records, "table1")
     lines += ["", "## Figure 2, MT panel: test BLEU (and teacher-forced test perplexity) by kept decoder layers",
               "", "The encoder keeps all its layers.", "",
               "| kept decoder layers | LayerDrop, pruned | baseline, pruned | trained from scratch | "

@@ -17,6 +17,7 @@ from layerdrop.report.collect import (
     decoder_panel,
     decoder_rows,
     depth_verdicts,
+    learning_lag,
     mean_text,
     read_csv,
     role_of,
@@ -39,6 +40,8 @@ KEYS = ("task", "role", "encoder_layers", "decoder_layers", "stack", "strategy",
 METRICS = (*ROUGE, "test_loss", "test_ppl", "final_train_loss")
 CLAIM_METRIC = "test_rougeL"
 TASK_NAMES = {"sum": "Summarization", "qa": "Long-form QA"}
+#: (task, baseline role, LayerDrop role): the pairs whose learning speed the page compares
+LAG_PAIRS = (("summarisation", "sum_baseline", "sum_layerdrop"), ("long-form QA", "qa_baseline", "qa_layerdrop"))
 
 
 def tidy_rows(records: list[dict]) -> list[dict]:
@@ -197,6 +200,7 @@ def table_markdown(rows: list[dict], records: list[dict], paper: list[dict], sca
               "can be compared.", "", "## Did the paper's claims hold at this scale?", "", f"Noise rule: {RULE}.", ""]
     lines += [c.line() for c in claim_rows(rows)] or ["No pair of rows to compare yet."]
     lines += cautions(rows, records)
+    lines += learning_lag(records, "table3", LAG_PAIRS)
     lines += ["", "## Figure 2, summarisation panel: test ROUGE-L (and test perplexity) by kept decoder layers", "",
               "The encoder keeps all its layers.", "",
               "| kept decoder layers | LayerDrop, pruned | baseline, pruned | trained from scratch | "
