@@ -28,6 +28,17 @@ def child(tmp_path, key, source, kept, valid, test, artefact, role=None, lr=1e-4
                   "curve": [{"step": 5, "tokens_seen": 50, "val/loss": 0.7, "val/acc": valid}]}})
 
 
+def probe_child(tmp_path, key, source, valid, test, splits, lr=1e-4, **classify):
+    """A pretraining-probe fine-tuning (``regime_mlm``) of an 8-layer encoder: ``child`` with the recipe's
+    ``classify`` settings (init, pool, max_len), the stand-in's splits and 400 test examples."""
+    child(tmp_path, key, source, 8, valid, test, "regime_mlm", lr=lr)
+    path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
+    record = __import__("json").loads(path.read_text())
+    record["classify"].update(classify)
+    record["data"]["splits"], record["test_examples"] = splits, 400
+    write_json(path, record)
+
+
 def test_table7_reports_the_best_valid_point_of_each_sweep_and_judges_c2(tmp_path):
     for seed in (1, 2, 3):
         parent(tmp_path, f"ld{seed}", 8, 0.2, seed)
@@ -94,11 +105,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
               "test": {"examples": 400, "labels": {"a": 300, "b": 100}}}
     for key, init, lr, valid, test in (("p1", "pretrained", 3e-4, 0.80, 0.81), ("p2", "pretrained", 1e-3, 0.70, 0.90),
                                        ("s1", "scratch", 3e-4, 0.74, 0.75)):
-        child(tmp_path, key, "enc", 8, valid, test, "regime_mlm", lr=lr)
-        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
-        record = __import__("json").loads(path.read_text())
-        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = init, splits, 400
-        write_json(path, record)
+        probe_child(tmp_path, key, "enc", valid, test, splits, lr=lr, init=init)
     out = tmp_path / "out"
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
@@ -142,11 +149,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     enc["config"]["trainer"] = {"max_steps": 8000}  # a longer pretraining: its label says so
     write_json(tmp_path / "runs" / "mlm" / "enc2" / "metrics.json", enc)
     for key, init, test in (("q1", "pretrained", 0.95), ("t1", "scratch", 0.74)):
-        child(tmp_path, key, "enc2", 8, 0.9 if init == "pretrained" else 0.5, test, "regime_mlm")
-        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
-        record = json.loads(path.read_text())
-        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = init, splits, 400
-        write_json(path, record)
+        probe_child(tmp_path, key, "enc2", 0.9 if init == "pretrained" else 0.5, test, splits, init=init)
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
     assert "| enc2 (alibi positions, 8,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** ± 2.2 | 90.0 / **95.0** ± 1.1 | +21.0 |" in text
@@ -157,12 +160,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # the same encoder probed again with a mean-pooled head: its own rows, best-of-sweep and caution, never the
     # first-position head's (whose better pretrained row would otherwise win the best-on-valid pick)
     for key, init, valid, test in (("m1", "pretrained", 0.6, 0.76), ("m2", "scratch", 0.55, 0.75)):
-        child(tmp_path, key, "enc2", 8, valid, test, "regime_mlm")
-        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
-        record = json.loads(path.read_text())
-        record["classify"].update(init=init, pool="mean")
-        record["data"]["splits"], record["test_examples"] = splits, 400
-        write_json(path, record)
+        probe_child(tmp_path, key, "enc2", valid, test, splits, init=init, pool="mean")
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
     assert "| enc2 (alibi positions, 8,000 steps), mean pool | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 55.0 / **75.0** ± 2.2 | " \
@@ -180,11 +178,7 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
         longer["run_key"], longer["config"]["trainer"]["max_steps"] = key, steps
         longer["config"]["model"]["n_layers"] = n_layers
         write_json(tmp_path / "runs" / "mlm" / key / "metrics.json", longer)
-        child(tmp_path, f"p_{key}", key, 8, 0.92, 0.96, "regime_mlm")
-        path = tmp_path / "runs" / "mlm_classify" / f"p_{key}" / "metrics.json"
-        record = json.loads(path.read_text())
-        record["classify"]["init"], record["data"]["splits"], record["test_examples"] = "pretrained", splits, 400
-        write_json(path, record)
+        probe_child(tmp_path, f"p_{key}", key, 0.92, 0.96, splits, init="pretrained")
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
     assert "| enc3 (alibi positions, 16,000 steps) | rotten_tomatoes (SST-2) | 100 / 20 / 400 | 75.0 | 50.0 / **74.0** " \
@@ -198,13 +192,8 @@ def test_the_pretraining_probe_sets_each_stand_in_against_scratch_and_its_majori
     # enc2 fine-tuned again on longer inputs (classify.max_len=128, fewer pairs cut): rows of their own, named by
     # their length, with their own cut share, never the 64-token rows' best-of-sweep or scratch pair
     for key, init, valid, test, cut in (("L1", "pretrained", 0.95, 0.97, 10), ("L2", "scratch", 0.52, 0.70, 12)):
-        child(tmp_path, key, "enc2", 8, valid, test, "regime_mlm")
-        path = tmp_path / "runs" / "mlm_classify" / key / "metrics.json"
-        record = json.loads(path.read_text())
-        record["classify"].update(init=init, max_len=128)
-        record["data"]["splits"] = {**splits, "train": {**splits["train"], "truncated": cut}}
-        record["test_examples"] = 400
-        write_json(path, record)
+        cut_splits = {**splits, "train": {**splits["train"], "truncated": cut}}
+        probe_child(tmp_path, key, "enc2", valid, test, cut_splits, init=init, max_len=128)
     report_main(["regime_mlm", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     text = (out / "regime_mlm.md").read_text()
     assert "| enc2 (alibi positions, 8,000 steps), 128 tokens | rotten_tomatoes (SST-2) | 100 / 20 / 400 (12% cut at " \
