@@ -211,3 +211,22 @@ def test_the_probe_page_says_how_many_examples_were_cut_at_max_len():
 
     assert cut_share({"examples": 24831, "truncated": 18995}, 64) == " (76% cut at 64)"
     assert cut_share({"examples": 100}, 64) == ""
+
+
+def test_a_probe_names_its_input_length_only_where_it_is_not_the_pretraining_block():
+    """Fine-tuning defaults to the pretraining block (classify.max_len: data.block_size); a probe at another
+    length is its own probe, and its label says so."""
+    from layerdrop.report.regime_mlm import probe_label, probe_of
+
+    at_block = probe_of({"source_run_key": "e", "pool": "first", "max_len": 128, "pretraining_block": 128})
+    shorter = probe_of({"source_run_key": "e", "pool": "first", "max_len": 64, "pretraining_block": 128})
+    assert at_block == ("e", "first", None) and shorter == ("e", "first", 64)
+    assert probe_label(at_block, "alibi positions") == "e (alibi positions)"
+    assert probe_label(shorter, "alibi positions") == "e (alibi positions), 64 tokens"
+
+
+def test_fine_tuning_reads_inputs_as_long_as_the_pretraining_block_by_default():
+    from layerdrop.config import load_config
+
+    assert load_config(["scale=cpu", "experiment=pretrain_mlm"]).classify.max_len == 128
+    assert load_config(["scale=paper", "experiment=pretrain_mlm"]).classify.max_len == 512  # RoBERTa's

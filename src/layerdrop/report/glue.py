@@ -45,6 +45,8 @@ def join_parents(records: list[dict], runs_dir: Path) -> list[dict]:
                                     "seed": parent["config"].get("seed"), "run_key": parent["run_key"],
                                     "positions": parent["config"]["model"].get("positions", "learned"),
                                     "steps": (parent["config"].get("trainer") or {}).get("max_steps"),
+                                    # the pretraining block: the input length fine-tuning defaults to
+                                    "block": (parent["config"].get("data") or {}).get("block_size"),
                                     # what a fine-tuning from scratch copies from the run (not its training)
                                     "copied": {k: parent["config"].get(k) for k in ("model", "layerdrop", "data")}}})
     return out

@@ -17,9 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from layerdrop.config import CONF_DIR  # noqa: E402
 from layerdrop.report.collect import save_figure, write_csv, write_text  # noqa: E402
 from layerdrop.report.glue import _datasets, join_parents, pool_of  # noqa: E402
 from layerdrop.report.regime import run_summary  # noqa: E402
@@ -27,17 +25,16 @@ from layerdrop.report.verdict import ClaimResult  # noqa: E402
 from layerdrop.utils.machine import machines  # noqa: E402
 from layerdrop.utils.store import train_seconds  # noqa: E402
 
-#: an encoder probed with one classification head on inputs of one length: (pretraining run, pooling,
-#: classify.max_len); its rows are never mixed with another head's or length's, since both decide what
-#: fine-tuning reads (most pair examples are cut at 64 tokens)
+#: an encoder probed with one classification head on inputs of one length: (pretraining run, pooling, input
+#: length): the length is ``classify.max_len`` where it is not the pretraining block (the default), else None.
+#: A probe's rows are never mixed with another head's or length's: both decide what fine-tuning reads (at 64
+#: tokens most pair examples are cut)
 Probe = tuple[str, str, int | None]
-#: the input length a probe's label leaves unsaid (the fine-tuning default); any other is named
-DEFAULT_MAX_LEN = OmegaConf.load(CONF_DIR / "classify" / "default.yaml").max_len
 
 INITS = ("scratch", "pretrained")
 TRANSFERS = "pretraining transfers: the cpu encoder "  # how each encoder's precondition statement begins
 COLOURS = {"pretrained": "C0", "scratch": "C1"}  # the same in every panel
-COLUMNS = ["run_key", "source_run_key", "pool", "max_len", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
+COLUMNS = ["run_key", "source_run_key", "pool", "max_len", "pretraining_block", "init", "dataset", "stand_in_for", "encoder_layers", "layerdrop_p", "seed",
            "lr", "valid_acc", "test_acc", "test_examples", "majority_test_acc", "steps", "best_step", "train_wall_s",
            "code_version"]
 
@@ -64,7 +61,8 @@ def binomial_se(acc: float, n: int) -> float:
 
 def rows_of(records: list[dict]) -> list[dict]:
     return [{"run_key": r["run_key"], "source_run_key": r["source_run_key"], "pool": pool_of(r),
-             "max_len": r["classify"].get("max_len"), "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
+             "max_len": r["classify"].get("max_len"), "pretraining_block": r["parent"].get("block"),
+             "init": r["classify"].get("init", "pretrained"), "dataset": r["dataset"],
              "stand_in_for": r["stand_in_for"], "encoder_layers": r["parent"]["n_layers"],
              "layerdrop_p": r["parent"]["layerdrop_p"], "seed": r["seed"], "lr": r["classify"]["lr"],
              "valid_acc": 100 * r["valid_acc"], "test_acc": 100 * r["test_acc"], "test_examples": r["test_examples"],
@@ -74,25 +72,28 @@ def rows_of(records: list[dict]) -> list[dict]:
 
 
 def probe_of(row: dict) -> Probe:
-    return row["source_run_key"], row["pool"], row["max_len"]
+    length = row["max_len"] if row["max_len"] != row["pretraining_block"] else None
+    return row["source_run_key"], row["pool"], length
 
 
 def probe_of_record(record: dict) -> Probe:
-    return record["source_run_key"], pool_of(record), record["classify"].get("max_len")
+    """``probe_of`` for a record joined with its parent."""
+    return probe_of({"source_run_key": record["source_run_key"], "pool": pool_of(record),
+                     "max_len": record["classify"].get("max_len"), "pretraining_block": record["parent"].get("block")})
 
 
 def probe_order(probe: Probe) -> tuple[str, str, int]:
-    """Sort key: by encoder, head, then input length (records without one read the default)."""
-    return probe[0], probe[1], probe[2] or DEFAULT_MAX_LEN
+    """Sort key: by encoder, head, then input length (the pretraining block first)."""
+    return probe[0], probe[1], probe[2] or 0
 
 
 def probe_label(probe: Probe, positions: str | None = None) -> str:
     """``key (positions)``, with the pooling named unless it is RoBERTa's first position and the input
-    length unless it is the fine-tuning default."""
+    length unless it is the pretraining block (the fine-tuning default)."""
     key, pool, max_len = probe
     label = f"{key} ({positions})" if positions else key
     label = label if pool == "first" else f"{label}, {pool} pool"
-    return label if max_len in (None, DEFAULT_MAX_LEN) else f"{label}, {max_len} tokens"
+    return label if max_len is None else f"{label}, {max_len} tokens"
 
 
 def setting_of(record: dict) -> str:
@@ -202,7 +203,8 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
                              + (f" (of {r['shared_from']})" if "shared_from" in r else "") if r else "-")
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
-            split, max_len = of_row[probe, dataset]["data"]["splits"], probe[2]
+            record = of_row[probe, dataset]
+            split, max_len = record["data"]["splits"], record["classify"].get("max_len")
             maj = next(r["majority_test_acc"] for r in rows if r["dataset"] == dataset)
             table.append(f"| {encoder} | {dataset} ({stand_in}) | "
                          f"{' / '.join(str(split[s]['examples']) for s in ('train', 'valid', 'test'))}"
@@ -281,7 +283,7 @@ def precondition(records: list[dict], runs_dir: Path) -> list[ClaimResult]:
         seeds = len({r["seed"] for r in rows})
         detail = " ".join(line.removeprefix("Caution: ") for line in found if line) or "no caution"
         head = ("" if pool == "first" else f", {pool}-pooled head") + \
-            ("" if max_len in (None, DEFAULT_MAX_LEN) else f", {max_len}-token inputs")
+            ("" if max_len is None else f", {max_len}-token inputs")
         results.append(ClaimResult(
             "precondition", "regime_mlm", f"{TRANSFERS}{key} ({positions[key]}{head}) "
             "reads word order and beats the same encoder from scratch after fine-tuning",
