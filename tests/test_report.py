@@ -212,7 +212,7 @@ def test_table1_names_the_runs_that_had_not_converged():
 
 
 def test_table1_says_how_many_more_steps_layerdrop_needed_to_reach_its_best():
-    from layerdrop.report.collect import learning_lag
+    from layerdrop.report.curves import learning_lag
 
     def curve(values):
         return [{"step": 1000 * (i + 1), "tokens_seen": 1000 * (i + 1), "val/ppl": v} for i, v in enumerate(values)]
@@ -382,7 +382,7 @@ def test_regime_report_maps_the_runs_and_picks_dropout_on_valid(tmp_path):
 
 
 def test_every_artefact_gets_learning_curves_labelled_by_what_varies(tmp_path):
-    from layerdrop.report.collect import varying_label
+    from layerdrop.report.curves import varying_label
 
     runs_ = []
     for p in (0.0, 0.5):

@@ -12,13 +12,13 @@ from pathlib import Path
 from layerdrop.report import figures, glue, regime, regime_mlm, stability, table1, table2, table3, table8
 from layerdrop.report.collect import (
     add_records_arg,
-    artefact_curves,
     code_version_line,
     code_version_note,
     load_records,
     select_roles,
     write_text,
 )
+from layerdrop.report.curves import artefact_curves
 from layerdrop.utils.runs import ROLES
 
 log = logging.getLogger("layerdrop")

@@ -20,7 +20,6 @@ from layerdrop.report.collect import (
     depth_verdicts,
     equal_compute_claim,
     equal_compute_section,
-    learning_lag,
     mean_text,
     provenance,
     read_csv,
@@ -32,6 +31,7 @@ from layerdrop.report.collect import (
     write_csv,
     write_text,
 )
+from layerdrop.report.curves import learning_lag
 from layerdrop.report.verdict import MIN_SEEDS, RULE, ClaimResult, judge, judge_threshold, resolution
 from layerdrop.utils.store import train_seconds
 

@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from layerdrop.report.collect import (  # noqa: E402
     aggregate,
-    curves_figure,
     depth_verdicts,
     equal_compute_claim,
     equal_compute_section,
@@ -32,6 +31,7 @@ from layerdrop.report.collect import (  # noqa: E402
     write_csv,
     write_text,
 )
+from layerdrop.report.curves import curves_figure  # noqa: E402
 from layerdrop.report.verdict import RULE, ClaimResult, judge  # noqa: E402
 
 #: one model's sub-network, across seeds

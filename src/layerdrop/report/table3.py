@@ -17,7 +17,6 @@ from layerdrop.report.collect import (
     decoder_panel,
     decoder_rows,
     depth_verdicts,
-    learning_lag,
     mean_text,
     read_csv,
     role_of,
@@ -27,6 +26,7 @@ from layerdrop.report.collect import (
     write_csv,
     write_text,
 )
+from layerdrop.report.curves import learning_lag
 from layerdrop.report.verdict import RULE, ClaimResult, judge, resolution
 from layerdrop.utils.machine import machines
 from layerdrop.utils.store import train_seconds

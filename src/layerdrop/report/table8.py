@@ -12,7 +12,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from layerdrop.report.collect import curves_figure, write_csv, write_text
+from layerdrop.report.collect import write_csv, write_text
+from layerdrop.report.curves import curves_figure
 from layerdrop.report.verdict import MIN_SEEDS, ClaimResult, Z
 from layerdrop.utils.machine import machines
 from layerdrop.utils.store import train_seconds
