@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,16 @@ def test_interrupted_run_resumes_mid_epoch_and_ends_as_if_never_stopped(smoke_ov
     a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(runs.run_dir(uninterrupted) / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_held_back_resume_fix_still_applies_to_the_training_code(tmp_path):
+    """patches/resume-fixes.patch (README, the run cache: two resume gaps) waits for the next change that
+    re-keys every run; a change to train.py or its tests that it no longer applies to must update it."""
+    repo = Path(__file__).resolve().parents[1]
+    patch = repo / "patches" / "resume-fixes.patch"
+    proc = subprocess.run(["git", "apply", "--check", str(patch)], cwd=repo, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_multirun_sweep_and_wandb_offline(tmp_path):
