@@ -228,6 +228,23 @@ def test_table1_says_how_many_more_steps_layerdrop_needed_to_reach_its_best():
     assert learning_lag([base, ld], "table1") == []
 
 
+def test_table1_measures_the_deep_layerdrop_rows_lag_against_the_deep_baseline_only():
+    from layerdrop.report.curves import learning_lag
+    from layerdrop.report.table1 import LAG_PAIRS
+
+    def curve(values):
+        return [{"step": 1000 * (i + 1), "tokens_seen": 1000 * (i + 1), "val/ppl": v} for i, v in enumerate(values)]
+
+    base = mt_record("a", 6, 6, 0.0, {6: 10.0}, "baseline")
+    base["train"]["curve"] = curve([20.0, 10.0, 8.0, 7.0])  # the 6/6 baseline reached 60 at once: never the deep row's yardstick
+    deep_base, deep_ld = mt_record("d", 12, 6, 0.0, {6: 10.0}, "deep_baseline"), mt_record("e", 12, 6, 0.2, {6: 5.0}, "deep_layerdrop")
+    deep_base["train"]["curve"] = curve([90.0, 70.0, 55.0, 50.0])
+    deep_ld["train"]["curve"] = curve([120.0, 90.0, 75.0, 65.0])  # 65.0 at step 4,000; the deep baseline had 55.0 at 3,000
+    (line,) = [x for x in learning_lag([base, deep_base, deep_ld], "table1", LAG_PAIRS) if x]
+    assert "deep encoder seed 1: its best valid perplexity, 65.0 at step 4,000, was the baseline's by step 3,000" in line
+    assert learning_lag([base, deep_ld], "table1", LAG_PAIRS) == []
+
+
 def test_table1_is_written_as_its_rows_arrive_and_without_a_6_6_row_says_what_to_do(tmp_path):
     """Table 1's rows are trained one at a time over sessions: a page with only the baseline has its row, its
     precondition and its pruned curve, and no LayerDrop verdict; with neither 6/6 row it refuses to write."""
