@@ -125,6 +125,20 @@ def best_by_init(rows: list[dict], settings: dict[str, str] | None = None) -> di
     return by
 
 
+def lr_text(lr: float) -> str:
+    """A learning rate as the scripts write it: 3e-4, 1e-3, 2.5e-4."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def sweep_note(row: dict, rows: list[dict]) -> str:
+    """The learning rate a cell reports, and the rates it was picked from on valid when more than one ran (the
+    rows of the same probe, stand-in and start: a borrowed scratch row's own probe's)."""
+    tried = sorted({r["lr"] for r in rows
+                    if (probe_of(r), r["dataset"], r["init"]) == (probe_of(row), row["dataset"], row["init"])})
+    return f", lr {lr_text(row['lr'])}" + (f" (best of {', '.join(map(lr_text, tried))})" if len(tried) > 1 else "")
+
+
 def text_name(data: dict) -> str:
     """The text an encoder was pretrained on: its sources (``data.sources``), or the one ``data.source``."""
     return "+".join(data.get("sources") or [data.get("source") or "?"])
@@ -199,7 +213,7 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
             for init in INITS:
                 r = by.get((probe, dataset, init))
                 cells.append(f"{r['valid_acc']:.1f} / **{r['test_acc']:.1f}** ± "
-                             f"{binomial_se(r['test_acc'], r['test_examples']):.1f}"
+                             f"{binomial_se(r['test_acc'], r['test_examples']):.1f}{sweep_note(r, rows)}"
                              + (f" (of {r['shared_from']})" if "shared_from" in r else "") if r else "-")
             a, b = by.get((probe, dataset, "pretrained")), by.get((probe, dataset, "scratch"))
             diff = f"{a['test_acc'] - b['test_acc']:+.1f}" if a and b else "-"
@@ -217,8 +231,9 @@ def build(records: list[dict], out: Path, scale: str, runs_dir: Path = Path("run
         f"{wall:.1f} min (`make tune-pretrain`). Stand-ins are named as such: none of these is the GLUE task.", "",
         "## The pretrained encoder", "", *_pretraining(runs_dir, {r["source_run_key"] for r in rows}), "",
         "## Fine-tuned: from scratch against pretrained", "",
-        "Accuracy in %, the best valid point of each fine-tuning (its test accuracy beside it); where several "
-        "learning rates ran, the one best on valid. *majority class* is what always answering the test split's "
+        "Accuracy in %, the best valid point of each fine-tuning (its test accuracy beside it), and its "
+        "fine-tuning learning rate; where several learning rates ran, the one best on valid (*best of* names "
+        "those tried). *majority class* is what always answering the test split's "
         "most frequent label scores. The `±` is the test set's binomial standard error, a floor under the "
         "seed-to-seed noise: one seed per row judges nothing, so this page gives no verdicts.", "",
         *table, "", *shared_note(by), *cautions(rows, runs_dir, by), "`curves.png`: valid accuracy against fine-tuning steps, per stand-in.", "",
