@@ -113,6 +113,12 @@ def test_the_report_names_a_stack_that_works_as_one_layer_and_only_that(tmp_path
     assert "its encoder works as one layer: layer 2 alone scores 50.4 against 50.0 for all 3" in page
     assert "its decoder works as one layer" not in page
     assert "| 52.0, 50.1, 50.0 | 60.0, 58.0, 50.4 |" in page
+    assert page.endswith("in effect a language model of the target side):\n\n- none.\n")  # wrong sources: +80%
+    use["wrong_source"] = 51.0  # +2%: the model hardly reads its source
+    (run / "layer_use.json").write_text(json.dumps(use))
+    build(tmp_path / "store", tmp_path / "out", "cpu")
+    page = (tmp_path / "out" / "layer_use.md").read_text()
+    assert "(sum, pre-norm, LayerDrop 0.2, 6,000 steps): wrong sources score 51.0 against 50.0 (+2.0%)." in page
     assert f"All 1 runs come from one version of the training code: `{record['code_version']}`" in page
     assert build(tmp_path / "store", tmp_path / "paper", "paper") == 0  # another scale's runs are not shown
 

@@ -22,6 +22,8 @@ from layerdrop.report.regime import ld_text, run_summary
 
 #: a layer kept alone scores within this of the whole stack: the stack works, in effect, as that one layer
 ONE_LAYER_GAP = 0.01
+#: wrong sources raise the perplexity by less than this: the model barely reads its source, a target-side LM
+SOURCE_GAP = 0.05
 
 
 def probed(runs_dir: Path, scale: str) -> list[tuple[dict, dict]]:
@@ -63,7 +65,7 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
               "numbered from the input. A layer whose removal changes nothing does no work the model needs.", "",
               "| task | run | layers | norm | dropout | LayerDrop | seed | steps | full | wrong source | stack "
               "| without layer i | layer i alone |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    notes, deaf = [], []
     for record, use in runs:
         row = run_summary(record)
         for name, stack in sorted(use["stacks"].items(), reverse=True):  # the encoder first
@@ -76,10 +78,17 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
             notes.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
                          f"{row['steps']:,} steps): its {name} works as one layer: layer {layer} alone scores "
                          f"{ppl:.1f} against {use['full']:.1f} for all {len(use['stacks'][name]['only'])}.")
+        rise = use["wrong_source"] / use["full"] - 1
+        if rise < SOURCE_GAP:
+            deaf.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
+                        f"{row['steps']:,} steps): wrong sources score {use['wrong_source']:.1f} against "
+                        f"{use['full']:.1f} ({round(100 * rise, 1) + 0.0:+.1f}%).")  # + 0.0: never "-0.0%"
     if not runs:
         lines.append("| no probed run yet | | | | | | | | | | | | |")
     lines += ["", f"Stacks that work as one layer (one of their layers alone within {100 * ONE_LAYER_GAP:.0f}% of "
-              "the whole):", "", *(notes or ["- none."]), ""]
+              "the whole):", "", *(notes or ["- none."]), "",
+              f"Models that barely read their source (wrong sources raise the perplexity by less than "
+              f"{100 * SOURCE_GAP:.0f}%: in effect a language model of the target side):", "", *(deaf or ["- none."]), ""]
     write_text(out / "layer_use.md", "\n".join(lines))
     return len(runs)
 
