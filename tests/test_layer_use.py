@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from layerdrop.metrics.layer_use import layer_use, main, perplexity, swap_sources
+from layerdrop.metrics.layer_use import encoder_spread, layer_use, main, perplexity, swap_sources
 from layerdrop.models.seq2seq import Seq2SeqConfig, TransformerSeq2Seq
 
 PAD = 0
@@ -82,6 +82,18 @@ def test_wrong_sources_hurt_a_model_that_reads_them_and_one_row_batches_are_left
     assert perplexity(model, swapped) == pytest.approx(perplexity(model, data), rel=1e-5)
 
 
+def test_the_encoder_spread_is_near_zero_only_for_an_encoder_that_outputs_one_vector():
+    model, data = tiny(), batches()
+    assert encoder_spread(model, data) > 0.1
+    assert layer_use(model, data)["encoder_spread"] == pytest.approx(encoder_spread(model, data))
+    padded = [dict(b, src=torch.cat([b["src"], torch.full((b["src"].size(0), 3), PAD)], 1)) for b in data]
+    assert encoder_spread(model, padded) == pytest.approx(encoder_spread(model, data), rel=1e-4)  # padding left out
+    with torch.no_grad():  # the final norm's gain zeroed: every position's output is its bias, one vector
+        model.encoder_norm.weight.zero_()
+        model.encoder_norm.bias.fill_(0.5)
+    assert encoder_spread(model, data) < 1e-6
+
+
 def test_the_command_refuses_a_run_of_another_task_a_run_without_weights_and_no_batches(tmp_path):
     run = tmp_path / "lm" / "abc"
     run.mkdir(parents=True)
@@ -93,6 +105,9 @@ def test_the_command_refuses_a_run_of_another_task_a_run_without_weights_and_no_
         main([str(run), "--records-dir", str(tmp_path / "store")])
     with pytest.raises(SystemExit):
         main([str(run), "--batches", "0"])
+    (run / "model.pt").write_bytes(b"")  # never read: the missing probe is named first
+    with pytest.raises(FileNotFoundError, match="--spread-only adds to a finished probe"):
+        main([str(run), "--spread-only", "--records-dir", str(tmp_path / "store")])
 
 
 def test_the_report_names_a_stack_that_works_as_one_layer_and_only_that(tmp_path):
@@ -119,6 +134,13 @@ def test_the_report_names_a_stack_that_works_as_one_layer_and_only_that(tmp_path
     build(tmp_path / "store", tmp_path / "out", "cpu")
     page = (tmp_path / "out" / "layer_use.md").read_text()
     assert "(sum, pre-norm, LayerDrop 0.2, 6,000 steps): wrong sources score 51.0 against 50.0 (+2.0%)." in page
+    assert "| 50.0 | 51.0 | - | encoder |" in page  # probed before the encoder's spread was measured
+    use["encoder_spread"] = 1.6e-8
+    (run / "layer_use.json").write_text(json.dumps(use))
+    build(tmp_path / "store", tmp_path / "out", "cpu")
+    page = (tmp_path / "out" / "layer_use.md").read_text()
+    assert "| 50.0 | 51.0 | 1.6e-08 | encoder |" in page
+    assert "wrong sources score 51.0 against 50.0 (+2.0%); its encoder's output spread is 1.6e-08." in page
     assert f"All 1 runs come from one version of the training code: `{record['code_version']}`" in page
     assert build(tmp_path / "store", tmp_path / "paper", "paper") == 0  # another scale's runs are not shown
 

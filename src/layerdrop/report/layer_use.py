@@ -40,6 +40,11 @@ def probed(runs_dir: Path, scale: str) -> list[tuple[dict, dict]]:
     return out
 
 
+def spread_text(use: dict) -> str:
+    """The encoder's output spread, to two significant digits, or - where the probe did not measure it."""
+    return f"{use['encoder_spread']:.2g}" if "encoder_spread" in use else "-"
+
+
 def one_layer_stacks(use: dict) -> list[tuple[str, int, float]]:
     """(stack, layer, its perplexity alone) for each stack of several layers one of which alone scores within
     ``ONE_LAYER_GAP`` of the full model."""
@@ -62,9 +67,13 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
               "perplexity on the first valid batches at full depth, with one layer of a stack removed (every other "
               "layer as trained, no fine-tuning), with one layer kept alone, and with each target read against "
               "another sentence's source (*wrong source*: how much the model reads its source at all). Layers are "
-              "numbered from the input. A layer whose removal changes nothing does no work the model needs.", "",
-              "| task | run | layers | norm | dropout | LayerDrop | seed | steps | full | wrong source | stack "
-              "| without layer i | layer i alone |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "numbered from the input. A layer whose removal changes nothing does no work the model needs. "
+              "*encoder spread*: how much the encoder's output varies over the real source positions (the mean "
+              "per-dimension standard deviation over the output's root mean square; about 1 when it moves with "
+              "its input, near 0 when the encoder outputs one vector whatever it reads; - where the probe "
+              "predates it and the run's weights are gone).", "",
+              "| task | run | layers | norm | dropout | LayerDrop | seed | steps | full | wrong source | encoder spread "
+              "| stack | without layer i | layer i alone |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes, deaf = [], []
     for record, use in runs:
         row = run_summary(record)
@@ -73,7 +82,7 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
             alone = ", ".join(f"{v:.1f}" for v in stack["only"])
             lines.append(f"| {record['task']} | `{row['run_key']}` | {row['layers']} | {row['norm']} | {row['dropout']} "
                          f"| {ld_text(row)} | {row['seed']} | {row['steps']} | {use['full']:.1f} "
-                         f"| {use['wrong_source']:.1f} | {name} | {without} | {alone} |")
+                         f"| {use['wrong_source']:.1f} | {spread_text(use)} | {name} | {without} | {alone} |")
         for name, layer, ppl in one_layer_stacks(use):
             notes.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
                          f"{row['steps']:,} steps): its {name} works as one layer: layer {layer} alone scores "
@@ -82,9 +91,11 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
         if rise < SOURCE_GAP:
             deaf.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
                         f"{row['steps']:,} steps): wrong sources score {use['wrong_source']:.1f} against "
-                        f"{use['full']:.1f} ({round(100 * rise, 1) + 0.0:+.1f}%).")  # + 0.0: never "-0.0%"
+                        f"{use['full']:.1f} ({round(100 * rise, 1) + 0.0:+.1f}%)"
+                        + (f"; its encoder's output spread is {spread_text(use)}" if "encoder_spread" in use else "")
+                        + ".")  # + 0.0: never "-0.0%"
     if not runs:
-        lines.append("| no probed run yet | | | | | | | | | | | | |")
+        lines.append("| no probed run yet | | | | | | | | | | | | | |")
     lines += ["", f"Stacks that work as one layer (one of their layers alone within {100 * ONE_LAYER_GAP:.0f}% of "
               "the whole):", "", *(notes or ["- none."]), "",
               f"Models that barely read their source (wrong sources raise the perplexity by less than "
