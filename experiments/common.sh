@@ -48,10 +48,14 @@ finetune() { python -m layerdrop.finetune -m scale="$SCALE" "$@"; }
 # Does a pretrained masked LM read word order? (context.json beside the run; python -m layerdrop.metrics.context)
 context() { python -m layerdrop.metrics.context "$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")"; }
 # Which layers a trained seq2seq model uses (layer_use.json beside the run; python -m layerdrop.metrics.layer_use);
-# one thread, so it slows a training beside it less; a run already probed is not probed again
+# one thread, so it slows a training beside it less; a run already probed is not probed again (a probe from
+# before the encoder's output spread was measured only gains that, in seconds)
 layer_use() {
   local run; run=$(python -m layerdrop.runkey --dir scale="$SCALE" "$@")
-  if [ ! -f "$run/layer_use.json" ]; then OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run"; fi
+  if [ ! -f "$run/layer_use.json" ]; then OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run"
+  elif ! grep -q '"encoder_spread"' "$run/layer_use.json"; then
+    OMP_NUM_THREADS=1 python -m layerdrop.metrics.layer_use "$run" --spread-only
+  fi
 }
 # LAYERDROP_DRY=1: print each command instead of running it (tests compose every run a script makes)
 if [ "${LAYERDROP_DRY:-0}" = 1 ]; then
