@@ -83,17 +83,17 @@ def build(runs_dir: Path, out: Path, scale: str) -> int:
             lines.append(f"| {record['task']} | `{row['run_key']}` | {row['layers']} | {row['norm']} | {row['dropout']} "
                          f"| {ld_text(row)} | {row['seed']} | {row['steps']} | {use['full']:.1f} "
                          f"| {use['wrong_source']:.1f} | {spread_text(use)} | {name} | {without} | {alone} |")
+        who = (f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
+               f"{row['steps']:,} steps)")
         for name, layer, ppl in one_layer_stacks(use):
-            notes.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
-                         f"{row['steps']:,} steps): its {name} works as one layer: layer {layer} alone scores "
-                         f"{ppl:.1f} against {use['full']:.1f} for all {len(use['stacks'][name]['only'])}.")
+            notes.append(f"{who}: its {name} works as one layer: layer {layer} alone scores {ppl:.1f} against "
+                         f"{use['full']:.1f} for all {len(use['stacks'][name]['only'])}.")
         rise = use["wrong_source"] / use["full"] - 1
         if rise < SOURCE_GAP:
-            deaf.append(f"- `{row['run_key']}` ({record['task']}, {row['norm']}-norm, LayerDrop {ld_text(row)}, "
-                        f"{row['steps']:,} steps): wrong sources score {use['wrong_source']:.1f} against "
-                        f"{use['full']:.1f} ({round(100 * rise, 1) + 0.0:+.1f}%)"
-                        + (f"; its encoder's output spread is {spread_text(use)}" if "encoder_spread" in use else "")
-                        + ".")  # + 0.0: never "-0.0%"
+            spread = spread_text(use)
+            deaf.append(f"{who}: wrong sources score {use['wrong_source']:.1f} against {use['full']:.1f} "
+                        f"({round(100 * rise, 1) + 0.0:+.1f}%)"  # + 0.0: never "-0.0%"
+                        + ("" if spread == "-" else f"; its encoder's output spread is {spread}") + ".")
     if not runs:
         lines.append("| no probed run yet | | | | | | | | | | | | | |")
     lines += ["", f"Stacks that work as one layer (one of their layers alone within {100 * ONE_LAYER_GAP:.0f}% of "
