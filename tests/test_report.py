@@ -209,6 +209,13 @@ def test_table1_names_the_runs_that_had_not_converged():
     lines = convergence_caution([falling, annealed])
     assert "1 of 2 runs had not converged" in lines[-1] and "baseline seed 2 (9.1%)" in lines[-1]
     assert convergence_caution([annealed]) == []
+    # listed by row, then seed, whatever order the run store gives them in
+    third = mt_record("c", 6, 6, 0.0, {6: 10.0}, "baseline", seed=3)
+    third["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])
+    first = mt_record("d", 6, 6, 0.0, {6: 10.0}, "baseline", seed=1)
+    first["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])
+    line = convergence_caution([third, falling, first])[-1]
+    assert line.index("seed 1") < line.index("seed 2") < line.index("seed 3")
 
 
 def test_table1_says_how_many_more_steps_layerdrop_needed_to_reach_its_best():

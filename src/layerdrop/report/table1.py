@@ -194,11 +194,11 @@ def equal_compute(rows: list[dict]) -> ClaimResult | None:
 def convergence_caution(records: list[dict]) -> list[str]:
     """The runs that had not converged for their schedule (the regime map's rule, ``regime.converged``:
     valid perplexity still at its best at the last validation and falling 1% or more over the last
-    fifth of the steps), with how much they still gained."""
+    fifth of the steps), with how much they still gained, listed by row and seed."""
     from layerdrop.report.regime import METRIC, converged, curve_state
 
     late = []
-    for r in records:
+    for r in sorted(records, key=lambda r: (role_of(r, "table1") or "", r["config"].get("seed") or 0)):
         curve = [p for p in r["train"].get("curve", []) if METRIC in p]
         state = curve_state(curve)
         if curve and not converged(state):
