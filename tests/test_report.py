@@ -202,19 +202,19 @@ def test_table1_names_the_runs_that_had_not_converged():
     def curve(values):
         return [{"step": 1000 * (i + 1), "tokens_seen": 1000 * (i + 1), "val/ppl": v} for i, v in enumerate(values)]
 
-    falling = mt_record("a", 6, 6, 0.0, {6: 10.0}, "baseline", seed=2)
-    falling["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])  # -9% over the last fifth
+    def still_falling(key, seed):
+        record = mt_record(key, 6, 6, 0.0, {6: 10.0}, "baseline", seed=seed)
+        record["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])  # -9% over the last fifth
+        return record
+
+    falling = still_falling("a", 2)
     annealed = mt_record("b", 6, 6, 0.2, {6: 10.0}, "layerdrop")
     annealed["train"]["curve"] = curve([40.0, 30.0, 25.0, 20.05, 20.0])  # -0.2%: converged for its schedule
     lines = convergence_caution([falling, annealed])
     assert "1 of 2 runs had not converged" in lines[-1] and "baseline seed 2 (9.1%)" in lines[-1]
     assert convergence_caution([annealed]) == []
     # listed by row, then seed, whatever order the run store gives them in
-    third = mt_record("c", 6, 6, 0.0, {6: 10.0}, "baseline", seed=3)
-    third["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])
-    first = mt_record("d", 6, 6, 0.0, {6: 10.0}, "baseline", seed=1)
-    first["train"]["curve"] = curve([40.0, 30.0, 25.0, 22.0, 20.0])
-    line = convergence_caution([third, falling, first])[-1]
+    line = convergence_caution([still_falling("c", 3), falling, still_falling("d", 1)])[-1]
     assert line.index("seed 1") < line.index("seed 2") < line.index("seed 3")
 
 
